@@ -1,0 +1,21 @@
+//! Generated protobuf types and gRPC stubs of the Valence Lifecycle Manager
+//! API (`valence.lifecycle.v1`), plus the encoded descriptor set for gRPC
+//! reflection.
+//!
+//! Enable the `client` feature for client stubs and `server` for server traits.
+
+/// Messages, enums and service stubs of `valence.lifecycle.v1`.
+pub mod v1 {
+    #![allow(missing_docs, clippy::all)]
+    tonic::include_proto!("valence.lifecycle.v1");
+    include!(concat!(env!("OUT_DIR"), "/enum_names.rs"));
+}
+
+pub mod json;
+pub mod rule_json;
+
+/// Encoded `FileDescriptorSet` of every proto file, for gRPC reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/valence_lifecycle_v1_descriptor.bin"));
+
+
