@@ -1,1 +1,244 @@
+//! The Valence Lifecycle Manager server: gRPC API, REST gateway, event log
+//! and the components that keep the lifecycle moving.
+//!
+//! [`serve`] is what `main` runs; [`serve_with_listeners`] is the same code
+//! on listeners the caller bound (tests bind `127.0.0.1:0`).
 
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod events;
+pub mod gateway;
+pub mod grpc;
+pub mod orchestrator;
+pub mod store;
+pub mod supervisor;
+pub mod telemetry;
+pub mod validate;
+
+use std::{sync::Arc, time::Duration, time::Instant};
+
+use anyhow::{bail, Context as _};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use valence_lifecycle_api::v1::{ComponentState, GetStatsResponse};
+
+use crate::{
+    auth::Auth,
+    config::Config,
+    error::ApiResult,
+    events::EventHub,
+    store::{now_ms, timestamp, Store},
+    supervisor::{StatusBoard, Supervisor},
+    telemetry::Metrics,
+};
+
+/// Everything request handlers and components share.
+pub struct AppState {
+    /// The validated configuration.
+    pub config: Arc<Config>,
+    /// The store.
+    pub store: Store,
+    /// The live side of the event log.
+    pub hub: Arc<EventHub>,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+    /// Component states.
+    pub board: Arc<StatusBoard>,
+    /// Access control.
+    pub auth: Arc<Auth>,
+    /// gRPC health statuses.
+    pub health: tonic_health::server::HealthReporter,
+    /// The grpc.health.v1 service reporting them.
+    pub health_service: tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>,
+    /// Fires when open event streams must end (shutdown).
+    pub streams: CancellationToken,
+    started: Instant,
+    started_at_ms: i64,
+}
+
+impl AppState {
+    /// Statistics for GetStats and /stats.
+    pub async fn stats(&self) -> ApiResult<GetStatsResponse> {
+        let s = self.store.stats().await?;
+        Ok(GetStatsResponse {
+            accounts_created: s.accounts_created,
+            accounts_failed: s.accounts_failed,
+            is_running: self.board.all_running(),
+            uptime_seconds: self.started.elapsed().as_secs(),
+            accounts: s.accounts,
+            pending_account_requests: s.pending_requests,
+            sessions: s.sessions,
+            active_sessions: s.active_sessions,
+            rules: s.rules,
+            events: s.events,
+            head_sequence: s.head_sequence,
+            components: self.board.snapshot(),
+            started_at: Some(timestamp(self.started_at_ms)),
+            store_backend: self.store.backend().name().to_string(),
+        })
+    }
+
+    /// Updates gauges that mirror stored state, before a scrape.
+    pub async fn refresh_gauges(&self) {
+        self.metrics.service_uptime_seconds.set(self.started.elapsed().as_secs());
+        match self.store.stats().await {
+            Ok(s) => {
+                self.metrics.active_sessions.set(s.active_sessions);
+                self.metrics.active_accounts.set(s.accounts);
+                self.metrics.queue_size.set(s.pending_requests);
+            }
+            Err(e) => tracing::warn!(error = %e, "could not refresh gauges from the store"),
+        }
+    }
+}
+
+/// Binds the configured ports and serves until SIGINT/SIGTERM. Returns
+/// whether shutdown was clean.
+pub async fn serve(config: Config) -> anyhow::Result<bool> {
+    let grpc = TcpListener::bind(config.grpc_addr())
+        .await
+        .with_context(|| format!("binding gRPC to {} (server.grpc_port / GRPC_PORT)", config.grpc_addr()))?;
+    let api = TcpListener::bind(config.api_addr())
+        .await
+        .with_context(|| format!("binding the REST gateway to {} (server.api_port / API_PORT)", config.api_addr()))?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(signal_to_cancel(shutdown.clone()));
+    serve_with_listeners(config, grpc, api, shutdown).await
+}
+
+/// Cancels `token` on SIGINT or SIGTERM.
+async fn signal_to_cancel(token: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT received; shutting down"),
+        _ = term => tracing::info!("SIGTERM received; shutting down"),
+    }
+    token.cancel();
+}
+
+/// Refuses to expose an unauthenticated server beyond loopback.
+fn check_exposure(config: &Config, grpc: &TcpListener, api: &TcpListener) -> anyhow::Result<()> {
+    if !config.auth.tokens.is_empty() {
+        return Ok(());
+    }
+    for addr in [grpc.local_addr()?, api.local_addr()?] {
+        if !addr.ip().is_loopback() {
+            bail!(
+                "refusing to listen on {addr}: no auth tokens are configured, so every caller would have every role; \
+                 configure [[auth.tokens]] or bind to 127.0.0.1 (server.bind_address / BIND_ADDRESS)"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Runs the server on already-bound listeners until `shutdown` fires.
+/// Components start in dependency order and stop in reverse; in-flight
+/// requests finish within `server.shutdown_grace_secs`. Returns whether
+/// shutdown was clean.
+pub async fn serve_with_listeners(
+    config: Config,
+    grpc_listener: TcpListener,
+    api_listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<bool> {
+    check_exposure(&config, &grpc_listener, &api_listener)?;
+    let store = Store::connect(&config.database)
+        .await
+        .context("the store is required at start (database.url / DATABASE_URL)")?;
+    tracing::info!(backend = store.backend().name(), "store ready");
+    let state = build_state(config, store.clone());
+    grpc::set_health(&state, false).await;
+
+    let mut supervisor = Supervisor::new(state.board.clone());
+    start_components(&mut supervisor, &state, grpc_listener, api_listener).await;
+    grpc::set_health(&state, true).await;
+    tracing::info!("valence lifecycle manager running");
+
+    shutdown.cancelled().await;
+    grpc::set_health(&state, false).await;
+    let grace = Duration::from_secs(state.config.server.shutdown_grace_secs);
+    let clean = supervisor.shutdown(grace).await;
+    store.close().await;
+    tracing::info!(clean, "shut down");
+    Ok(clean)
+}
+
+fn build_state(config: Config, store: Store) -> Arc<AppState> {
+    let metrics = Arc::new(Metrics::new());
+    let board = StatusBoard::new(store.clone(), metrics.clone());
+    let hub = EventHub::new(store.clone(), config.events.clone(), metrics.clone());
+    let health = tonic_health::server::HealthReporter::new();
+    let health_service = tonic_health::pb::health_server::HealthServer::new(
+        tonic_health::server::HealthService::from_health_reporter(health.clone()),
+    );
+    Arc::new(AppState {
+        auth: Arc::new(Auth::new(&config.auth)),
+        config: Arc::new(config),
+        store,
+        hub,
+        metrics,
+        board,
+        health,
+        health_service,
+        streams: CancellationToken::new(),
+        started: Instant::now(),
+        started_at_ms: now_ms(),
+    })
+}
+
+async fn start_components(
+    supervisor: &mut Supervisor,
+    state: &Arc<AppState>,
+    grpc_listener: TcpListener,
+    api_listener: TcpListener,
+) {
+    let s = state.clone();
+    supervisor.start("store", move |cancel| watch_store(s, cancel)).await;
+    let hub = state.hub.clone();
+    supervisor.start("events", move |cancel| hub.run_tailer(cancel)).await;
+    let (store, events, metrics) = (state.store.clone(), state.config.events.clone(), state.metrics.clone());
+    supervisor
+        .start("retention", move |cancel| events::retention::run(store, events, metrics, cancel))
+        .await;
+    let s = state.clone();
+    supervisor.start("grpc", move |cancel| grpc::serve(s, grpc_listener, cancel)).await;
+    let s = state.clone();
+    supervisor.start("gateway", move |cancel| gateway::serve(s, api_listener, cancel)).await;
+}
+
+/// The store component: pings the database every health-check interval
+/// and reflects the answer in component state and gRPC health.
+async fn watch_store(state: Arc<AppState>, cancel: CancellationToken) -> anyhow::Result<()> {
+    let every = Duration::from_secs(state.config.monitoring.health_check_interval_secs);
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            _ = tick.tick() => {}
+        }
+        let ping = tokio::time::timeout(Duration::from_secs(5), state.store.ping()).await;
+        let healthy = matches!(ping, Ok(Ok(())));
+        let now = state.board.state("store");
+        if healthy && now == ComponentState::Degraded {
+            state.board.set("store", ComponentState::Running, "answering again").await;
+            grpc::set_health(&state, true).await;
+        } else if !healthy && now == ComponentState::Running {
+            tracing::warn!("store does not answer");
+            grpc::set_health(&state, false).await;
+            state.board.set("store", ComponentState::Degraded, "not answering").await;
+        }
+    }
+}

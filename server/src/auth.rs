@@ -1,0 +1,180 @@
+//! Bearer-token access control shared by gRPC and REST. Tokens are compared
+//! as sha256 digests in constant time (every configured token is checked, so
+//! timing says nothing about which one nearly matched) and never logged.
+
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::{
+    config::{AuthConfig, Role},
+    error::ApiError,
+};
+
+struct Token {
+    digest: [u8; 32],
+    role: Role,
+    name: String,
+}
+
+/// Who the caller is, once authenticated.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The token holder's name (`anonymous` or `open` when no token was needed).
+    pub name: String,
+    /// The caller's role.
+    pub role: Role,
+}
+
+/// The configured tokens and policy.
+pub struct Auth {
+    tokens: Vec<Token>,
+    allow_anonymous_reads: bool,
+}
+
+impl Auth {
+    /// Builds the checker from configuration.
+    pub fn new(config: &AuthConfig) -> Self {
+        Auth {
+            tokens: config
+                .tokens
+                .iter()
+                .map(|t| Token {
+                    digest: Sha256::digest(t.token.as_bytes()).into(),
+                    role: t.role,
+                    name: if t.name.is_empty() { format!("{:?} token", t.role).to_lowercase() } else { t.name.clone() },
+                })
+                .collect(),
+            allow_anonymous_reads: config.allow_anonymous_reads,
+        }
+    }
+
+    /// True when no tokens are configured: every caller has every role.
+    pub fn is_open(&self) -> bool {
+        self.tokens.is_empty()
+    }
+
+    /// Checks an `authorization` header value against the role `needed`.
+    pub fn check(&self, authorization: Option<&str>, needed: Role) -> Result<Caller, ApiError> {
+        if self.is_open() {
+            return Ok(Caller { name: "open".into(), role: Role::Admin });
+        }
+        let Some(header) = authorization else {
+            if needed == Role::Reader && self.allow_anonymous_reads {
+                return Ok(Caller { name: "anonymous".into(), role: Role::Reader });
+            }
+            return Err(ApiError::Unauthenticated(
+                "missing credentials: send `authorization: Bearer <token>`".into(),
+            ));
+        };
+        let presented = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .ok_or_else(|| ApiError::Unauthenticated("authorization must be `Bearer <token>`".into()))?;
+        let caller = self
+            .find(presented.trim())
+            .ok_or_else(|| ApiError::Unauthenticated("unknown token".into()))?;
+        if caller.role < needed {
+            return Err(ApiError::PermissionDenied(format!(
+                "this call needs the {} role; the token has {}",
+                role_name(needed),
+                role_name(caller.role)
+            )));
+        }
+        Ok(caller)
+    }
+
+    fn find(&self, presented: &str) -> Option<Caller> {
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        let mut found = None;
+        for token in &self.tokens {
+            if bool::from(token.digest.ct_eq(&digest)) {
+                found = Some(Caller { name: token.name.clone(), role: token.role });
+            }
+        }
+        found
+    }
+}
+
+/// Lower-case role name.
+pub fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Reader => "reader",
+        Role::Operator => "operator",
+        Role::Admin => "admin",
+    }
+}
+
+/// The role a gRPC method needs; `None` for health and reflection, which
+/// are open so load balancers and grpcurl work without credentials.
+pub fn grpc_role(path: &str) -> Option<Role> {
+    let (service, method) = path.trim_start_matches('/').split_once('/')?;
+    match service {
+        "grpc.health.v1.Health" | "grpc.reflection.v1.ServerReflection" | "grpc.reflection.v1alpha.ServerReflection" => None,
+        "valence.lifecycle.v1.SingletonAdminService" => Some(Role::Admin),
+        "valence.lifecycle.v1.RuleService" => Some(match method {
+            "GetRule" | "ListRules" | "EvaluateRule" => Role::Reader,
+            _ => Role::Operator,
+        }),
+        _ => Some(Role::Reader),
+    }
+}
+
+/// The role a REST route needs; `None` for /health and /metrics.
+pub fn http_role(method: &http::Method, path: &str) -> Option<Role> {
+    match path {
+        "/health" | "/metrics" => None,
+        _ if method == http::Method::GET => Some(Role::Reader),
+        _ => Some(Role::Operator),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TokenConfig;
+
+    fn auth(anonymous: bool) -> Auth {
+        Auth::new(&AuthConfig {
+            tokens: vec![
+                TokenConfig { token: "reader-token-0123456789".into(), role: Role::Reader, name: "r".into() },
+                TokenConfig { token: "operator-token-0123456789".into(), role: Role::Operator, name: String::new() },
+            ],
+            allow_anonymous_reads: anonymous,
+        })
+    }
+
+    #[test]
+    fn roles_are_ordered_and_enforced() {
+        let a = auth(false);
+        assert!(a.check(Some("Bearer reader-token-0123456789"), Role::Reader).is_ok());
+        let denied = a.check(Some("Bearer reader-token-0123456789"), Role::Operator).unwrap_err();
+        assert_eq!(denied.grpc_code(), tonic::Code::PermissionDenied);
+        assert!(denied.to_string().contains("operator"));
+        assert_eq!(a.check(Some("Bearer operator-token-0123456789"), Role::Operator).unwrap().role, Role::Operator);
+    }
+
+    #[test]
+    fn missing_or_wrong_tokens_are_unauthenticated() {
+        let a = auth(false);
+        for header in [None, Some("Bearer nope"), Some("Basic abc")] {
+            let err = a.check(header, Role::Reader).unwrap_err();
+            assert_eq!(err.grpc_code(), tonic::Code::Unauthenticated, "{header:?}");
+        }
+    }
+
+    #[test]
+    fn anonymous_reads_only_when_allowed() {
+        assert!(auth(true).check(None, Role::Reader).is_ok());
+        assert!(auth(true).check(None, Role::Operator).is_err());
+        assert!(auth(false).check(None, Role::Reader).is_err());
+    }
+
+    #[test]
+    fn method_roles() {
+        assert_eq!(grpc_role("/grpc.health.v1.Health/Check"), None);
+        assert_eq!(grpc_role("/valence.lifecycle.v1.RuleService/CreateRule"), Some(Role::Operator));
+        assert_eq!(grpc_role("/valence.lifecycle.v1.RuleService/ListRules"), Some(Role::Reader));
+        assert_eq!(grpc_role("/valence.lifecycle.v1.SingletonAdminService/GetSingletons"), Some(Role::Admin));
+        assert_eq!(grpc_role("/valence.lifecycle.v1.LifecycleService/GetStats"), Some(Role::Reader));
+    }
+}

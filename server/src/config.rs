@@ -1,0 +1,529 @@
+//! Configuration: embedded defaults, then `config.toml` (seed 001's
+//! sections), then environment variables (seed 000's names, plus
+//! `VALENCE_<SECTION>__<KEY>` for everything), then command-line flags.
+//! [`Config::validate`] checks the merged result once; any error names the
+//! key and the value and stops start-up.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{bail, Context};
+use figment::{
+    providers::{Env, Format, Serialized, Toml},
+    Figment,
+};
+use serde::{Deserialize, Serialize};
+
+/// The whole server configuration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Listeners and request limits.
+    pub server: ServerConfig,
+    /// Storage backend.
+    pub database: DatabaseConfig,
+    /// Solana RPC (seed 001 `[rpc]`).
+    pub rpc: RpcConfig,
+    /// Builder service settings (seed 001 `[service]`).
+    pub service: ServiceConfig,
+    /// Retry policy for chain operations (seed 001 `[retry]`).
+    pub retry: RetryConfig,
+    /// Health checks and metrics (seed 001 `[monitoring]`).
+    pub monitoring: MonitoringConfig,
+    /// Lifecycle behaviour (seed 000's variables).
+    pub lifecycle: LifecycleConfig,
+    /// Event log retention and subscription buffers.
+    pub events: EventsConfig,
+    /// Bearer tokens and roles.
+    pub auth: AuthConfig,
+    /// Logs and traces.
+    pub telemetry: TelemetryConfig,
+}
+
+/// `[server]`: listeners and request limits.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address both listeners bind to (env BIND_ADDRESS).
+    pub bind_address: IpAddr,
+    /// gRPC port (env GRPC_PORT).
+    pub grpc_port: u16,
+    /// REST gateway port (env API_PORT).
+    pub api_port: u16,
+    /// Per-request timeout for unary calls and REST requests.
+    pub request_timeout_secs: u64,
+    /// Requests served at once per listener; more wait.
+    pub max_concurrent_requests: usize,
+    /// Largest request message or body accepted, in bytes.
+    pub max_message_bytes: usize,
+    /// How long shutdown waits for in-flight requests.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            bind_address: IpAddr::from([127, 0, 0, 1]),
+            grpc_port: 50051,
+            api_port: 8080,
+            request_timeout_secs: 30,
+            max_concurrent_requests: 256,
+            max_message_bytes: 4 * 1024 * 1024,
+            shutdown_grace_secs: 10,
+        }
+    }
+}
+
+/// `[database]`: where state lives.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://path` (the default, created if missing) or `postgres://...` (env DATABASE_URL).
+    pub url: String,
+    /// Pool size.
+    pub max_connections: u32,
+    /// How long a caller waits for a pooled connection.
+    pub acquire_timeout_secs: u64,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: "sqlite://valence-lifecycle.db".into(),
+            max_connections: 10,
+            acquire_timeout_secs: 5,
+        }
+    }
+}
+
+/// `[rpc]`: the Solana cluster.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RpcConfig {
+    /// JSON-RPC URL (env RPC_URL); empty means the embedded local network.
+    pub url: String,
+    /// Websocket URL (env WS_URL); empty means derived from `url`.
+    pub ws_url: String,
+    /// processed, confirmed or finalized.
+    pub commitment: String,
+    /// Timeout of each RPC call.
+    pub timeout_secs: u64,
+}
+
+impl Default for RpcConfig {
+    fn default() -> Self {
+        RpcConfig {
+            url: String::new(),
+            ws_url: String::new(),
+            commitment: "confirmed".into(),
+            timeout_secs: 10,
+        }
+    }
+}
+
+/// `[service]`: the account builder.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// Account creations in flight at once.
+    pub max_concurrent_creations: usize,
+    /// Service wallet, Solana CLI keypair JSON (env WALLET_PATH); empty on the embedded chain.
+    pub keypair_path: String,
+    /// Wallet balance below which health warns.
+    pub min_wallet_balance_lamports: u64,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        ServiceConfig {
+            max_concurrent_creations: 10,
+            keypair_path: String::new(),
+            min_wallet_balance_lamports: 100_000_000,
+        }
+    }
+}
+
+/// `[retry]`: exponential backoff with jitter for chain operations.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Attempts per operation.
+    pub max_retries: u32,
+    /// First delay.
+    pub initial_delay_ms: u64,
+    /// Largest delay.
+    pub max_delay_ms: u64,
+    /// Growth factor per attempt.
+    pub multiplier: f64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            max_retries: 5,
+            initial_delay_ms: 100,
+            max_delay_ms: 30_000,
+            multiplier: 2.0,
+        }
+    }
+}
+
+/// `[monitoring]`: health checks and Prometheus.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MonitoringConfig {
+    /// Seconds between background health checks.
+    pub health_check_interval_secs: u64,
+    /// Extra port that serves only /metrics, when set (it is always on the API port too).
+    pub metrics_port: Option<u16>,
+    /// Serve /metrics at all.
+    pub enable_prometheus: bool,
+}
+
+impl Default for MonitoringConfig {
+    fn default() -> Self {
+        MonitoringConfig {
+            health_check_interval_secs: 30,
+            metrics_port: None,
+            enable_prometheus: true,
+        }
+    }
+}
+
+/// `[lifecycle]`: seed 000's behaviour switches.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LifecycleConfig {
+    /// Base58 id of the shard program (env SHARD_PROGRAM_ID); empty means the stand-in on the embedded chain.
+    pub shard_program_id: String,
+    /// Seconds between reconciliation passes (env POLL_INTERVAL).
+    pub poll_interval_secs: u64,
+    /// Largest session (env MAX_ACCOUNTS_PER_SESSION).
+    pub max_accounts_per_session: u32,
+    /// Seconds a pending consumption may take before it expires (env CONSUMPTION_TIMEOUT).
+    pub consumption_timeout_secs: u64,
+    /// Execute rule actions; false only reports matches (env AUTO_PROGRESS).
+    pub auto_progress: bool,
+}
+
+impl Default for LifecycleConfig {
+    fn default() -> Self {
+        LifecycleConfig {
+            shard_program_id: String::new(),
+            poll_interval_secs: 5,
+            max_accounts_per_session: 10,
+            consumption_timeout_secs: 300,
+            auto_progress: false,
+        }
+    }
+}
+
+/// `[events]`: the event log and its subscribers.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct EventsConfig {
+    /// Prune events older than this many seconds (0 keeps them by age).
+    pub retention_max_age_secs: u64,
+    /// Keep at most this many events (0 keeps them by count).
+    pub retention_max_count: u64,
+    /// Seconds between pruning passes.
+    pub prune_interval_secs: u64,
+    /// Events held in the shared live buffer.
+    pub live_buffer: usize,
+    /// Messages buffered per subscriber before it is served from the store.
+    pub subscriber_buffer: usize,
+    /// Events read from the store per catch-up query.
+    pub catch_up_page: u32,
+    /// Largest number of concurrent subscriptions.
+    pub max_subscribers: usize,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        EventsConfig {
+            retention_max_age_secs: 30 * 24 * 3600,
+            retention_max_count: 10_000_000,
+            prune_interval_secs: 60,
+            live_buffer: 4096,
+            subscriber_buffer: 64,
+            catch_up_page: 256,
+            max_subscribers: 10_000,
+        }
+    }
+}
+
+/// A role; each includes the ones before it.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Queries and subscriptions.
+    Reader,
+    /// Plus rule changes and retries.
+    Operator,
+    /// Plus singleton administration.
+    Admin,
+}
+
+/// One configured bearer token.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// The secret.
+    pub token: String,
+    /// What it may do.
+    pub role: Role,
+    /// Who holds it, for logs (never the token itself).
+    #[serde(default)]
+    pub name: String,
+}
+
+impl std::fmt::Debug for TokenConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenConfig")
+            .field("token", &"<redacted>")
+            .field("role", &self.role)
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+/// `[auth]`: who may do what.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Tokens and their roles. With none, every caller has every role and
+    /// the server only listens on loopback.
+    pub tokens: Vec<TokenConfig>,
+    /// Let callers without a token read.
+    pub allow_anonymous_reads: bool,
+}
+
+/// `[telemetry]`: logs and traces.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// tracing filter (env RUST_LOG).
+    pub log_filter: String,
+    /// plain or json (env LOG_FORMAT).
+    pub log_format: String,
+    /// OTLP gRPC endpoint for traces (env OTEL_EXPORTER_OTLP_ENDPOINT); empty disables.
+    pub otlp_endpoint: String,
+    /// service.name of exported traces.
+    pub service_name: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            log_filter: "info".into(),
+            log_format: "plain".into(),
+            otlp_endpoint: String::new(),
+            service_name: "valence-lifecycle".into(),
+        }
+    }
+}
+
+/// Seed 000's environment variable names and where they land.
+const ENV_KEYS: &[(&str, &str)] = &[
+    ("RPC_URL", "rpc.url"),
+    ("WS_URL", "rpc.ws_url"),
+    ("WALLET_PATH", "service.keypair_path"),
+    ("SHARD_PROGRAM_ID", "lifecycle.shard_program_id"),
+    ("DATABASE_URL", "database.url"),
+    ("API_PORT", "server.api_port"),
+    ("GRPC_PORT", "server.grpc_port"),
+    ("BIND_ADDRESS", "server.bind_address"),
+    ("POLL_INTERVAL", "lifecycle.poll_interval_secs"),
+    ("MAX_ACCOUNTS_PER_SESSION", "lifecycle.max_accounts_per_session"),
+    ("CONSUMPTION_TIMEOUT", "lifecycle.consumption_timeout_secs"),
+    ("AUTO_PROGRESS", "lifecycle.auto_progress"),
+    ("RUST_LOG", "telemetry.log_filter"),
+    ("LOG_FORMAT", "telemetry.log_format"),
+    ("OTEL_EXPORTER_OTLP_ENDPOINT", "telemetry.otlp_endpoint"),
+];
+
+impl Config {
+    /// Merges defaults, the TOML file (when it exists, or must exist when
+    /// `explicit`), the environment and `overrides` (command-line flags,
+    /// already in figment's nested form), then validates.
+    pub fn load(file: &Path, explicit: bool, overrides: Figment) -> anyhow::Result<Config> {
+        if explicit && !file.exists() {
+            bail!("config file {} does not exist", file.display());
+        }
+        let figment = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::file(file))
+            .merge(Env::raw().filter_map(|key| {
+                ENV_KEYS
+                    .iter()
+                    .find(|(name, _)| key.as_str().eq_ignore_ascii_case(name))
+                    .map(|(_, path)| (*path).into())
+            }))
+            .merge(Env::prefixed("VALENCE_").split("__"))
+            .merge(overrides);
+        let config: Config = figment.extract().map_err(describe_figment_error)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that types alone cannot; errors name key and value.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let s = &self.server;
+        check(s.request_timeout_secs > 0, "server.request_timeout_secs", &s.request_timeout_secs)?;
+        check(s.max_concurrent_requests > 0, "server.max_concurrent_requests", &s.max_concurrent_requests)?;
+        check(s.max_message_bytes >= 1024, "server.max_message_bytes", &s.max_message_bytes)?;
+        let db = &self.database.url;
+        check(
+            db.starts_with("sqlite:") || db.starts_with("postgres://") || db.starts_with("postgresql://"),
+            "database.url (DATABASE_URL)",
+            db,
+        )?;
+        check(self.database.max_connections > 0, "database.max_connections", &self.database.max_connections)?;
+        check(
+            ["processed", "confirmed", "finalized"].contains(&self.rpc.commitment.as_str()),
+            "rpc.commitment",
+            &self.rpc.commitment,
+        )?;
+        check(
+            self.rpc.url.is_empty() || self.rpc.url.starts_with("http://") || self.rpc.url.starts_with("https://"),
+            "rpc.url (RPC_URL)",
+            &self.rpc.url,
+        )?;
+        check(
+            self.rpc.ws_url.is_empty() || self.rpc.ws_url.starts_with("ws://") || self.rpc.ws_url.starts_with("wss://"),
+            "rpc.ws_url (WS_URL)",
+            &self.rpc.ws_url,
+        )?;
+        check(self.rpc.timeout_secs > 0, "rpc.timeout_secs", &self.rpc.timeout_secs)?;
+        self.validate_lifecycle()?;
+        self.validate_rest()
+    }
+
+    fn validate_lifecycle(&self) -> anyhow::Result<()> {
+        let l = &self.lifecycle;
+        if !l.shard_program_id.is_empty() {
+            crate::validate::pubkey("lifecycle.shard_program_id (SHARD_PROGRAM_ID)", &l.shard_program_id)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        check(l.poll_interval_secs > 0, "lifecycle.poll_interval_secs (POLL_INTERVAL)", &l.poll_interval_secs)?;
+        check(
+            (1..=64).contains(&l.max_accounts_per_session),
+            "lifecycle.max_accounts_per_session (MAX_ACCOUNTS_PER_SESSION)",
+            &l.max_accounts_per_session,
+        )?;
+        check(
+            l.consumption_timeout_secs > 0,
+            "lifecycle.consumption_timeout_secs (CONSUMPTION_TIMEOUT)",
+            &l.consumption_timeout_secs,
+        )
+    }
+
+    fn validate_rest(&self) -> anyhow::Result<()> {
+        let r = &self.retry;
+        check(r.max_retries > 0, "retry.max_retries", &r.max_retries)?;
+        check(r.initial_delay_ms > 0, "retry.initial_delay_ms", &r.initial_delay_ms)?;
+        check(r.max_delay_ms >= r.initial_delay_ms, "retry.max_delay_ms", &r.max_delay_ms)?;
+        check(r.multiplier >= 1.0, "retry.multiplier", &r.multiplier)?;
+        check(self.service.max_concurrent_creations > 0, "service.max_concurrent_creations", &self.service.max_concurrent_creations)?;
+        check(self.monitoring.health_check_interval_secs > 0, "monitoring.health_check_interval_secs", &self.monitoring.health_check_interval_secs)?;
+        let e = &self.events;
+        check(e.live_buffer >= 16, "events.live_buffer", &e.live_buffer)?;
+        check(e.subscriber_buffer >= 1, "events.subscriber_buffer", &e.subscriber_buffer)?;
+        check((1..=10_000).contains(&e.catch_up_page), "events.catch_up_page", &e.catch_up_page)?;
+        check(e.prune_interval_secs > 0, "events.prune_interval_secs", &e.prune_interval_secs)?;
+        check(e.max_subscribers > 0, "events.max_subscribers", &e.max_subscribers)?;
+        check(
+            ["plain", "json"].contains(&self.telemetry.log_format.as_str()),
+            "telemetry.log_format (LOG_FORMAT)",
+            &self.telemetry.log_format,
+        )?;
+        for (i, t) in self.auth.tokens.iter().enumerate() {
+            if t.token.len() < 16 {
+                bail!("invalid auth.tokens[{i}].token: must be at least 16 characters (value not shown)");
+            }
+        }
+        Ok(())
+    }
+
+    /// gRPC listen address.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.server.bind_address, self.server.grpc_port)
+    }
+
+    /// REST listen address.
+    pub fn api_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.server.bind_address, self.server.api_port)
+    }
+
+    /// Per-request timeout.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.server.request_timeout_secs)
+    }
+
+    /// The config as TOML, tokens redacted (for `--dump-config`).
+    pub fn to_toml_redacted(&self) -> anyhow::Result<String> {
+        let mut copy = self.clone();
+        for t in &mut copy.auth.tokens {
+            t.token = "<redacted>".into();
+        }
+        toml_string(&copy)
+    }
+}
+
+fn toml_string(config: &Config) -> anyhow::Result<String> {
+    // figment re-exports the toml crate's serializer through its Toml provider's
+    // dependency; going through serde_json keeps our dependency list short.
+    let value = serde_json::to_value(config).context("serializing config")?;
+    let mut out = String::new();
+    write_toml(&mut out, "", &value);
+    Ok(out)
+}
+
+/// A small TOML writer for the config's shape (tables of scalars, arrays of tables).
+fn write_toml(out: &mut String, table: &str, value: &serde_json::Value) {
+    use std::fmt::Write as _;
+    let Some(map) = value.as_object() else { return };
+    for (key, v) in map {
+        if !(v.is_object() || is_table_array(v)) && !v.is_null() {
+            let _ = writeln!(out, "{key} = {v}");
+        }
+    }
+    for (key, v) in map {
+        let path = if table.is_empty() { key.clone() } else { format!("{table}.{key}") };
+        if v.is_object() {
+            let _ = writeln!(out, "\n[{path}]");
+            write_toml(out, &path, v);
+        } else if is_table_array(v) {
+            for item in v.as_array().into_iter().flatten() {
+                let _ = writeln!(out, "\n[[{path}]]");
+                write_toml(out, &path, item);
+            }
+        }
+    }
+}
+
+fn is_table_array(v: &serde_json::Value) -> bool {
+    v.as_array().is_some_and(|a| !a.is_empty() && a.iter().all(|x| x.is_object()))
+}
+
+fn check(ok: bool, key: &str, value: &dyn std::fmt::Display) -> anyhow::Result<()> {
+    if ok {
+        Ok(())
+    } else {
+        bail!("invalid value {value:?} for {key}", value = value.to_string())
+    }
+}
+
+/// figment's message names the key, the value and where it came from
+/// (file or environment variable); keep all of it.
+fn describe_figment_error(err: figment::Error) -> anyhow::Error {
+    let messages: Vec<String> = err.into_iter().map(|e| e.to_string()).collect();
+    anyhow::anyhow!("invalid configuration: {}", messages.join("; "))
+}
+
+/// The default config file: `config.toml` in the working directory.
+pub fn default_config_path() -> PathBuf {
+    PathBuf::from("config.toml")
+}

@@ -1,0 +1,159 @@
+//! One error vocabulary for both faces of the server: every handler returns
+//! [`ApiError`], which maps to a `tonic::Status` and to an HTTP response in
+//! one place. Internal causes are logged where they are converted and never
+//! sent to clients.
+
+use axum::{
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    Json,
+};
+use serde_json::json;
+
+/// A domain error with the gRPC/HTTP meaning decided up front.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A field of the request is malformed; the message names it.
+    #[error("invalid {field}: {message}")]
+    InvalidArgument {
+        /// The offending field (`rule.condition`, `page_size`, ...).
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The entity does not exist.
+    #[error("{kind} {id} not found")]
+    NotFound {
+        /// Entity kind (`account`, `rule`, ...).
+        kind: &'static str,
+        /// The id asked for.
+        id: String,
+    },
+    /// The entity exists already.
+    #[error("{kind} {id} already exists")]
+    AlreadyExists {
+        /// Entity kind.
+        kind: &'static str,
+        /// The id.
+        id: String,
+    },
+    /// The system is not in a state that allows the operation.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// A cursor or position outside the valid range.
+    #[error("{0}")]
+    OutOfRange(String),
+    /// No or unknown credentials.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// Valid credentials without the needed role.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// A limit was hit; retry later.
+    #[error("{0}")]
+    ResourceExhausted(String),
+    /// A dependency (store, chain) is unavailable; retry later.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The operation arrives with a later release.
+    #[error("{0}")]
+    Unimplemented(String),
+    /// Anything else; details are logged, not returned.
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl ApiError {
+    /// An InvalidArgument error naming `field`.
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError::InvalidArgument {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// A NotFound error.
+    pub fn not_found(kind: &'static str, id: impl Into<String>) -> Self {
+        ApiError::NotFound {
+            kind,
+            id: id.into(),
+        }
+    }
+
+    /// The gRPC code of this error.
+    pub fn grpc_code(&self) -> tonic::Code {
+        match self {
+            ApiError::InvalidArgument { .. } => tonic::Code::InvalidArgument,
+            ApiError::NotFound { .. } => tonic::Code::NotFound,
+            ApiError::AlreadyExists { .. } => tonic::Code::AlreadyExists,
+            ApiError::FailedPrecondition(_) => tonic::Code::FailedPrecondition,
+            ApiError::OutOfRange(_) => tonic::Code::OutOfRange,
+            ApiError::Unauthenticated(_) => tonic::Code::Unauthenticated,
+            ApiError::PermissionDenied(_) => tonic::Code::PermissionDenied,
+            ApiError::ResourceExhausted(_) => tonic::Code::ResourceExhausted,
+            ApiError::Unavailable(_) => tonic::Code::Unavailable,
+            ApiError::Unimplemented(_) => tonic::Code::Unimplemented,
+            ApiError::Internal(_) => tonic::Code::Internal,
+        }
+    }
+
+    /// The HTTP status of this error.
+    pub fn http_status(&self) -> StatusCode {
+        match self {
+            ApiError::InvalidArgument { .. } => StatusCode::BAD_REQUEST,
+            ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
+            ApiError::AlreadyExists { .. } => StatusCode::CONFLICT,
+            ApiError::FailedPrecondition(_) => StatusCode::PRECONDITION_FAILED,
+            ApiError::OutOfRange(_) => StatusCode::RANGE_NOT_SATISFIABLE,
+            ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            ApiError::PermissionDenied(_) => StatusCode::FORBIDDEN,
+            ApiError::ResourceExhausted(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unimplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn log_internal(&self) {
+        if let ApiError::Internal(cause) = self {
+            tracing::error!(error = format!("{cause:#}"), "internal error");
+        }
+    }
+}
+
+impl From<ApiError> for tonic::Status {
+    fn from(err: ApiError) -> Self {
+        err.log_internal();
+        tonic::Status::new(err.grpc_code(), err.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        self.log_internal();
+        let status = self.http_status();
+        let body = json!({ "error": self.to_string(), "code": format!("{:?}", self.grpc_code()) });
+        (status, Json(body)).into_response()
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(err: sqlx::Error) -> Self {
+        match &err {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                tracing::warn!(error = %err, "store unavailable");
+                ApiError::Unavailable("the store is unavailable; retry later".into())
+            }
+            _ => ApiError::Internal(err.into()),
+        }
+    }
+}
+
+impl From<anyhow::Error> for ApiError {
+    fn from(err: anyhow::Error) -> Self {
+        ApiError::Internal(err)
+    }
+}
+
+/// Result alias for handlers and store calls.
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,151 @@
+//! The event log's live side. The store is the source of truth; one tailer
+//! per process follows it in sequence order and publishes each event once
+//! into a bounded broadcast buffer that every subscriber of this process
+//! reads. Subscribers that fall behind that buffer are served from the
+//! store until they catch up (see [`subscription`]).
+//!
+//! The tailer wakes on local commits, on PostgreSQL NOTIFY (events written
+//! by other replicas) and on a short poll as a safety net.
+
+pub mod retention;
+pub mod subscription;
+pub mod types;
+
+use std::{sync::Arc, time::Duration};
+
+use tokio::sync::{broadcast, watch, Semaphore};
+use tokio_util::sync::CancellationToken;
+use valence_lifecycle_api::v1::LifecycleEvent;
+
+use crate::{
+    config::EventsConfig,
+    store::{postgres::EVENTS_CHANNEL, Backend, Store},
+    telemetry::Metrics,
+};
+
+/// Events published per store read by the tailer.
+const TAIL_BATCH: u32 = 512;
+
+/// Shared state of the live event side.
+pub struct EventHub {
+    store: Store,
+    config: EventsConfig,
+    metrics: Arc<Metrics>,
+    live: broadcast::Sender<Arc<LifecycleEvent>>,
+    head: watch::Sender<u64>,
+    subscriber_slots: Arc<Semaphore>,
+}
+
+impl EventHub {
+    /// Creates the hub; call [`EventHub::run_tailer`] to start publishing.
+    pub fn new(store: Store, config: EventsConfig, metrics: Arc<Metrics>) -> Arc<Self> {
+        let (live, _) = broadcast::channel(config.live_buffer);
+        let (head, _) = watch::channel(0);
+        Arc::new(EventHub {
+            subscriber_slots: Arc::new(Semaphore::new(config.max_subscribers)),
+            store,
+            config,
+            metrics,
+            live,
+            head,
+        })
+    }
+
+    /// Highest sequence published by the tailer.
+    pub fn head(&self) -> u64 {
+        *self.head.borrow()
+    }
+
+    /// Waits until the tailer has published `sequence` (used by tests and
+    /// start-up ordering).
+    pub async fn wait_for(&self, sequence: u64) {
+        let mut rx = self.head.subscribe();
+        let _ = rx.wait_for(|h| *h >= sequence).await;
+    }
+
+    /// The store behind the log.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Follows the log until cancelled, publishing every new event in order.
+    pub async fn run_tailer(self: Arc<Self>, cancel: CancellationToken) -> anyhow::Result<()> {
+        let mut cursor = self.store.head_sequence().await?;
+        self.head.send_replace(cursor);
+        let appended = self.store.appended();
+        let mut listener = self.pg_listener().await;
+        let poll = match self.store.backend() {
+            Backend::Postgres => Duration::from_millis(500),
+            Backend::Sqlite => Duration::from_secs(1),
+        };
+        tracing::info!(head = cursor, "event tailer started");
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = appended.notified() => {}
+                _ = wait_notification(&mut listener) => {}
+                _ = tokio::time::sleep(poll) => {}
+            }
+            match self.publish_new(cursor).await {
+                Ok(c) => cursor = c,
+                Err(e) => tracing::warn!(error = %e, "reading the event log failed; retrying"),
+            }
+        }
+        tracing::info!(head = cursor, "event tailer stopped");
+        Ok(())
+    }
+
+    /// Publishes every event after `cursor`; returns the new cursor.
+    async fn publish_new(&self, mut cursor: u64) -> anyhow::Result<u64> {
+        loop {
+            let batch = self.store.events_after(cursor, TAIL_BATCH).await?;
+            let full = batch.len() == TAIL_BATCH as usize;
+            for event in batch {
+                cursor = event.sequence;
+                self.metrics.observe_event(&event);
+                // No receivers is fine: nobody is subscribed right now.
+                let _ = self.live.send(Arc::new(event));
+            }
+            self.head.send_replace(cursor);
+            if !full {
+                return Ok(cursor);
+            }
+        }
+    }
+
+    async fn pg_listener(&self) -> Option<sqlx::postgres::PgListener> {
+        if self.store.backend() != Backend::Postgres {
+            return None;
+        }
+        let connect = async {
+            let mut listener = sqlx::postgres::PgListener::connect(self.store.url()).await?;
+            listener.listen(EVENTS_CHANNEL).await?;
+            Ok::<_, sqlx::Error>(listener)
+        };
+        match tokio::time::timeout(Duration::from_secs(10), connect).await {
+            Ok(Ok(listener)) => Some(listener),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "LISTEN failed; other replicas' events arrive by polling");
+                None
+            }
+            Err(_) => {
+                tracing::warn!("LISTEN timed out; other replicas' events arrive by polling");
+                None
+            }
+        }
+    }
+}
+
+/// Resolves on the next NOTIFY; never resolves without a listener. The
+/// listener reconnects by itself after a lost connection.
+async fn wait_notification(listener: &mut Option<sqlx::postgres::PgListener>) {
+    match listener {
+        Some(l) => {
+            if let Err(e) = l.recv().await {
+                tracing::warn!(error = %e, "LISTEN connection failed");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+        None => std::future::pending().await,
+    }
+}

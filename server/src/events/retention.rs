@@ -1,0 +1,29 @@
+//! Background pruning of the event log by age and count.
+
+use std::{sync::Arc, time::Duration};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::{config::EventsConfig, store::Store, telemetry::Metrics};
+
+/// Prunes every `prune_interval_secs` until cancelled.
+pub async fn run(store: Store, config: EventsConfig, metrics: Arc<Metrics>, cancel: CancellationToken) -> anyhow::Result<()> {
+    let mut tick = tokio::time::interval(Duration::from_secs(config.prune_interval_secs));
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            _ = tick.tick() => {}
+        }
+        match store
+            .prune_events(config.retention_max_age_secs * 1000, config.retention_max_count)
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => {
+                metrics.events_pruned.inc_by(n);
+                tracing::info!(deleted = n, "pruned lifecycle events");
+            }
+            Err(e) => tracing::warn!(error = %e, "pruning lifecycle events failed"),
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! The REST gateway (seed 000 and 001 endpoints) for operators, scripts and
+//! Prometheus. JSON shapes are the protobuf messages' (enums by short name,
+//! times in RFC 3339), except `POST /rules`, which takes and returns seed
+//! 000's rule JSON exactly.
+
+mod handlers;
+
+use std::{sync::Arc, time::Instant};
+
+use axum::{
+    extract::{DefaultBodyLimit, MatchedPath, Request, State},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+    Router,
+};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::{
+    auth::http_role,
+    telemetry::metrics::{HttpLabels, MethodLabels},
+    AppState,
+};
+
+/// The gateway's routes with their middleware.
+pub fn router(state: Arc<AppState>) -> Router {
+    let limits = tower::ServiceBuilder::new()
+        .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, state.config.request_timeout()))
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(state.config.server.max_concurrent_requests));
+    Router::new()
+        .route("/health", get(handlers::health))
+        .route("/stats", get(handlers::stats))
+        .route("/metrics", get(handlers::metrics))
+        .route("/accounts", get(handlers::list_accounts))
+        .route("/accounts/{id}", get(handlers::get_account))
+        .route("/account-requests", get(handlers::list_account_requests))
+        .route("/sessions", get(handlers::list_sessions))
+        .route("/sessions/{id}", get(handlers::get_session))
+        .route("/progressions/{id}", get(handlers::get_progression))
+        .route("/events", get(handlers::list_events))
+        .route("/rules", post(handlers::create_rule).get(handlers::list_rules))
+        .route("/rules/{id}", get(handlers::get_rule))
+        .fallback(handlers::not_found)
+        .layer(DefaultBodyLimit::max(state.config.server.max_message_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .layer(limits)
+        .with_state(state)
+}
+
+/// Access control, metrics and a request span for every REST call.
+async fn guard(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let span = tracing::info_span!("http", method = %request.method(), route = %route);
+    crate::telemetry::continue_trace(&span, request.headers());
+    let response = match http_role(request.method(), request.uri().path()) {
+        Some(role) => {
+            let header = request.headers().get("authorization").and_then(|v| v.to_str().ok());
+            match state.auth.check(header, role) {
+                Ok(_) => tracing::Instrument::instrument(next.run(request), span).await,
+                Err(denied) => denied.into_response(),
+            }
+        }
+        None => tracing::Instrument::instrument(next.run(request), span).await,
+    };
+    let m = &state.metrics;
+    m.http_requests
+        .get_or_create(&HttpLabels { route: route.clone(), status: response.status().as_u16() })
+        .inc();
+    m.http_request_duration
+        .get_or_create(&MethodLabels { method: route })
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Serves the gateway on `listener` (and /metrics alone on
+/// `monitoring.metrics_port`, when set) until `cancel` fires.
+pub async fn serve(state: Arc<AppState>, listener: TcpListener, cancel: CancellationToken) -> anyhow::Result<()> {
+    tracing::info!(addr = %listener.local_addr()?, "REST gateway listening");
+    if let Some(port) = state.config.monitoring.metrics_port {
+        let metrics_listener = TcpListener::bind((state.config.server.bind_address, port)).await?;
+        let metrics_only = Router::new()
+            .route("/metrics", get(handlers::metrics))
+            .with_state(state.clone());
+        let stop = cancel.clone();
+        tokio::spawn(async move {
+            let served = axum::serve(metrics_listener, metrics_only)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "metrics listener failed");
+            }
+        });
+    }
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(cancel.cancelled_owned())
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,38 @@
+//! `EventStreamService.Subscribe`: server-streaming, resumable subscription
+//! to the lifecycle event log (see `events::subscription`).
+
+use std::{pin::Pin, sync::Arc};
+
+use futures::Stream;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+use valence_lifecycle_api::v1::{event_stream_service_server::EventStreamService, SubscribeRequest, SubscribeResponse};
+
+use crate::AppState;
+
+/// The EventStreamService implementation.
+pub struct EventStreamApi {
+    state: Arc<AppState>,
+}
+
+impl EventStreamApi {
+    /// Serves from `state`.
+    pub fn new(state: Arc<AppState>) -> Self {
+        EventStreamApi { state }
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<SubscribeResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl EventStreamService for EventStreamApi {
+    type SubscribeStream = EventStream;
+
+    async fn subscribe(&self, request: Request<SubscribeRequest>) -> Result<Response<Self::SubscribeStream>, Status> {
+        let subscription = self.state.hub.subscribe(request.get_ref()).await?;
+        let (tx, rx) = mpsc::channel(self.state.config.events.subscriber_buffer);
+        tokio::spawn(subscription.run(tx, self.state.streams.clone()));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}

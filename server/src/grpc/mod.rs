@@ -1,0 +1,83 @@
+//! The gRPC server: the four Valence services, grpc.health.v1 and
+//! reflection (v1 and v1alpha, so both current and older grpcurl builds can
+//! list and describe everything with no proto files), behind request
+//! limits, access control and metrics.
+
+pub mod events;
+pub mod lifecycle;
+pub mod middleware;
+pub mod rules;
+pub mod singletons;
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic_health::ServingStatus;
+use valence_lifecycle_api::{
+    v1::{
+        event_stream_service_server::EventStreamServiceServer, lifecycle_service_server::LifecycleServiceServer,
+        rule_service_server::RuleServiceServer, singleton_admin_service_server::SingletonAdminServiceServer,
+    },
+    FILE_DESCRIPTOR_SET,
+};
+
+use crate::AppState;
+
+/// Fully qualified names of our services, for per-service health.
+pub const SERVICE_NAMES: [&str; 4] = [
+    "valence.lifecycle.v1.LifecycleService",
+    "valence.lifecycle.v1.RuleService",
+    "valence.lifecycle.v1.SingletonAdminService",
+    "valence.lifecycle.v1.EventStreamService",
+];
+
+/// Serves gRPC on `listener` until `cancel` fires, then ends open event
+/// streams and waits for in-flight calls to finish.
+pub async fn serve(state: Arc<AppState>, listener: TcpListener, cancel: CancellationToken) -> anyhow::Result<()> {
+    let limit = state.config.server.max_message_bytes;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("building reflection v1")?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .context("building reflection v1alpha")?;
+    let streams = state.streams.clone();
+    tracing::info!(addr = %listener.local_addr()?, "gRPC listening");
+    tonic::transport::Server::builder()
+        .timeout(state.config.request_timeout())
+        .concurrency_limit_per_connection(state.config.server.max_concurrent_requests)
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(state.config.server.max_concurrent_requests))
+        .layer(middleware::GrpcLayer::new(state.clone()))
+        .add_service(state.health_service.clone())
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(
+            LifecycleServiceServer::new(lifecycle::LifecycleApi::new(state.clone())).max_decoding_message_size(limit),
+        )
+        .add_service(RuleServiceServer::new(rules::RuleApi::new(state.clone())).max_decoding_message_size(limit))
+        .add_service(SingletonAdminServiceServer::new(singletons::SingletonApi).max_decoding_message_size(limit))
+        .add_service(EventStreamServiceServer::new(events::EventStreamApi::new(state.clone())).max_decoding_message_size(limit))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            cancel.cancelled().await;
+            // Streams never end on their own; end them so the drain can finish.
+            streams.cancel();
+        })
+        .await
+        .context("gRPC server failed")
+}
+
+/// Sets the overall and per-service health.
+pub async fn set_health(state: &AppState, serving: bool) {
+    let status = if serving { ServingStatus::Serving } else { ServingStatus::NotServing };
+    state.health.set_service_status("", status).await;
+    for name in SERVICE_NAMES {
+        state.health.set_service_status(name, status).await;
+    }
+}

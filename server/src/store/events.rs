@@ -1,0 +1,223 @@
+//! The lifecycle event log: appended inside the transaction of the change it
+//! describes, read by cursor (subscribers, tailer) or by page (ListEvents).
+
+use prost::Message as _;
+use sqlx::Row as _;
+use valence_lifecycle_api::v1::{lifecycle_event::Payload, EventType, LifecycleEvent};
+
+use super::{now_ms, postgres, timestamp, Backend, Store, WriteTx};
+use crate::{error::ApiResult, events::types::event_type_of};
+
+/// An event about to be appended.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    /// What happened.
+    pub payload: Payload,
+    /// The entity it is about.
+    pub entity_id: String,
+    /// Namespace of the session involved, if any.
+    pub namespace: String,
+    /// Chain slot, when the event comes from the chain.
+    pub slot: Option<u64>,
+    /// Transaction signature, when known.
+    pub signature: String,
+}
+
+impl NewEvent {
+    /// An event about `entity_id` with no chain context.
+    pub fn new(entity_id: impl Into<String>, payload: Payload) -> Self {
+        NewEvent {
+            payload,
+            entity_id: entity_id.into(),
+            namespace: String::new(),
+            slot: None,
+            signature: String::new(),
+        }
+    }
+
+    /// Sets the namespace.
+    pub fn in_namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = namespace.into();
+        self
+    }
+
+    /// Sets chain context.
+    pub fn on_chain(mut self, slot: Option<u64>, signature: impl Into<String>) -> Self {
+        self.slot = slot;
+        self.signature = signature.into();
+        self
+    }
+}
+
+/// Filters of a page query.
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery {
+    /// Only this type.
+    pub event_type: Option<EventType>,
+    /// Only this entity.
+    pub entity_id: Option<String>,
+}
+
+const COLUMNS: &str = "sequence, created_at, payload";
+
+impl Store {
+    /// Appends an event inside `tx`; returns its sequence.
+    pub(crate) async fn append_event(&self, tx: &mut WriteTx<'_>, event: NewEvent) -> ApiResult<u64> {
+        if self.backend == Backend::Postgres {
+            sqlx::query(postgres::EVENT_APPEND_LOCK).execute(tx.conn()).await?;
+        }
+        let event_type = event_type_of(&event.payload);
+        let body = LifecycleEvent {
+            sequence: 0,
+            time: None,
+            slot: event.slot,
+            signature: event.signature.clone(),
+            entity_id: event.entity_id.clone(),
+            namespace: event.namespace.clone(),
+            event_type: event_type as i32,
+            payload: Some(event.payload),
+        };
+        let row = sqlx::query(
+            "INSERT INTO lifecycle_events (event_type, entity_id, namespace, slot, signature, created_at, payload) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING sequence",
+        )
+        .bind(valence_lifecycle_api::json::short_name::<EventType>(event_type as i32))
+        .bind(&event.entity_id)
+        .bind(&event.namespace)
+        .bind(event.slot.map(|s| s as i64))
+        .bind(&event.signature)
+        .bind(now_ms())
+        .bind(body.encode_to_vec())
+        .fetch_one(tx.conn())
+        .await?;
+        let sequence: i64 = row.try_get(0)?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(postgres::EVENTS_CHANNEL)
+                .bind(sequence.to_string())
+                .execute(tx.conn())
+                .await?;
+        }
+        tx.appended_events = true;
+        Ok(sequence as u64)
+    }
+
+    /// Appends events in their own transaction (for events that describe no
+    /// table change, such as component status changes).
+    pub async fn append_events(&self, events: Vec<NewEvent>) -> ApiResult<Vec<u64>> {
+        let mut tx = self.begin().await?;
+        let mut sequences = Vec::with_capacity(events.len());
+        for event in events {
+            sequences.push(self.append_event(&mut tx, event).await?);
+        }
+        self.commit(tx).await?;
+        Ok(sequences)
+    }
+
+    /// Events with a sequence above `after`, oldest first, at most `limit`.
+    pub async fn events_after(&self, after: u64, limit: u32) -> ApiResult<Vec<LifecycleEvent>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM lifecycle_events WHERE sequence > $1 ORDER BY sequence LIMIT $2"
+        ))
+        .bind(after as i64)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(decode_event).collect()
+    }
+
+    /// A page of events, newest first (seed 000's limit/offset), or oldest
+    /// first after a cursor.
+    pub async fn list_events(
+        &self,
+        query: &EventQuery,
+        after: Option<u64>,
+        limit: u32,
+        offset: u64,
+    ) -> ApiResult<Vec<LifecycleEvent>> {
+        let mut sql = format!("SELECT {COLUMNS} FROM lifecycle_events WHERE 1 = 1");
+        let mut n = 0;
+        let mut next = || {
+            n += 1;
+            format!("${n}")
+        };
+        if query.event_type.is_some() {
+            sql += &format!(" AND event_type = {}", next());
+        }
+        if query.entity_id.is_some() {
+            sql += &format!(" AND entity_id = {}", next());
+        }
+        if after.is_some() {
+            sql += &format!(" AND sequence > {} ORDER BY sequence ASC LIMIT {}", next(), next());
+        } else {
+            sql += &format!(" ORDER BY sequence DESC LIMIT {} OFFSET {}", next(), next());
+        }
+        let mut q = sqlx::query(&sql);
+        if let Some(t) = query.event_type {
+            q = q.bind(valence_lifecycle_api::json::short_name::<EventType>(t as i32));
+        }
+        if let Some(e) = &query.entity_id {
+            q = q.bind(e.clone());
+        }
+        q = match after {
+            Some(a) => q.bind(a as i64).bind(limit as i64),
+            None => q.bind(limit as i64).bind(offset as i64),
+        };
+        let rows = q.fetch_all(&self.pool).await?;
+        rows.iter().map(decode_event).collect()
+    }
+
+    /// Highest sequence in the log (0 when empty).
+    pub async fn head_sequence(&self) -> ApiResult<u64> {
+        self.scalar_u64("SELECT COALESCE(MAX(sequence), 0) FROM lifecycle_events").await
+    }
+
+    /// Lowest retained sequence (0 when empty).
+    pub async fn oldest_sequence(&self) -> ApiResult<u64> {
+        self.scalar_u64("SELECT COALESCE(MIN(sequence), 0) FROM lifecycle_events").await
+    }
+
+    /// Deletes events older than `max_age_ms` or beyond the newest
+    /// `max_count` (0 disables either), but never the newest event, so the
+    /// head sequence survives pruning. Returns how many were deleted.
+    pub async fn prune_events(&self, max_age_ms: u64, max_count: u64) -> ApiResult<u64> {
+        let head = self.head_sequence().await?;
+        if head == 0 {
+            return Ok(0);
+        }
+        let mut deleted = 0;
+        if max_count > 0 && head > max_count {
+            deleted += sqlx::query("DELETE FROM lifecycle_events WHERE sequence <= $1")
+                .bind((head - max_count) as i64)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+        }
+        if max_age_ms > 0 {
+            deleted += sqlx::query("DELETE FROM lifecycle_events WHERE created_at < $1 AND sequence < $2")
+                .bind(now_ms() - max_age_ms as i64)
+                .bind(head as i64)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+        }
+        Ok(deleted)
+    }
+
+    pub(crate) async fn scalar_u64(&self, sql: &str) -> ApiResult<u64> {
+        let row = sqlx::query(sql).fetch_one(&self.pool).await?;
+        let value: i64 = row.try_get(0)?;
+        Ok(value.max(0) as u64)
+    }
+}
+
+fn decode_event(row: &sqlx::any::AnyRow) -> ApiResult<LifecycleEvent> {
+    let sequence: i64 = row.try_get(0)?;
+    let created_at: i64 = row.try_get(1)?;
+    let payload: Vec<u8> = row.try_get(2)?;
+    let mut event = LifecycleEvent::decode(payload.as_slice())
+        .map_err(|e| anyhow::anyhow!("event {sequence} does not decode: {e}"))?;
+    event.sequence = sequence as u64;
+    event.time = Some(timestamp(created_at));
+    Ok(event)
+}

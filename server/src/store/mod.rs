@@ -1,0 +1,188 @@
+//! The store: every piece of state (accounts, sessions, progressions, rules,
+//! singletons and the event log) in SQLite (default, embedded) or
+//! PostgreSQL (production, several replicas).
+//!
+//! Both backends run the same SQL through sqlx's `Any` driver (numbered
+//! `$N` parameters, times as Unix milliseconds, lists as JSON text); what
+//! differs between them lives in [`sqlite`] and [`postgres`] behind the
+//! [`Backend`] enum. Every mutation appends its lifecycle events in the same
+//! transaction, so the log never disagrees with the tables.
+
+mod entities;
+mod events;
+pub mod postgres;
+mod rules;
+pub mod sqlite;
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::Context;
+use sqlx::{any::AnyPoolOptions, AnyPool, Executor};
+use tokio::sync::{Mutex, MutexGuard, Notify};
+
+pub use entities::{
+    AccountRecord, AccountRequestRecord, ConsumptionRecord, SessionFilter, SessionRecord, StoreStats,
+};
+pub use events::{EventQuery, NewEvent};
+pub use rules::StoredRule;
+
+use crate::{config::DatabaseConfig, error::ApiResult};
+
+/// Which database is behind the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// An embedded SQLite file (one server process).
+    Sqlite,
+    /// A PostgreSQL server (any number of replicas).
+    Postgres,
+}
+
+impl Backend {
+    /// Short name for stats and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// A handle to the store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+    url: String,
+    /// SQLite has one writer at a time and upgrades read transactions to
+    /// write lazily, which fails instead of waiting when two race. Writers
+    /// in this process take turns here instead.
+    write_lock: Option<Arc<Mutex<()>>>,
+    /// Woken after every commit that appended events.
+    appended: Arc<Notify>,
+}
+
+/// A write transaction (and, on SQLite, the writer's turn).
+pub struct WriteTx<'a> {
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+    _turn: Option<MutexGuard<'a, ()>>,
+    appended_events: bool,
+}
+
+impl Store {
+    /// Connects, creating the SQLite file when missing, and applies migrations.
+    pub async fn connect(config: &DatabaseConfig) -> anyhow::Result<Store> {
+        sqlx::any::install_default_drivers();
+        let backend = if config.url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            Backend::Postgres
+        };
+        let url = match backend {
+            Backend::Sqlite => sqlite::connect_url(&config.url),
+            Backend::Postgres => config.url.clone(),
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(config.max_connections)
+            .acquire_timeout(Duration::from_secs(config.acquire_timeout_secs))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        conn.execute(sqlite::CONNECTION_PRAGMAS).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await
+            .with_context(|| format!("connecting to the {} store", backend.name()))?;
+        let store = Store {
+            pool,
+            backend,
+            url,
+            write_lock: (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(()))),
+            appended: Arc::new(Notify::new()),
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Applies pending migrations of this backend.
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        match self.backend {
+            Backend::Sqlite => sqlite::migrate(&self.pool).await,
+            Backend::Postgres => postgres::migrate(&self.pool).await,
+        }
+    }
+
+    /// Which backend this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Connection URL (PostgreSQL listeners open their own connection).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Answers when the database does.
+    pub async fn ping(&self) -> ApiResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Closes the pool, waiting for connections in use.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Woken after each commit that appended events in this process.
+    pub fn appended(&self) -> Arc<Notify> {
+        self.appended.clone()
+    }
+
+    /// Starts a write transaction.
+    pub(crate) async fn begin(&self) -> ApiResult<WriteTx<'_>> {
+        let turn = match &self.write_lock {
+            Some(lock) => Some(lock.lock().await),
+            None => None,
+        };
+        let tx = self.pool.begin().await?;
+        Ok(WriteTx {
+            tx,
+            _turn: turn,
+            appended_events: false,
+        })
+    }
+
+    /// Commits, then wakes the event tailer if events were appended.
+    pub(crate) async fn commit(&self, tx: WriteTx<'_>) -> ApiResult<()> {
+        let appended = tx.appended_events;
+        tx.tx.commit().await?;
+        if appended {
+            self.appended.notify_one();
+        }
+        Ok(())
+    }
+}
+
+impl WriteTx<'_> {
+    pub(crate) fn conn(&mut self) -> &mut sqlx::AnyConnection {
+        &mut self.tx
+    }
+}
+
+/// Current time in Unix milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Unix milliseconds to a protobuf timestamp.
+pub fn timestamp(ms: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+    }
+}

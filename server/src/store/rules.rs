@@ -1,0 +1,157 @@
+//! Progression rules. The definition is stored in seed 000's JSON shape, so
+//! rows stay readable with any SQL client.
+
+use sqlx::Row as _;
+use valence_lifecycle_api::{
+    rule_json::SeedRule,
+    v1::{lifecycle_event::Payload, ProgressionRule, RuleChanged},
+};
+
+use super::{now_ms, timestamp, NewEvent, Store};
+use crate::error::{ApiError, ApiResult};
+
+/// A rule as stored (same type as the API's).
+pub type StoredRule = ProgressionRule;
+
+const COLUMNS: &str = "id, definition, created_at, updated_at";
+
+impl Store {
+    /// Stores a new rule (validated by the caller) and appends RuleCreated.
+    pub async fn create_rule(&self, rule: &ProgressionRule) -> ApiResult<ProgressionRule> {
+        let definition = definition_json(rule)?;
+        let now = now_ms();
+        let mut tx = self.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO progression_rules (id, name, definition, enabled, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $5)",
+        )
+        .bind(&rule.id)
+        .bind(&rule.name)
+        .bind(definition)
+        .bind(rule.enabled)
+        .bind(now)
+        .execute(tx.conn())
+        .await;
+        if let Err(sqlx::Error::Database(db)) = &inserted {
+            if db.is_unique_violation() {
+                return Err(ApiError::AlreadyExists { kind: "rule", id: rule.id.clone() });
+            }
+        }
+        inserted?;
+        let stored = ProgressionRule {
+            created_at: Some(timestamp(now)),
+            updated_at: Some(timestamp(now)),
+            ..rule.clone()
+        };
+        let event = rule_event(&stored, Payload::RuleCreated);
+        self.append_event(&mut tx, event).await?;
+        self.commit(tx).await?;
+        Ok(stored)
+    }
+
+    /// One rule.
+    pub async fn get_rule(&self, id: &str) -> ApiResult<ProgressionRule> {
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM progression_rules WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| ApiError::not_found("rule", id))?;
+        decode_rule(&row)
+    }
+
+    /// Rules ordered by id.
+    pub async fn list_rules(&self, enabled_only: bool, limit: u32, offset: u64) -> ApiResult<Vec<ProgressionRule>> {
+        let filter = if enabled_only { "WHERE enabled = $3" } else { "" };
+        let sql = format!("SELECT {COLUMNS} FROM progression_rules {filter} ORDER BY id LIMIT $1 OFFSET $2");
+        let mut query = sqlx::query(&sql).bind(limit as i64).bind(offset as i64);
+        if enabled_only {
+            query = query.bind(true);
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        rows.iter().map(decode_rule).collect()
+    }
+
+    /// Replaces name, condition, action and enabled; appends RuleUpdated.
+    pub async fn update_rule(&self, rule: &ProgressionRule) -> ApiResult<ProgressionRule> {
+        self.rewrite_rule(&rule.id, Payload::RuleUpdated, |stored| ProgressionRule {
+            created_at: stored.created_at,
+            updated_at: stored.updated_at,
+            ..rule.clone()
+        })
+        .await
+    }
+
+    /// Sets the enabled flag; appends RuleEnabled or RuleDisabled.
+    pub async fn set_rule_enabled(&self, id: &str, enabled: bool) -> ApiResult<ProgressionRule> {
+        let change = if enabled { Payload::RuleEnabled } else { Payload::RuleDisabled };
+        self.rewrite_rule(id, change, |stored| ProgressionRule { enabled, ..stored })
+            .await
+    }
+
+    /// Deletes a rule; appends RuleDeleted.
+    pub async fn delete_rule(&self, id: &str) -> ApiResult<()> {
+        let mut tx = self.begin().await?;
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM progression_rules WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(tx.conn())
+            .await?
+            .ok_or_else(|| ApiError::not_found("rule", id))?;
+        let stored = decode_rule(&row)?;
+        sqlx::query("DELETE FROM progression_rules WHERE id = $1")
+            .bind(id)
+            .execute(tx.conn())
+            .await?;
+        self.append_event(&mut tx, rule_event(&stored, Payload::RuleDeleted)).await?;
+        self.commit(tx).await
+    }
+
+    /// Reads the rule, applies `change`, writes it back and appends the event.
+    async fn rewrite_rule(
+        &self,
+        id: &str,
+        payload: fn(RuleChanged) -> Payload,
+        change: impl FnOnce(ProgressionRule) -> ProgressionRule,
+    ) -> ApiResult<ProgressionRule> {
+        let mut tx = self.begin().await?;
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM progression_rules WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(tx.conn())
+            .await?
+            .ok_or_else(|| ApiError::not_found("rule", id))?;
+        let now = now_ms();
+        let mut updated = change(decode_rule(&row)?);
+        updated.updated_at = Some(timestamp(now));
+        sqlx::query("UPDATE progression_rules SET name = $1, definition = $2, enabled = $3, updated_at = $4 WHERE id = $5")
+            .bind(&updated.name)
+            .bind(definition_json(&updated)?)
+            .bind(updated.enabled)
+            .bind(now)
+            .bind(id)
+            .execute(tx.conn())
+            .await?;
+        self.append_event(&mut tx, rule_event(&updated, payload)).await?;
+        self.commit(tx).await?;
+        Ok(updated)
+    }
+}
+
+fn rule_event(rule: &ProgressionRule, payload: fn(RuleChanged) -> Payload) -> NewEvent {
+    NewEvent::new(&rule.id, payload(RuleChanged { rule: Some(rule.clone()) }))
+}
+
+fn definition_json(rule: &ProgressionRule) -> ApiResult<String> {
+    let seed = SeedRule::try_from(rule)
+        .map_err(|missing| ApiError::invalid(format!("rule.{}", missing.0), "must be set"))?;
+    serde_json::to_string(&seed).map_err(|e| ApiError::Internal(e.into()))
+}
+
+fn decode_rule(row: &sqlx::any::AnyRow) -> ApiResult<ProgressionRule> {
+    let id: String = row.try_get(0)?;
+    let definition: String = row.try_get(1)?;
+    let seed: SeedRule = serde_json::from_str(&definition)
+        .map_err(|e| anyhow::anyhow!("stored rule {id} does not parse: {e}"))?;
+    let mut rule = ProgressionRule::from(seed);
+    rule.created_at = Some(timestamp(row.try_get(2)?));
+    rule.updated_at = Some(timestamp(row.try_get(3)?));
+    Ok(rule)
+}

@@ -1,0 +1,256 @@
+//! Every Prometheus metric of the server, registered in one place. Names
+//! follow seeds 000 and 001; prometheus-client appends `_total` to counters.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::{
+    encoding::{text::encode, EncodeLabelSet},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{exponential_buckets, Histogram},
+    },
+    registry::Registry,
+};
+use valence_lifecycle_api::v1::{lifecycle_event::Payload, LifecycleEvent};
+
+/// Labels of per-RPC metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RpcLabels {
+    /// `/package.Service/Method`.
+    pub method: String,
+    /// gRPC status code name.
+    pub code: String,
+}
+
+/// Labels of per-method latency.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MethodLabels {
+    /// `/package.Service/Method` or the REST route.
+    pub method: String,
+}
+
+/// Labels of REST metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    /// Route pattern (`/accounts/{id}`), not the raw path.
+    pub route: String,
+    /// HTTP status code.
+    pub status: u16,
+}
+
+/// Labels naming a component.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ComponentLabels {
+    /// Component name.
+    pub component: String,
+}
+
+type GaugeU64 = Gauge<u64, AtomicU64>;
+
+/// All metrics; clone the fields (they are shared handles) to update them.
+pub struct Metrics {
+    registry: Registry,
+    /// Account requests seen (seed 000).
+    pub account_requests: Counter,
+    /// Accounts initialized (seed 000).
+    pub accounts_initialized: Counter,
+    /// Sessions created (seed 000).
+    pub sessions_created: Counter,
+    /// Sessions consumed (seed 000).
+    pub sessions_consumed: Counter,
+    /// Live sessions (seed 000).
+    pub active_sessions: GaugeU64,
+    /// Active accounts (seed 000).
+    pub active_accounts: GaugeU64,
+    /// Rule evaluations (seed 000).
+    pub rules_evaluated: Counter,
+    /// Rule matches (seed 000).
+    pub rules_matched: Counter,
+    /// Account initialization time (seed 000).
+    pub account_initialization_duration: Histogram,
+    /// Session lifetime (seed 000).
+    pub session_lifetime: Histogram,
+    /// Accounts created (seed 001).
+    pub accounts_created: Counter,
+    /// Account creations failed (seed 001).
+    pub accounts_failed: Counter,
+    /// Time to process one chain update (seed 001).
+    pub event_processing_duration: Histogram,
+    /// 1 when the chain RPC answers, 0 otherwise (seed 001).
+    pub rpc_connection_status: GaugeU64,
+    /// Seconds since start (seed 001).
+    pub service_uptime_seconds: GaugeU64,
+    /// Account requests waiting for the builder (seed 001).
+    pub queue_size: GaugeU64,
+    /// Service wallet balance (seed 001).
+    pub wallet_balance_lamports: GaugeU64,
+    /// gRPC requests by method and code.
+    pub grpc_requests: Family<RpcLabels, Counter>,
+    /// gRPC latency by method.
+    pub grpc_request_duration: Family<MethodLabels, Histogram>,
+    /// REST requests by route and status.
+    pub http_requests: Family<HttpLabels, Counter>,
+    /// REST latency by route.
+    pub http_request_duration: Family<MethodLabels, Histogram>,
+    /// Open event subscriptions.
+    pub event_subscribers: GaugeU64,
+    /// Events appended to the log (as seen by this replica's tailer).
+    pub events_appended: Counter,
+    /// Events delivered to subscribers.
+    pub events_delivered: Counter,
+    /// How far behind the head a subscriber was at delivery, in sequences.
+    pub subscriber_lag: Histogram,
+    /// Times a subscriber fell behind the live buffer and was served from the store.
+    pub subscriber_catch_ups: Counter,
+    /// Events pruned by retention.
+    pub events_pruned: Counter,
+    /// Component state (the ComponentState enum number).
+    pub component_state: Family<ComponentLabels, GaugeU64>,
+    /// Component restarts.
+    pub component_restarts: Family<ComponentLabels, Counter>,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let mut m = Metrics {
+            registry: Registry::default(),
+            account_requests: Counter::default(),
+            accounts_initialized: Counter::default(),
+            sessions_created: Counter::default(),
+            sessions_consumed: Counter::default(),
+            active_sessions: Gauge::default(),
+            active_accounts: Gauge::default(),
+            rules_evaluated: Counter::default(),
+            rules_matched: Counter::default(),
+            account_initialization_duration: Histogram::new(exponential_buckets(0.05, 2.0, 12)),
+            session_lifetime: Histogram::new(exponential_buckets(1.0, 2.0, 20)),
+            accounts_created: Counter::default(),
+            accounts_failed: Counter::default(),
+            event_processing_duration: latency_histogram(),
+            rpc_connection_status: Gauge::default(),
+            service_uptime_seconds: Gauge::default(),
+            queue_size: Gauge::default(),
+            wallet_balance_lamports: Gauge::default(),
+            grpc_requests: Family::default(),
+            grpc_request_duration: Family::new_with_constructor(latency_histogram),
+            http_requests: Family::default(),
+            http_request_duration: Family::new_with_constructor(latency_histogram),
+            event_subscribers: Gauge::default(),
+            events_appended: Counter::default(),
+            events_delivered: Counter::default(),
+            subscriber_lag: Histogram::new(exponential_buckets(1.0, 4.0, 10)),
+            subscriber_catch_ups: Counter::default(),
+            events_pruned: Counter::default(),
+            component_state: Family::default(),
+            component_restarts: Family::default(),
+        };
+        m.register_all();
+        m
+    }
+
+    fn register_all(&mut self) {
+        let r = &mut self.registry;
+        r.register("valence_account_requests", "Account requests seen", self.account_requests.clone());
+        r.register("valence_accounts_initialized", "Accounts initialized", self.accounts_initialized.clone());
+        r.register("valence_sessions_created", "Sessions created", self.sessions_created.clone());
+        r.register("valence_sessions_consumed", "Sessions consumed", self.sessions_consumed.clone());
+        r.register("valence_active_sessions", "Live (non-consumed) sessions", self.active_sessions.clone());
+        r.register("valence_active_accounts", "Active accounts", self.active_accounts.clone());
+        r.register("valence_progression_rules_evaluated", "Rule evaluations", self.rules_evaluated.clone());
+        r.register("valence_progression_rules_matched", "Rule matches", self.rules_matched.clone());
+        r.register(
+            "valence_account_initialization_duration_seconds",
+            "Time from request to initialized account",
+            self.account_initialization_duration.clone(),
+        );
+        r.register("valence_session_lifetime_seconds", "Session creation to consumption", self.session_lifetime.clone());
+        r.register("accounts_created", "Accounts created by this service", self.accounts_created.clone());
+        r.register("accounts_failed", "Account creations that failed", self.accounts_failed.clone());
+        r.register(
+            "event_processing_duration",
+            "Seconds to process one chain update",
+            self.event_processing_duration.clone(),
+        );
+        r.register("rpc_connection_status", "1 when the Solana RPC answers", self.rpc_connection_status.clone());
+        r.register("service_uptime_seconds", "Seconds since the server started", self.service_uptime_seconds.clone());
+        r.register("queue_size", "Account requests waiting for the builder", self.queue_size.clone());
+        r.register("wallet_balance_lamports", "Service wallet balance", self.wallet_balance_lamports.clone());
+        r.register("grpc_requests", "gRPC requests by method and status code", self.grpc_requests.clone());
+        r.register(
+            "grpc_request_duration_seconds",
+            "gRPC request latency by method",
+            self.grpc_request_duration.clone(),
+        );
+        r.register("http_requests", "REST requests by route and status", self.http_requests.clone());
+        r.register(
+            "http_request_duration_seconds",
+            "REST request latency by route",
+            self.http_request_duration.clone(),
+        );
+        r.register("lifecycle_event_subscribers", "Open event subscriptions", self.event_subscribers.clone());
+        r.register("lifecycle_events_appended", "Events appended to the log", self.events_appended.clone());
+        r.register("lifecycle_events_delivered", "Events delivered to subscribers", self.events_delivered.clone());
+        r.register(
+            "lifecycle_subscriber_lag_sequences",
+            "Head sequence minus delivered sequence at delivery",
+            self.subscriber_lag.clone(),
+        );
+        r.register(
+            "lifecycle_subscriber_catch_ups",
+            "Subscribers switched to reading from the store",
+            self.subscriber_catch_ups.clone(),
+        );
+        r.register("lifecycle_events_pruned", "Events removed by retention", self.events_pruned.clone());
+        r.register("component_state", "Component state (ComponentState number)", self.component_state.clone());
+        r.register("component_restarts", "Component restarts", self.component_restarts.clone());
+    }
+
+    /// Counts an event of the log in the lifecycle counters it feeds.
+    pub fn observe_event(&self, event: &LifecycleEvent) {
+        self.events_appended.inc();
+        match &event.payload {
+            Some(Payload::AccountRequested(_)) => {
+                self.account_requests.inc();
+            }
+            Some(Payload::AccountInitialized(_)) => {
+                self.accounts_initialized.inc();
+                self.accounts_created.inc();
+            }
+            Some(Payload::AccountInitializationFailed(f)) if f.parked => {
+                self.accounts_failed.inc();
+            }
+            Some(Payload::SessionCreated(_)) => {
+                self.sessions_created.inc();
+            }
+            Some(Payload::SessionConsumed(_)) => {
+                self.sessions_consumed.inc();
+            }
+            Some(Payload::RuleMatched(_)) => {
+                self.rules_matched.inc();
+            }
+            _ => {}
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "encoding metrics failed");
+        }
+        out
+    }
+}
