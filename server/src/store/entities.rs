@@ -204,12 +204,12 @@ impl Store {
     /// initialized and append AccountInitialized.
     pub async fn upsert_account(&self, a: &AccountRecord) -> ApiResult<bool> {
         let mut tx = self.begin().await?;
-        let stored = sqlx::query("SELECT state_hash, is_active FROM accounts WHERE id = $1")
+        let stored = sqlx::query("SELECT state_hash, CAST(CASE WHEN is_active THEN 1 ELSE 0 END AS BIGINT) FROM accounts WHERE id = $1")
             .bind(&a.id)
             .fetch_optional(tx.conn())
             .await?;
         if let Some(row) = stored {
-            let (hash, active): (String, bool) = (row.try_get(0)?, row.try_get(1)?);
+            let (hash, active): (String, bool) = (row.try_get(0)?, flag(&row, 1)?);
             if hash == a.state_hash && active == a.is_active {
                 return Ok(false);
             }
@@ -277,13 +277,13 @@ impl Store {
     /// SessionCreated; a stored session seen consumed is marked consumed.
     pub async fn upsert_session(&self, s: &SessionRecord) -> ApiResult<bool> {
         let mut tx = self.begin().await?;
-        let stored = sqlx::query("SELECT is_consumed FROM sessions WHERE id = $1")
+        let stored = sqlx::query("SELECT CAST(CASE WHEN is_consumed THEN 1 ELSE 0 END AS BIGINT) FROM sessions WHERE id = $1")
             .bind(&s.id)
             .fetch_optional(tx.conn())
             .await?;
         let changed = match stored {
             Some(row) => {
-                let consumed: bool = row.try_get(0)?;
+                let consumed = flag(&row, 0)?;
                 if consumed || !s.is_consumed {
                     return Ok(false);
                 }
@@ -363,11 +363,11 @@ impl Store {
         .bind(c.slot.map(|s| s as i64))
         .execute(tx.conn())
         .await?;
-        let live = sqlx::query("SELECT is_consumed FROM sessions WHERE id = $1")
+        let live = sqlx::query("SELECT CAST(CASE WHEN is_consumed THEN 1 ELSE 0 END AS BIGINT) FROM sessions WHERE id = $1")
             .bind(&c.consumed_session)
             .fetch_optional(tx.conn())
             .await?
-            .map(|row| row.try_get::<bool, _>(0))
+            .map(|row| flag(&row, 0))
             .transpose()?
             == Some(false);
         if live {
@@ -506,9 +506,9 @@ impl Store {
 }
 
 const REQUEST_COLUMNS: &str = "id, owner, capabilities, init_state_hash, status, failure_reason, attempts, created_at, updated_at, signature, account_id";
-const ACCOUNT_COLUMNS: &str = "id, owner, capabilities, state_hash, is_active, created_at, state, request_id";
+const ACCOUNT_COLUMNS: &str = "id, owner, capabilities, state_hash, CAST(CASE WHEN is_active THEN 1 ELSE 0 END AS BIGINT), created_at, state, request_id";
 const SESSION_COLUMNS: &str =
-    "s.id, s.owner, s.accounts, s.namespace, s.is_consumed, s.nonce, s.created_at, s.metadata, s.state, s.last_activity_at, s.consumed_at, c.created_sessions";
+    "s.id, s.owner, s.accounts, s.namespace, CAST(CASE WHEN s.is_consumed THEN 1 ELSE 0 END AS BIGINT), s.nonce, s.created_at, s.metadata, s.state, s.last_activity_at, s.consumed_at, c.created_sessions";
 
 impl Store {
     /// One account.
@@ -680,13 +680,20 @@ impl Store {
     }
 }
 
+/// Reads a boolean column selected as `CAST(CASE WHEN col THEN 1 ELSE 0 END AS BIGINT)`: sqlx's Any
+/// driver maps PostgreSQL booleans but not SQLite's, and an integer reads
+/// the same from both.
+fn flag(row: &AnyRow, index: usize) -> ApiResult<bool> {
+    Ok(row.try_get::<i64, _>(index)? != 0)
+}
+
 fn decode_account(row: &AnyRow) -> ApiResult<Account> {
     Ok(Account {
         id: row.try_get(0)?,
         owner: row.try_get(1)?,
         capabilities: parse_list(&row.try_get::<String, _>(2)?),
         state_hash: row.try_get(3)?,
-        is_active: row.try_get(4)?,
+        is_active: flag(row, 4)?,
         created_at: Some(timestamp(row.try_get(5)?)),
         state: parse_state(&row.try_get::<String, _>(6)?) as i32,
         request_id: row.try_get(7)?,
@@ -716,7 +723,7 @@ fn decode_session(row: &AnyRow) -> ApiResult<Session> {
         owner: row.try_get(1)?,
         accounts: parse_list(&row.try_get::<String, _>(2)?),
         namespace: row.try_get(3)?,
-        is_consumed: row.try_get(4)?,
+        is_consumed: flag(row, 4)?,
         nonce: row.try_get::<i64, _>(5)? as u64,
         created_at: Some(timestamp(row.try_get(6)?)),
         metadata: row.try_get(7)?,
