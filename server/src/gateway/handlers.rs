@@ -53,7 +53,9 @@ pub async fn metrics(State(state): AppStateRef) -> Response {
     }
     state.refresh_gauges().await;
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        // prometheus-client writes OpenMetrics (counter families named
+        // without `_total`, a closing `# EOF`); say so, so scrapers parse it as such.
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
         state.metrics.encode(),
     )
         .into_response()
@@ -204,7 +206,8 @@ fn parse_seed_rule(body: &[u8]) -> ApiResult<SeedRule> {
     let mut de = serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
-        let field = if path == "." { "body".to_string() } else { path };
+        // The path is "." or "?" when the error precedes any field.
+        let field = if path == "." || path.starts_with('?') { "body".to_string() } else { path };
         ApiError::invalid(field, e.into_inner().to_string())
     })
 }

@@ -3,3 +3,5 @@
 
 mod common;
 mod store;
+mod grpc_api;
+mod rest;
