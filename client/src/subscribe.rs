@@ -3,15 +3,17 @@
 //! [`LifecycleClient::subscribe_resilient`] wraps `EventStreamService.Subscribe`
 //! and hides broken connections from the caller:
 //!
-//! * It remembers the sequence of the last event it handed out.
+//! * It remembers where to resume: after the last event it handed out, or at
+//!   the `next_sequence` of the latest heartbeat when that is further (the
+//!   server sends one as soon as a subscription starts, so even a
+//!   subscription that has seen no matching event yet has a position).
 //! * When the stream fails with a retryable error (UNAVAILABLE, UNKNOWN,
 //!   INTERNAL, CANCELLED, DEADLINE_EXCEEDED, ABORTED, RESOURCE_EXHAUSTED; a
 //!   broken connection surfaces as one of these), ends although a
 //!   subscription never ends on its own, or stays silent for three heartbeat
 //!   intervals, it waits according to [`Backoff`] and subscribes again with
-//!   [`resume_request`]: `START_POSITION_FROM_SEQUENCE` from the last
-//!   delivered sequence + 1, which the server answers with exactly the
-//!   events that were missed.
+//!   [`resume_request`]: `START_POSITION_FROM_SEQUENCE` from that position,
+//!   which the server answers with exactly the events that were missed.
 //! * Any other error (OUT_OF_RANGE when the cursor has been pruned from the
 //!   log, INVALID_ARGUMENT, UNAUTHENTICATED, PERMISSION_DENIED, ...) is
 //!   yielded once and ends the stream: retrying cannot fix it, and the
@@ -19,10 +21,8 @@
 //! * Events whose sequence is not above the last delivered one are dropped,
 //!   so the caller never sees a duplicate even if a server replays one.
 //!
-//! Until the first event is delivered there is no cursor, so a reconnect
-//! re-sends the original request. For `START_POSITION_NOW` that means events
-//! appended while the first connection was down are not replayed; start from
-//! a sequence (or the oldest) when that matters.
+//! Only when the very first connection fails before its first heartbeat is
+//! there no position; then the original request is sent again.
 
 use std::{
     pin::Pin,
@@ -191,8 +191,12 @@ struct Resumer {
     stub: EventStreamServiceClient<AuthedChannel>,
     original: v1::SubscribeRequest,
     backoff: Backoff,
-    /// Last sequence handed out; the resume cursor.
+    /// Last sequence handed out; drops replays.
     last: Option<u64>,
+    /// Next sequence to resume from: after the last delivered event, or a
+    /// heartbeat's `next_sequence` when it is further (events skipped by
+    /// the filters, or none delivered yet).
+    resume_from: Option<u64>,
     /// `last`, readable from [`Subscription::last_delivered`].
     shared_last: Arc<AtomicU64>,
     /// The open stream; `None` between a failure and the next attempt.
@@ -220,6 +224,7 @@ impl Resumer {
             original,
             backoff,
             last: None,
+            resume_from: None,
             shared_last,
             stream: None,
             failures: 0,
@@ -251,7 +256,7 @@ impl Resumer {
         // connection but never answers is as dead as one that refuses it.
         let idle = self.idle_timeout;
         let Some(stream) = self.stream.as_mut() else {
-            let request = resume_request(&self.original, self.last);
+            let request = resume_request(&self.original, self.resume_from.map(|next| next - 1));
             debug!(
                 start = request.start,
                 from_sequence = request.from_sequence,
@@ -276,13 +281,19 @@ impl Resumer {
     /// Turns a message into an item, dropping replayed events.
     fn accept(&mut self, message: v1::SubscribeResponse) -> Option<SubscriptionItem> {
         match message.message? {
-            Message::Heartbeat(heartbeat) => Some(SubscriptionItem::Heartbeat(heartbeat)),
+            Message::Heartbeat(heartbeat) => {
+                if heartbeat.next_sequence > self.resume_from.unwrap_or(0) {
+                    self.resume_from = Some(heartbeat.next_sequence);
+                }
+                Some(SubscriptionItem::Heartbeat(heartbeat))
+            }
             Message::Event(event) => {
                 if self.last.is_some_and(|last| event.sequence <= last) {
                     debug!(sequence = event.sequence, "dropping duplicate event");
                     return None;
                 }
                 self.last = Some(event.sequence);
+                self.resume_from = Some(event.sequence + 1);
                 self.shared_last.store(event.sequence, Ordering::Release);
                 Some(SubscriptionItem::Event(event))
             }
@@ -310,7 +321,7 @@ impl Resumer {
             error = %error,
             attempt = self.failures,
             delay_ms = delay.as_millis() as u64,
-            resume_from = self.last.map(|last| last + 1),
+            resume_from = self.resume_from,
             "subscription interrupted, reconnecting"
         );
         tokio::time::sleep(delay).await;
@@ -454,6 +465,7 @@ mod tests {
         Ok(v1::SubscribeResponse {
             message: Some(Message::Heartbeat(v1::Heartbeat {
                 head_sequence,
+                next_sequence: 0,
                 time: None,
             })),
         })

@@ -158,6 +158,11 @@ impl Subscription {
     }
 
     async fn deliver(&mut self, out: &mpsc::Sender<StreamItem>, cancel: &CancellationToken) -> Stop {
+        // The first heartbeat tells the client its position before any event
+        // matches, so even a subscription that saw nothing can resume exactly.
+        if out.send(Ok(self.heartbeat_message())).await.is_err() {
+            return Stop::Closed;
+        }
         if let Err(stop) = self.catch_up(out).await {
             return stop;
         }
@@ -250,15 +255,19 @@ impl Subscription {
         Ok(())
     }
 
-    async fn send_heartbeat(&self, out: &mpsc::Sender<StreamItem>) -> Result<(), Stop> {
-        let message = SubscribeResponse {
+    fn heartbeat_message(&self) -> SubscribeResponse {
+        SubscribeResponse {
             message: Some(subscribe_response::Message::Heartbeat(Heartbeat {
-                head_sequence: self.hub.head(),
+                head_sequence: self.hub.head().max(self.next.saturating_sub(1)),
                 time: Some(timestamp(now_ms())),
+                next_sequence: self.next,
             })),
-        };
+        }
+    }
+
+    async fn send_heartbeat(&self, out: &mpsc::Sender<StreamItem>) -> Result<(), Stop> {
         // A client too slow to take a heartbeat already knows the stream is alive.
-        match out.try_send(Ok(message)) {
+        match out.try_send(Ok(self.heartbeat_message())) {
             Err(mpsc::error::TrySendError::Closed(_)) => Err(Stop::Closed),
             _ => Ok(()),
         }

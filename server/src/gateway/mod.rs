@@ -14,6 +14,7 @@ use axum::{
     routing::{get, post},
     Router,
 };
+use axum::serve::ListenerExt as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::timeout::TimeoutLayer;
@@ -98,6 +99,10 @@ pub async fn serve(state: Arc<AppState>, listener: TcpListener, cancel: Cancella
             }
         });
     }
+    // Small JSON answers must not wait for Nagle's algorithm.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, router(state))
         .with_graceful_shutdown(cancel.cancelled_owned())
         .await?;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
 use valence_lifecycle_api::{
@@ -64,13 +64,22 @@ pub async fn serve(state: Arc<AppState>, listener: TcpListener, cancel: Cancella
         .add_service(RuleServiceServer::new(rules::RuleApi::new(state.clone())).max_decoding_message_size(limit))
         .add_service(SingletonAdminServiceServer::new(singletons::SingletonApi).max_decoding_message_size(limit))
         .add_service(EventStreamServiceServer::new(events::EventStreamApi::new(state.clone())).max_decoding_message_size(limit))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+        .serve_with_incoming_shutdown(incoming(listener), async move {
             cancel.cancelled().await;
             // Streams never end on their own; end them so the drain can finish.
             streams.cancel();
         })
         .await
         .context("gRPC server failed")
+}
+
+/// Accepted connections with TCP_NODELAY (small gRPC frames must not wait
+/// for Nagle's algorithm and delayed ACKs: ~40 ms per unary call otherwise)
+/// and keepalive, so dead peers are noticed.
+fn incoming(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(std::time::Duration::from_secs(60)))
 }
 
 /// Sets the overall and per-service health.

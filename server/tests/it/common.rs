@@ -97,7 +97,8 @@ pub struct TestServer {
     pub api: SocketAddr,
     pub shutdown: CancellationToken,
     pub handle: JoinHandle<anyhow::Result<bool>>,
-    pub db: TestDb,
+    /// Kept so the database (a temp dir for SQLite) lives as long as the server.
+    pub _db: TestDb,
 }
 
 impl TestServer {
@@ -120,7 +121,7 @@ impl TestServer {
             api,
             shutdown.clone(),
         ));
-        let server = TestServer { grpc: grpc_addr, api: api_addr, shutdown, handle, db };
+        let server = TestServer { grpc: grpc_addr, api: api_addr, shutdown, handle, _db: db };
         server.wait_healthy().await;
         server
     }

@@ -5,3 +5,6 @@ mod common;
 mod store;
 mod grpc_api;
 mod rest;
+mod events;
+mod process;
+mod proxy;

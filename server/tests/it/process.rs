@@ -1,0 +1,72 @@
+//! Runs the real `valence-lifecycle` binary as a child process.
+
+use std::{net::SocketAddr, process::Stdio, time::Duration};
+
+use tokio::process::{Child, Command};
+
+/// A server running as its own process.
+pub struct ServerProcess {
+    pub child: Child,
+    pub grpc: SocketAddr,
+    pub api: SocketAddr,
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl ServerProcess {
+    /// Starts the binary on free ports with `database_url` and `env`, and
+    /// waits until /health answers.
+    pub async fn start(database_url: &str, env: &[(&str, &str)]) -> ServerProcess {
+        let (grpc, api) = (free_port(), free_port());
+        let mut command = Command::new(env!("CARGO_BIN_EXE_valence-lifecycle"));
+        command
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("DATABASE_URL", database_url)
+            .env("GRPC_PORT", grpc.to_string())
+            .env("API_PORT", api.to_string())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let child = command.spawn().expect("spawning valence-lifecycle");
+        let server = ServerProcess {
+            child,
+            grpc: SocketAddr::from(([127, 0, 0, 1], grpc)),
+            api: SocketAddr::from(([127, 0, 0, 1], api)),
+        };
+        server.wait_healthy().await;
+        server
+    }
+
+    async fn wait_healthy(&self) {
+        let url = format!("http://{}/health", self.api);
+        for _ in 0..400 {
+            if let Ok(r) = reqwest::get(&url).await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("server process did not become healthy at {url}");
+    }
+
+    /// Sends SIGTERM and waits for the exit code.
+    pub async fn terminate(mut self) -> Option<i32> {
+        let pid = self.child.id().expect("running").to_string();
+        let status = Command::new("kill").args(["-TERM", &pid]).status().await.unwrap();
+        assert!(status.success());
+        let exit = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("server did not exit within 30 s after SIGTERM")
+            .unwrap();
+        exit.code()
+    }
+}
