@@ -243,8 +243,8 @@ impl System {
         let rule = bench_rule(id, phase, stamp);
         match &self.writer {
             Writer::Valence(client) => {
-                let call = client.clone().create_rule(CreateRuleRequest { rule: Some(rule) });
-                timeout(APPEND_TIMEOUT, call)
+                let mut client = client.clone();
+                timeout(APPEND_TIMEOUT, client.create_rule(CreateRuleRequest { rule: Some(rule) }))
                     .await
                     .map_err(|_| anyhow!("CreateRule took longer than {APPEND_TIMEOUT:?}"))?
                     .context("CreateRule failed")?;

@@ -8,3 +8,4 @@ mod rest;
 mod events;
 mod process;
 mod proxy;
+mod cli;
