@@ -15,7 +15,7 @@ pub mod json;
 pub mod rule_json;
 
 /// Encoded `FileDescriptorSet` of every proto file, for gRPC reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/valence_lifecycle_v1_descriptor.bin"));
-
-
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(
+    env!("OUT_DIR"),
+    "/valence_lifecycle_v1_descriptor.bin"
+));

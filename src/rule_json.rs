@@ -179,11 +179,15 @@ impl TryFrom<&v1::ProgressionRule> for SeedRule {
             Some(rule_condition::Kind::AllAccountsHaveCapability(c)) => {
                 SeedCondition::AllAccountsHaveCapability(c.clone())
             }
-            Some(rule_condition::Kind::SessionIdleForSeconds(s)) => SeedCondition::SessionIdleFor(*s),
+            Some(rule_condition::Kind::SessionIdleForSeconds(s)) => {
+                SeedCondition::SessionIdleFor(*s)
+            }
             Some(rule_condition::Kind::StateHashMatches(h)) => {
                 SeedCondition::StateHashMatches(HashValue::Hex(h.clone()))
             }
-            Some(rule_condition::Kind::CustomPredicate(e)) => SeedCondition::CustomPredicate(e.clone()),
+            Some(rule_condition::Kind::CustomPredicate(e)) => {
+                SeedCondition::CustomPredicate(e.clone())
+            }
             None => return Err(MissingPart("condition")),
         };
         let action = match rule.action.as_ref().and_then(|a| a.kind.as_ref()) {
@@ -250,7 +254,9 @@ mod tests {
     #[test]
     fn unknown_condition_is_an_error_naming_it() {
         let body = SEED_EXAMPLE.replace("SessionIdleFor", "SessionSleepy");
-        let err = serde_json::from_str::<SeedRule>(&body).unwrap_err().to_string();
+        let err = serde_json::from_str::<SeedRule>(&body)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("SessionSleepy"), "{err}");
     }
 
@@ -258,7 +264,10 @@ mod tests {
     fn hash_accepts_hex_and_byte_arrays() {
         let hex: SeedCondition = serde_json::from_str(r#"{"StateHashMatches": "ab"}"#).unwrap();
         let bytes: SeedCondition = serde_json::from_str(r#"{"StateHashMatches": [171]}"#).unwrap();
-        assert_eq!(rule_condition::Kind::from(hex), rule_condition::Kind::from(bytes));
+        assert_eq!(
+            rule_condition::Kind::from(hex),
+            rule_condition::Kind::from(bytes)
+        );
     }
 
     #[test]
@@ -267,7 +276,10 @@ mod tests {
         let v = v1::EventType::SessionCreated as i32;
         assert_eq!(short_name::<v1::EventType>(v), "session_created");
         assert_eq!(parse_name::<v1::EventType>("session_created"), Some(v));
-        assert_eq!(parse_name::<v1::EventType>("EVENT_TYPE_SESSION_CREATED"), Some(v));
+        assert_eq!(
+            parse_name::<v1::EventType>("EVENT_TYPE_SESSION_CREATED"),
+            Some(v)
+        );
         assert_eq!(parse_name::<v1::EventType>("nope"), None);
     }
 
@@ -276,7 +288,10 @@ mod tests {
         let session = v1::Session {
             id: "s".into(),
             state: v1::LinearState::ActiveSession as i32,
-            created_at: Some(prost_types::Timestamp { seconds: 0, nanos: 0 }),
+            created_at: Some(prost_types::Timestamp {
+                seconds: 0,
+                nanos: 0,
+            }),
             ..Default::default()
         };
         let json = serde_json::to_value(&session).unwrap();

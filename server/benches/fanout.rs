@@ -35,7 +35,9 @@ use tokio::{
     task::JoinHandle,
     time::{timeout, MissedTickBehavior},
 };
-use tokio_stream::wrappers::{errors::BroadcastStreamRecvError, BroadcastStream, TcpListenerStream};
+use tokio_stream::wrappers::{
+    errors::BroadcastStreamRecvError, BroadcastStream, TcpListenerStream,
+};
 use tokio_util::sync::CancellationToken;
 use tonic::{
     transport::{Channel, Endpoint},
@@ -47,8 +49,9 @@ use valence_lifecycle_api::v1::{
     lifecycle_event::Payload,
     rule_action, rule_condition,
     rule_service_client::RuleServiceClient,
-    subscribe_response, CreateRuleRequest, EventType, LifecycleEvent, NotifyWebhookAction, ProgressionRule,
-    RuleAction, RuleChanged, RuleCondition, StartPosition, SubscribeRequest, SubscribeResponse,
+    subscribe_response, CreateRuleRequest, EventType, LifecycleEvent, NotifyWebhookAction,
+    ProgressionRule, RuleAction, RuleChanged, RuleCondition, StartPosition, SubscribeRequest,
+    SubscribeResponse,
 };
 use valence_lifecycle_server::config::Config;
 
@@ -64,9 +67,21 @@ struct Scenario {
 /// Fewer events at 1,000 subscribers keeps the whole run near a minute on
 /// two cores while still giving 500,000 deliveries per system.
 const SCENARIOS: [Scenario; 3] = [
-    Scenario { subscribers: 1, events: 2_000, paced_events: 500 },
-    Scenario { subscribers: 64, events: 2_000, paced_events: 300 },
-    Scenario { subscribers: 1_000, events: 500, paced_events: 100 },
+    Scenario {
+        subscribers: 1,
+        events: 2_000,
+        paced_events: 500,
+    },
+    Scenario {
+        subscribers: 64,
+        events: 2_000,
+        paced_events: 300,
+    },
+    Scenario {
+        subscribers: 1_000,
+        events: 500,
+        paced_events: 100,
+    },
 ];
 
 /// HTTP/2 multiplexes; a handful of connections is what a real client
@@ -137,7 +152,9 @@ fn bench_rule(id: String, phase: Phase, stamp_ns: u64) -> ProgressionRule {
     ProgressionRule {
         id,
         name: format!("{MARKER} {} {stamp_ns}", phase as u8),
-        condition: Some(RuleCondition { kind: Some(rule_condition::Kind::SessionIdleForSeconds(300)) }),
+        condition: Some(RuleCondition {
+            kind: Some(rule_condition::Kind::SessionIdleForSeconds(300)),
+        }),
         action: Some(RuleAction {
             kind: Some(rule_action::Kind::NotifyWebhook(NotifyWebhookAction {
                 url: "http://127.0.0.1:9/fanout-bench".into(),
@@ -162,8 +179,13 @@ fn parse_marker(event: &LifecycleEvent) -> Option<(Phase, u64)> {
 }
 
 fn timestamp_now() -> prost_types::Timestamp {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    prost_types::Timestamp { seconds: now.as_secs() as i64, nanos: now.subsec_nanos() as i32 }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    prost_types::Timestamp {
+        seconds: now.as_secs() as i64,
+        nanos: now.subsec_nanos() as i32,
+    }
 }
 
 // ---------------------------------------------------------------- baseline
@@ -181,7 +203,10 @@ type ResponseStream = Pin<Box<dyn Stream<Item = Result<SubscribeResponse, Status
 impl EventStreamService for BroadcastService {
     type SubscribeStream = ResponseStream;
 
-    async fn subscribe(&self, _request: Request<SubscribeRequest>) -> Result<Response<ResponseStream>, Status> {
+    async fn subscribe(
+        &self,
+        _request: Request<SubscribeRequest>,
+    ) -> Result<Response<ResponseStream>, Status> {
         let lagged = self.lagged.clone();
         let stream = BroadcastStream::new(self.tx.subscribe()).filter_map(move |item| {
             let item = match item {
@@ -201,7 +226,11 @@ impl EventStreamService for BroadcastService {
 
 fn baseline_event(sequence: u64, rule: ProgressionRule) -> SubscribeResponse {
     let now = timestamp_now();
-    let rule = ProgressionRule { created_at: Some(now), updated_at: Some(now), ..rule };
+    let rule = ProgressionRule {
+        created_at: Some(now),
+        updated_at: Some(now),
+        ..rule
+    };
     SubscribeResponse {
         message: Some(subscribe_response::Message::Event(LifecycleEvent {
             sequence,
@@ -244,10 +273,13 @@ impl System {
         match &self.writer {
             Writer::Valence(client) => {
                 let mut client = client.clone();
-                timeout(APPEND_TIMEOUT, client.create_rule(CreateRuleRequest { rule: Some(rule) }))
-                    .await
-                    .map_err(|_| anyhow!("CreateRule took longer than {APPEND_TIMEOUT:?}"))?
-                    .context("CreateRule failed")?;
+                timeout(
+                    APPEND_TIMEOUT,
+                    client.create_rule(CreateRuleRequest { rule: Some(rule) }),
+                )
+                .await
+                .map_err(|_| anyhow!("CreateRule took longer than {APPEND_TIMEOUT:?}"))?
+                .context("CreateRule failed")?;
             }
             Writer::Baseline { tx, next_sequence } => {
                 let sequence = next_sequence.fetch_add(1, Ordering::Relaxed) + 1;
@@ -280,7 +312,8 @@ impl System {
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         for i in 0..count {
             tick.tick().await;
-            self.append(format!("{tag}-p{}-{i}", Phase::Paced as u8), Phase::Paced).await?;
+            self.append(format!("{tag}-p{}-{i}", Phase::Paced as u8), Phase::Paced)
+                .await?;
         }
         Ok(())
     }
@@ -299,7 +332,9 @@ async fn start_valence(
     let grpc = TcpListener::bind("127.0.0.1:0").await?;
     let api = TcpListener::bind("127.0.0.1:0").await?;
     let (grpc_addr, api_addr) = (grpc.local_addr()?, api.local_addr()?);
-    let handle = tokio::spawn(valence_lifecycle_server::serve_with_listeners(config, grpc, api, shutdown));
+    let handle = tokio::spawn(valence_lifecycle_server::serve_with_listeners(
+        config, grpc, api, shutdown,
+    ));
     let health = format!("http://{api_addr}/health");
     let healthy = async {
         loop {
@@ -311,7 +346,9 @@ async fn start_valence(
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     };
-    timeout(SETUP_TIMEOUT, healthy).await.map_err(|_| anyhow!("the server did not become healthy at {health}"))?;
+    timeout(SETUP_TIMEOUT, healthy)
+        .await
+        .map_err(|_| anyhow!("the server did not become healthy at {health}"))?;
     let writer = RuleServiceClient::new(connect(grpc_addr).await?);
     let system = System {
         name: "valence",
@@ -331,18 +368,27 @@ async fn start_baseline(
     let addr = listener.local_addr()?;
     let (tx, _) = broadcast::channel(capacity);
     let lagged = Arc::new(AtomicU64::new(0));
-    let service = BroadcastService { tx: tx.clone(), lagged: lagged.clone() };
+    let service = BroadcastService {
+        tx: tx.clone(),
+        lagged: lagged.clone(),
+    };
     let handle = tokio::spawn(async move {
         tonic::transport::Server::builder()
             .add_service(EventStreamServiceServer::new(service))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(listener),
+                shutdown.cancelled_owned(),
+            )
             .await
             .context("baseline server failed")
     });
     let system = System {
         name: "baseline",
         grpc: addr,
-        writer: Writer::Baseline { tx, next_sequence: AtomicU64::new(0) },
+        writer: Writer::Baseline {
+            tx,
+            next_sequence: AtomicU64::new(0),
+        },
         metrics_url: None,
         lagged: Some(lagged),
     };
@@ -381,7 +427,12 @@ impl Progress {
     fn check(&self) -> anyhow::Result<()> {
         let failures = self.failures.load(Ordering::SeqCst);
         if failures > 0 {
-            let first = self.first_failure.lock().unwrap().clone().unwrap_or_default();
+            let first = self
+                .first_failure
+                .lock()
+                .unwrap()
+                .clone()
+                .unwrap_or_default();
             bail!("{failures} subscriber(s) failed; first: {first}");
         }
         Ok(())
@@ -526,7 +577,11 @@ fn latency(mut samples: Vec<u64>) -> Latency {
         let r = ((p * samples.len() as f64).ceil() as usize).max(1) - 1;
         samples.get(r).copied().unwrap_or(0)
     };
-    Latency { p50_ns: rank(0.50), p99_ns: rank(0.99), samples: samples.len() }
+    Latency {
+        p50_ns: rank(0.50),
+        p99_ns: rank(0.99),
+        samples: samples.len(),
+    }
 }
 
 #[derive(Default)]
@@ -567,13 +622,17 @@ struct ServerCounters {
 }
 
 async fn server_counters(url: &str) -> anyhow::Result<ServerCounters> {
-    let text = timeout(Duration::from_secs(10), async { reqwest::get(url).await?.text().await })
-        .await
-        .map_err(|_| anyhow!("{url} did not answer"))??;
+    let text = timeout(Duration::from_secs(10), async {
+        reqwest::get(url).await?.text().await
+    })
+    .await
+    .map_err(|_| anyhow!("{url} did not answer"))??;
     let mut counters = ServerCounters::default();
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         let mut parts = line.split_whitespace();
-        let (Some(name), Some(value)) = (parts.next(), parts.next()) else { continue };
+        let (Some(name), Some(value)) = (parts.next(), parts.next()) else {
+            continue;
+        };
         let value = value.parse::<f64>().unwrap_or(0.0) as u64;
         match name {
             "lifecycle_events_delivered_total" => counters.delivered = value,
@@ -587,7 +646,11 @@ async fn server_counters(url: &str) -> anyhow::Result<ServerCounters> {
 
 /// Subscribes `n` clients, warms up, runs the saturated phase and the paced
 /// phase. `paced_rate` None derives it from this system's own result.
-async fn measure(system: &System, s: &Scenario, paced_rate: Option<f64>) -> anyhow::Result<Measurement> {
+async fn measure(
+    system: &System,
+    s: &Scenario,
+    paced_rate: Option<f64>,
+) -> anyhow::Result<Measurement> {
     let n = s.subscribers;
     let tag = format!("{}-n{n}", system.name);
     let expected = [1, s.events, s.paced_events];
@@ -607,21 +670,43 @@ async fn measure(system: &System, s: &Scenario, paced_rate: Option<f64>) -> anyh
     let _stop_guard = stop.clone().drop_guard();
     let handles: Vec<_> = (0..n)
         .map(|i| {
-            let client = EventStreamServiceClient::new(channels[i / SUBSCRIBERS_PER_CHANNEL].clone());
-            tokio::spawn(run_subscriber(client, expected, progress.clone(), stop.clone()))
+            let client =
+                EventStreamServiceClient::new(channels[i / SUBSCRIBERS_PER_CHANNEL].clone());
+            tokio::spawn(run_subscriber(
+                client,
+                expected,
+                progress.clone(),
+                stop.clone(),
+            ))
         })
         .collect();
     progress.wait(&progress.ready, n, "subscribed").await?;
 
     // A subscription is registered before its response headers are sent,
     // but only an event seen by everyone proves every stream is flowing.
-    system.append(format!("{tag}-warmup"), Phase::WarmUp).await?;
-    progress.wait(&progress.done[Phase::WarmUp as usize], n, "received the warm-up event").await?;
+    system
+        .append(format!("{tag}-warmup"), Phase::WarmUp)
+        .await?;
+    progress
+        .wait(
+            &progress.done[Phase::WarmUp as usize],
+            n,
+            "received the warm-up event",
+        )
+        .await?;
 
     let first_append = clock_ns();
-    system.append_burst(&tag, Phase::Saturated, s.events).await?;
+    system
+        .append_burst(&tag, Phase::Saturated, s.events)
+        .await?;
     let appended = clock_ns();
-    progress.wait(&progress.done[Phase::Saturated as usize], n, "received every event of the burst").await?;
+    progress
+        .wait(
+            &progress.done[Phase::Saturated as usize],
+            n,
+            "received every event of the burst",
+        )
+        .await?;
 
     // The throughput needs the burst's last delivery, which only the
     // subscribers know; they report it at the end. The paced rate needs it
@@ -633,7 +718,13 @@ async fn measure(system: &System, s: &Scenario, paced_rate: Option<f64>) -> anyh
         (PACED_SHARE * capacity.min(appends)).clamp(PACED_MIN_RATE, PACED_MAX_RATE)
     });
     system.append_paced(&tag, s.paced_events, rate).await?;
-    progress.wait(&progress.done[Phase::Paced as usize], n, "received every paced event").await?;
+    progress
+        .wait(
+            &progress.done[Phase::Paced as usize],
+            n,
+            "received every paced event",
+        )
+        .await?;
 
     tokio::time::sleep(SETTLE).await;
     stop.cancel();
@@ -715,7 +806,9 @@ fn ratio(a: u64, b: u64) -> String {
 }
 
 fn machine_facts() -> String {
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|c| {
@@ -735,7 +828,9 @@ fn load_average() -> String {
 }
 
 fn print_header() {
-    println!("fan-out benchmark: EventStreamService.Subscribe, valence server vs bare tonic broadcast");
+    println!(
+        "fan-out benchmark: EventStreamService.Subscribe, valence server vs bare tonic broadcast"
+    );
     println!("machine: {}", machine_facts());
     println!("build: release (cargo bench profile); one tokio multi-thread runtime for servers, writer and clients");
     println!(
@@ -787,8 +882,16 @@ fn print_tables(rows: &[(&Scenario, Measurement, Measurement)]) {
             fmt_rate(v.throughput),
             fmt_rate(b.throughput),
             format!("{:.3}", v.throughput / b.throughput),
-            format!("{} / {}", fmt_ns(v.saturated.p50_ns), fmt_ns(v.saturated.p99_ns)),
-            format!("{} / {}", fmt_ns(b.saturated.p50_ns), fmt_ns(b.saturated.p99_ns)),
+            format!(
+                "{} / {}",
+                fmt_ns(v.saturated.p50_ns),
+                fmt_ns(v.saturated.p99_ns)
+            ),
+            format!(
+                "{} / {}",
+                fmt_ns(b.saturated.p50_ns),
+                fmt_ns(b.saturated.p99_ns)
+            ),
             format!(
                 "{} / {}",
                 ratio(v.saturated.p50_ns, b.saturated.p50_ns),
@@ -800,7 +903,12 @@ fn print_tables(rows: &[(&Scenario, Measurement, Measurement)]) {
     println!("paced: both systems get the same fixed append rate (latency of the pipeline itself)");
     println!(
         "{:>11} | {:>13} | {:>9} | {:>19} | {:>19} | {:>16}",
-        "subscribers", "rate events/s", "samples", "valence p50 / p99", "baseline p50 / p99", "latency ratio"
+        "subscribers",
+        "rate events/s",
+        "samples",
+        "valence p50 / p99",
+        "baseline p50 / p99",
+        "latency ratio"
     );
     println!("{}", "-".repeat(11 + 13 + 9 + 19 + 19 + 16 + 5 * 3));
     for (s, v, b) in rows {
@@ -811,7 +919,11 @@ fn print_tables(rows: &[(&Scenario, Measurement, Measurement)]) {
             v.paced.samples,
             format!("{} / {}", fmt_ns(v.paced.p50_ns), fmt_ns(v.paced.p99_ns)),
             format!("{} / {}", fmt_ns(b.paced.p50_ns), fmt_ns(b.paced.p99_ns)),
-            format!("{} / {}", ratio(v.paced.p50_ns, b.paced.p50_ns), ratio(v.paced.p99_ns, b.paced.p99_ns)),
+            format!(
+                "{} / {}",
+                ratio(v.paced.p50_ns, b.paced.p50_ns),
+                ratio(v.paced.p99_ns, b.paced.p99_ns)
+            ),
         );
     }
     println!();
@@ -834,8 +946,11 @@ fn print_tables(rows: &[(&Scenario, Measurement, Measurement)]) {
                  other events {}, heartbeats {}",
                 s.subscribers, i.missing, i.extra, i.out_of_order, i.gaps, i.other_events, i.heartbeats
             );
-            if let (Some(c), Some(d), Some(l)) = (i.catch_ups, i.server_delivered, i.leftover_subscriptions) {
-                line += &format!("; server: catch-ups {c}, delivered {d}, subscriptions left open {l}");
+            if let (Some(c), Some(d), Some(l)) =
+                (i.catch_ups, i.server_delivered, i.leftover_subscriptions)
+            {
+                line +=
+                    &format!("; server: catch-ups {c}, delivered {d}, subscriptions left open {l}");
             }
             if let Some(l) = i.lagged {
                 line += &format!("; broadcast lagged drops {l}");
@@ -856,7 +971,9 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(run())
 }
 
@@ -867,14 +984,21 @@ async fn run() -> anyhow::Result<()> {
     let valence_stop = CancellationToken::new();
     let baseline_stop = CancellationToken::new();
     let (valence, valence_handle) = start_valence(db_dir.path(), valence_stop.clone()).await?;
-    let capacity = SCENARIOS.iter().map(|s| s.events.max(s.paced_events)).max().unwrap_or(0) + 16;
+    let capacity = SCENARIOS
+        .iter()
+        .map(|s| s.events.max(s.paced_events))
+        .max()
+        .unwrap_or(0)
+        + 16;
     let (baseline, baseline_handle) = start_baseline(capacity, baseline_stop.clone()).await?;
 
     let outcome = async {
         let mut rows = Vec::new();
         for s in &SCENARIOS {
             eprintln!("measuring {} subscribers: valence ...", s.subscribers);
-            let v = measure(&valence, s, None).await.with_context(|| format!("valence, {} subscribers", s.subscribers))?;
+            let v = measure(&valence, s, None)
+                .await
+                .with_context(|| format!("valence, {} subscribers", s.subscribers))?;
             eprintln!("measuring {} subscribers: baseline ...", s.subscribers);
             let b = measure(&baseline, s, Some(v.paced_rate))
                 .await

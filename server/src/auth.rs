@@ -41,7 +41,11 @@ impl Auth {
                 .map(|t| Token {
                     digest: Sha256::digest(t.token.as_bytes()).into(),
                     role: t.role,
-                    name: if t.name.is_empty() { format!("{:?} token", t.role).to_lowercase() } else { t.name.clone() },
+                    name: if t.name.is_empty() {
+                        format!("{:?} token", t.role).to_lowercase()
+                    } else {
+                        t.name.clone()
+                    },
                 })
                 .collect(),
             allow_anonymous_reads: config.allow_anonymous_reads,
@@ -56,11 +60,17 @@ impl Auth {
     /// Checks an `authorization` header value against the role `needed`.
     pub fn check(&self, authorization: Option<&str>, needed: Role) -> Result<Caller, ApiError> {
         if self.is_open() {
-            return Ok(Caller { name: "open".into(), role: Role::Admin });
+            return Ok(Caller {
+                name: "open".into(),
+                role: Role::Admin,
+            });
         }
         let Some(header) = authorization else {
             if needed == Role::Reader && self.allow_anonymous_reads {
-                return Ok(Caller { name: "anonymous".into(), role: Role::Reader });
+                return Ok(Caller {
+                    name: "anonymous".into(),
+                    role: Role::Reader,
+                });
             }
             return Err(ApiError::Unauthenticated(
                 "missing credentials: send `authorization: Bearer <token>`".into(),
@@ -69,7 +79,9 @@ impl Auth {
         let presented = header
             .strip_prefix("Bearer ")
             .or_else(|| header.strip_prefix("bearer "))
-            .ok_or_else(|| ApiError::Unauthenticated("authorization must be `Bearer <token>`".into()))?;
+            .ok_or_else(|| {
+                ApiError::Unauthenticated("authorization must be `Bearer <token>`".into())
+            })?;
         let caller = self
             .find(presented.trim())
             .ok_or_else(|| ApiError::Unauthenticated("unknown token".into()))?;
@@ -88,7 +100,10 @@ impl Auth {
         let mut found = None;
         for token in &self.tokens {
             if bool::from(token.digest.ct_eq(&digest)) {
-                found = Some(Caller { name: token.name.clone(), role: token.role });
+                found = Some(Caller {
+                    name: token.name.clone(),
+                    role: token.role,
+                });
             }
         }
         found
@@ -109,7 +124,9 @@ pub fn role_name(role: Role) -> &'static str {
 pub fn grpc_role(path: &str) -> Option<Role> {
     let (service, method) = path.trim_start_matches('/').split_once('/')?;
     match service {
-        "grpc.health.v1.Health" | "grpc.reflection.v1.ServerReflection" | "grpc.reflection.v1alpha.ServerReflection" => None,
+        "grpc.health.v1.Health"
+        | "grpc.reflection.v1.ServerReflection"
+        | "grpc.reflection.v1alpha.ServerReflection" => None,
         "valence.lifecycle.v1.SingletonAdminService" => Some(Role::Admin),
         "valence.lifecycle.v1.RuleService" => Some(match method {
             "GetRule" | "ListRules" | "EvaluateRule" => Role::Reader,
@@ -136,8 +153,16 @@ mod tests {
     fn auth(anonymous: bool) -> Auth {
         Auth::new(&AuthConfig {
             tokens: vec![
-                TokenConfig { token: "reader-token-0123456789".into(), role: Role::Reader, name: "r".into() },
-                TokenConfig { token: "operator-token-0123456789".into(), role: Role::Operator, name: String::new() },
+                TokenConfig {
+                    token: "reader-token-0123456789".into(),
+                    role: Role::Reader,
+                    name: "r".into(),
+                },
+                TokenConfig {
+                    token: "operator-token-0123456789".into(),
+                    role: Role::Operator,
+                    name: String::new(),
+                },
             ],
             allow_anonymous_reads: anonymous,
         })
@@ -146,11 +171,20 @@ mod tests {
     #[test]
     fn roles_are_ordered_and_enforced() {
         let a = auth(false);
-        assert!(a.check(Some("Bearer reader-token-0123456789"), Role::Reader).is_ok());
-        let denied = a.check(Some("Bearer reader-token-0123456789"), Role::Operator).unwrap_err();
+        assert!(a
+            .check(Some("Bearer reader-token-0123456789"), Role::Reader)
+            .is_ok());
+        let denied = a
+            .check(Some("Bearer reader-token-0123456789"), Role::Operator)
+            .unwrap_err();
         assert_eq!(denied.grpc_code(), tonic::Code::PermissionDenied);
         assert!(denied.to_string().contains("operator"));
-        assert_eq!(a.check(Some("Bearer operator-token-0123456789"), Role::Operator).unwrap().role, Role::Operator);
+        assert_eq!(
+            a.check(Some("Bearer operator-token-0123456789"), Role::Operator)
+                .unwrap()
+                .role,
+            Role::Operator
+        );
     }
 
     #[test]
@@ -172,9 +206,21 @@ mod tests {
     #[test]
     fn method_roles() {
         assert_eq!(grpc_role("/grpc.health.v1.Health/Check"), None);
-        assert_eq!(grpc_role("/valence.lifecycle.v1.RuleService/CreateRule"), Some(Role::Operator));
-        assert_eq!(grpc_role("/valence.lifecycle.v1.RuleService/ListRules"), Some(Role::Reader));
-        assert_eq!(grpc_role("/valence.lifecycle.v1.SingletonAdminService/GetSingletons"), Some(Role::Admin));
-        assert_eq!(grpc_role("/valence.lifecycle.v1.LifecycleService/GetStats"), Some(Role::Reader));
+        assert_eq!(
+            grpc_role("/valence.lifecycle.v1.RuleService/CreateRule"),
+            Some(Role::Operator)
+        );
+        assert_eq!(
+            grpc_role("/valence.lifecycle.v1.RuleService/ListRules"),
+            Some(Role::Reader)
+        );
+        assert_eq!(
+            grpc_role("/valence.lifecycle.v1.SingletonAdminService/GetSingletons"),
+            Some(Role::Admin)
+        );
+        assert_eq!(
+            grpc_role("/valence.lifecycle.v1.LifecycleService/GetStats"),
+            Some(Role::Reader)
+        );
     }
 }

@@ -337,7 +337,10 @@ const ENV_KEYS: &[(&str, &str)] = &[
     ("GRPC_PORT", "server.grpc_port"),
     ("BIND_ADDRESS", "server.bind_address"),
     ("POLL_INTERVAL", "lifecycle.poll_interval_secs"),
-    ("MAX_ACCOUNTS_PER_SESSION", "lifecycle.max_accounts_per_session"),
+    (
+        "MAX_ACCOUNTS_PER_SESSION",
+        "lifecycle.max_accounts_per_session",
+    ),
     ("CONSUMPTION_TIMEOUT", "lifecycle.consumption_timeout_secs"),
     ("AUTO_PROGRESS", "lifecycle.auto_progress"),
     ("RUST_LOG", "telemetry.log_filter"),
@@ -371,32 +374,58 @@ impl Config {
     /// Checks values that types alone cannot; errors name key and value.
     pub fn validate(&self) -> anyhow::Result<()> {
         let s = &self.server;
-        check(s.request_timeout_secs > 0, "server.request_timeout_secs", &s.request_timeout_secs)?;
-        check(s.max_concurrent_requests > 0, "server.max_concurrent_requests", &s.max_concurrent_requests)?;
-        check(s.max_message_bytes >= 1024, "server.max_message_bytes", &s.max_message_bytes)?;
+        check(
+            s.request_timeout_secs > 0,
+            "server.request_timeout_secs",
+            &s.request_timeout_secs,
+        )?;
+        check(
+            s.max_concurrent_requests > 0,
+            "server.max_concurrent_requests",
+            &s.max_concurrent_requests,
+        )?;
+        check(
+            s.max_message_bytes >= 1024,
+            "server.max_message_bytes",
+            &s.max_message_bytes,
+        )?;
         let db = &self.database.url;
         check(
-            db.starts_with("sqlite:") || db.starts_with("postgres://") || db.starts_with("postgresql://"),
+            db.starts_with("sqlite:")
+                || db.starts_with("postgres://")
+                || db.starts_with("postgresql://"),
             "database.url (DATABASE_URL)",
             db,
         )?;
-        check(self.database.max_connections > 0, "database.max_connections", &self.database.max_connections)?;
+        check(
+            self.database.max_connections > 0,
+            "database.max_connections",
+            &self.database.max_connections,
+        )?;
         check(
             ["processed", "confirmed", "finalized"].contains(&self.rpc.commitment.as_str()),
             "rpc.commitment",
             &self.rpc.commitment,
         )?;
         check(
-            self.rpc.url.is_empty() || self.rpc.url.starts_with("http://") || self.rpc.url.starts_with("https://"),
+            self.rpc.url.is_empty()
+                || self.rpc.url.starts_with("http://")
+                || self.rpc.url.starts_with("https://"),
             "rpc.url (RPC_URL)",
             &self.rpc.url,
         )?;
         check(
-            self.rpc.ws_url.is_empty() || self.rpc.ws_url.starts_with("ws://") || self.rpc.ws_url.starts_with("wss://"),
+            self.rpc.ws_url.is_empty()
+                || self.rpc.ws_url.starts_with("ws://")
+                || self.rpc.ws_url.starts_with("wss://"),
             "rpc.ws_url (WS_URL)",
             &self.rpc.ws_url,
         )?;
-        check(self.rpc.timeout_secs > 0, "rpc.timeout_secs", &self.rpc.timeout_secs)?;
+        check(
+            self.rpc.timeout_secs > 0,
+            "rpc.timeout_secs",
+            &self.rpc.timeout_secs,
+        )?;
         self.validate_lifecycle()?;
         self.validate_rest()
     }
@@ -404,10 +433,17 @@ impl Config {
     fn validate_lifecycle(&self) -> anyhow::Result<()> {
         let l = &self.lifecycle;
         if !l.shard_program_id.is_empty() {
-            crate::validate::pubkey("lifecycle.shard_program_id (SHARD_PROGRAM_ID)", &l.shard_program_id)
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            crate::validate::pubkey(
+                "lifecycle.shard_program_id (SHARD_PROGRAM_ID)",
+                &l.shard_program_id,
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         }
-        check(l.poll_interval_secs > 0, "lifecycle.poll_interval_secs (POLL_INTERVAL)", &l.poll_interval_secs)?;
+        check(
+            l.poll_interval_secs > 0,
+            "lifecycle.poll_interval_secs (POLL_INTERVAL)",
+            &l.poll_interval_secs,
+        )?;
         check(
             (1..=64).contains(&l.max_accounts_per_session),
             "lifecycle.max_accounts_per_session (MAX_ACCOUNTS_PER_SESSION)",
@@ -423,17 +459,49 @@ impl Config {
     fn validate_rest(&self) -> anyhow::Result<()> {
         let r = &self.retry;
         check(r.max_retries > 0, "retry.max_retries", &r.max_retries)?;
-        check(r.initial_delay_ms > 0, "retry.initial_delay_ms", &r.initial_delay_ms)?;
-        check(r.max_delay_ms >= r.initial_delay_ms, "retry.max_delay_ms", &r.max_delay_ms)?;
+        check(
+            r.initial_delay_ms > 0,
+            "retry.initial_delay_ms",
+            &r.initial_delay_ms,
+        )?;
+        check(
+            r.max_delay_ms >= r.initial_delay_ms,
+            "retry.max_delay_ms",
+            &r.max_delay_ms,
+        )?;
         check(r.multiplier >= 1.0, "retry.multiplier", &r.multiplier)?;
-        check(self.service.max_concurrent_creations > 0, "service.max_concurrent_creations", &self.service.max_concurrent_creations)?;
-        check(self.monitoring.health_check_interval_secs > 0, "monitoring.health_check_interval_secs", &self.monitoring.health_check_interval_secs)?;
+        check(
+            self.service.max_concurrent_creations > 0,
+            "service.max_concurrent_creations",
+            &self.service.max_concurrent_creations,
+        )?;
+        check(
+            self.monitoring.health_check_interval_secs > 0,
+            "monitoring.health_check_interval_secs",
+            &self.monitoring.health_check_interval_secs,
+        )?;
         let e = &self.events;
         check(e.live_buffer >= 16, "events.live_buffer", &e.live_buffer)?;
-        check(e.subscriber_buffer >= 1, "events.subscriber_buffer", &e.subscriber_buffer)?;
-        check((1..=10_000).contains(&e.catch_up_page), "events.catch_up_page", &e.catch_up_page)?;
-        check(e.prune_interval_secs > 0, "events.prune_interval_secs", &e.prune_interval_secs)?;
-        check(e.max_subscribers > 0, "events.max_subscribers", &e.max_subscribers)?;
+        check(
+            e.subscriber_buffer >= 1,
+            "events.subscriber_buffer",
+            &e.subscriber_buffer,
+        )?;
+        check(
+            (1..=10_000).contains(&e.catch_up_page),
+            "events.catch_up_page",
+            &e.catch_up_page,
+        )?;
+        check(
+            e.prune_interval_secs > 0,
+            "events.prune_interval_secs",
+            &e.prune_interval_secs,
+        )?;
+        check(
+            e.max_subscribers > 0,
+            "events.max_subscribers",
+            &e.max_subscribers,
+        )?;
         check(
             ["plain", "json"].contains(&self.telemetry.log_format.as_str()),
             "telemetry.log_format (LOG_FORMAT)",
@@ -486,12 +554,16 @@ fn write_toml(out: &mut String, table: &str, value: &serde_json::Value) {
     use std::fmt::Write as _;
     let Some(map) = value.as_object() else { return };
     for (key, v) in map {
-        if !(v.is_object() || is_table_array(v)) && !v.is_null() {
+        if !(v.is_object() || is_table_array(v) || v.is_null()) {
             let _ = writeln!(out, "{key} = {v}");
         }
     }
     for (key, v) in map {
-        let path = if table.is_empty() { key.clone() } else { format!("{table}.{key}") };
+        let path = if table.is_empty() {
+            key.clone()
+        } else {
+            format!("{table}.{key}")
+        };
         if v.is_object() {
             let _ = writeln!(out, "\n[{path}]");
             write_toml(out, &path, v);
@@ -505,14 +577,18 @@ fn write_toml(out: &mut String, table: &str, value: &serde_json::Value) {
 }
 
 fn is_table_array(v: &serde_json::Value) -> bool {
-    v.as_array().is_some_and(|a| !a.is_empty() && a.iter().all(|x| x.is_object()))
+    v.as_array()
+        .is_some_and(|a| !a.is_empty() && a.iter().all(|x| x.is_object()))
 }
 
 fn check(ok: bool, key: &str, value: &dyn std::fmt::Display) -> anyhow::Result<()> {
     if ok {
         Ok(())
     } else {
-        bail!("invalid value {value:?} for {key}", value = value.to_string())
+        bail!(
+            "invalid value {value:?} for {key}",
+            value = value.to_string()
+        )
     }
 }
 

@@ -50,7 +50,8 @@ pub struct AppState {
     /// gRPC health statuses.
     pub health: tonic_health::server::HealthReporter,
     /// The grpc.health.v1 service reporting them.
-    pub health_service: tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>,
+    pub health_service:
+        tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>,
     /// Fires when open event streams must end (shutdown).
     pub streams: CancellationToken,
     started: Instant,
@@ -81,7 +82,9 @@ impl AppState {
 
     /// Updates gauges that mirror stored state, before a scrape.
     pub async fn refresh_gauges(&self) {
-        self.metrics.service_uptime_seconds.set(self.started.elapsed().as_secs());
+        self.metrics
+            .service_uptime_seconds
+            .set(self.started.elapsed().as_secs());
         match self.store.stats().await {
             Ok(s) => {
                 self.metrics.active_sessions.set(s.active_sessions);
@@ -98,10 +101,20 @@ impl AppState {
 pub async fn serve(config: Config) -> anyhow::Result<bool> {
     let grpc = TcpListener::bind(config.grpc_addr())
         .await
-        .with_context(|| format!("binding gRPC to {} (server.grpc_port / GRPC_PORT)", config.grpc_addr()))?;
+        .with_context(|| {
+            format!(
+                "binding gRPC to {} (server.grpc_port / GRPC_PORT)",
+                config.grpc_addr()
+            )
+        })?;
     let api = TcpListener::bind(config.api_addr())
         .await
-        .with_context(|| format!("binding the REST gateway to {} (server.api_port / API_PORT)", config.api_addr()))?;
+        .with_context(|| {
+            format!(
+                "binding the REST gateway to {} (server.api_port / API_PORT)",
+                config.api_addr()
+            )
+        })?;
     let shutdown = CancellationToken::new();
     tokio::spawn(signal_to_cancel(shutdown.clone()));
     serve_with_listeners(config, grpc, api, shutdown).await
@@ -206,17 +219,33 @@ async fn start_components(
     api_listener: TcpListener,
 ) {
     let s = state.clone();
-    supervisor.start("store", move |cancel| watch_store(s, cancel)).await;
-    let hub = state.hub.clone();
-    supervisor.start("events", move |cancel| hub.run_tailer(cancel)).await;
-    let (store, events, metrics) = (state.store.clone(), state.config.events.clone(), state.metrics.clone());
     supervisor
-        .start("retention", move |cancel| events::retention::run(store, events, metrics, cancel))
+        .start("store", move |cancel| watch_store(s, cancel))
+        .await;
+    let hub = state.hub.clone();
+    supervisor
+        .start("events", move |cancel| hub.run_tailer(cancel))
+        .await;
+    let (store, events, metrics) = (
+        state.store.clone(),
+        state.config.events.clone(),
+        state.metrics.clone(),
+    );
+    supervisor
+        .start("retention", move |cancel| {
+            events::retention::run(store, events, metrics, cancel)
+        })
         .await;
     let s = state.clone();
-    supervisor.start("grpc", move |cancel| grpc::serve(s, grpc_listener, cancel)).await;
+    supervisor
+        .start("grpc", move |cancel| grpc::serve(s, grpc_listener, cancel))
+        .await;
     let s = state.clone();
-    supervisor.start("gateway", move |cancel| gateway::serve(s, api_listener, cancel)).await;
+    supervisor
+        .start("gateway", move |cancel| {
+            gateway::serve(s, api_listener, cancel)
+        })
+        .await;
 }
 
 /// The store component: pings the database every health-check interval
@@ -233,12 +262,18 @@ async fn watch_store(state: Arc<AppState>, cancel: CancellationToken) -> anyhow:
         let healthy = matches!(ping, Ok(Ok(())));
         let now = state.board.state("store");
         if healthy && now == ComponentState::Degraded {
-            state.board.set("store", ComponentState::Running, "answering again").await;
+            state
+                .board
+                .set("store", ComponentState::Running, "answering again")
+                .await;
             grpc::set_health(&state, true).await;
         } else if !healthy && now == ComponentState::Running {
             tracing::warn!("store does not answer");
             grpc::set_health(&state, false).await;
-            state.board.set("store", ComponentState::Degraded, "not answering").await;
+            state
+                .board
+                .set("store", ComponentState::Degraded, "not answering")
+                .await;
         }
     }
 }

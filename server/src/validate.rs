@@ -17,7 +17,10 @@ pub fn pubkey(field: &str, value: &str) -> ApiResult<()> {
         Ok(bytes) if bytes.len() == 32 => Ok(()),
         Ok(bytes) => Err(ApiError::invalid(
             field,
-            format!("{value:?} decodes to {} bytes, a public key has 32", bytes.len()),
+            format!(
+                "{value:?} decodes to {} bytes, a public key has 32",
+                bytes.len()
+            ),
         )),
         Err(_) => Err(ApiError::invalid(field, format!("{value:?} is not base58"))),
     }
@@ -27,9 +30,12 @@ pub fn pubkey(field: &str, value: &str) -> ApiResult<()> {
 pub fn hash_hex(field: &str, value: &str) -> ApiResult<[u8; 32]> {
     let bytes = hex::decode(value)
         .map_err(|_| ApiError::invalid(field, format!("{value:?} is not hex")))?;
-    bytes
-        .try_into()
-        .map_err(|_| ApiError::invalid(field, format!("{value:?} must be 64 hex characters (32 bytes)")))
+    bytes.try_into().map_err(|_| {
+        ApiError::invalid(
+            field,
+            format!("{value:?} must be 64 hex characters (32 bytes)"),
+        )
+    })
 }
 
 /// A page size: negative is invalid, 0 means the default, capped at the maximum.
@@ -46,9 +52,12 @@ pub fn page_token(value: &str) -> ApiResult<u64> {
     if value.is_empty() {
         return Ok(0);
     }
-    value
-        .parse()
-        .map_err(|_| ApiError::invalid("page_token", format!("{value:?} is not a token this server issued")))
+    value.parse().map_err(|_| {
+        ApiError::invalid(
+            "page_token",
+            format!("{value:?} is not a token this server issued"),
+        )
+    })
 }
 
 /// The token of the page after `offset + returned`, or empty when the page was short.
@@ -63,9 +72,15 @@ pub fn next_page_token(offset: u64, requested: u32, returned: usize) -> String {
 /// A non-empty identifier of at most `max` characters of `[A-Za-z0-9._-]`.
 pub fn identifier(field: &str, value: &str, max: usize) -> ApiResult<()> {
     if value.is_empty() || value.len() > max {
-        return Err(ApiError::invalid(field, format!("must be 1 to {max} characters")));
+        return Err(ApiError::invalid(
+            field,
+            format!("must be 1 to {max} characters"),
+        ));
     }
-    if !value.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+    if !value
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    {
         return Err(ApiError::invalid(
             field,
             format!("{value:?} may only contain letters, digits, '.', '_' and '-'"),
@@ -91,13 +106,22 @@ mod tests {
     fn page_sizes() {
         assert_eq!(page_size("page_size", 0).unwrap(), DEFAULT_PAGE_SIZE);
         assert_eq!(page_size("page_size", 5000).unwrap(), MAX_PAGE_SIZE);
-        assert!(page_size("page_size", -1).unwrap_err().to_string().contains("page_size"));
+        assert!(page_size("page_size", -1)
+            .unwrap_err()
+            .to_string()
+            .contains("page_size"));
     }
 
     #[test]
     fn hashes_are_64_hex() {
         assert!(hash_hex("h", &"ab".repeat(32)).is_ok());
-        assert!(hash_hex("h", "abcd").unwrap_err().to_string().contains("64 hex"));
-        assert!(hash_hex("h", "zz").unwrap_err().to_string().contains("not hex"));
+        assert!(hash_hex("h", "abcd")
+            .unwrap_err()
+            .to_string()
+            .contains("64 hex"));
+        assert!(hash_hex("h", "zz")
+            .unwrap_err()
+            .to_string()
+            .contains("not hex"));
     }
 }

@@ -7,7 +7,12 @@ use tokio_util::sync::CancellationToken;
 use crate::{config::EventsConfig, store::Store, telemetry::Metrics};
 
 /// Prunes every `prune_interval_secs` until cancelled.
-pub async fn run(store: Store, config: EventsConfig, metrics: Arc<Metrics>, cancel: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    store: Store,
+    config: EventsConfig,
+    metrics: Arc<Metrics>,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(Duration::from_secs(config.prune_interval_secs));
     loop {
         tokio::select! {
@@ -15,7 +20,10 @@ pub async fn run(store: Store, config: EventsConfig, metrics: Arc<Metrics>, canc
             _ = tick.tick() => {}
         }
         match store
-            .prune_events(config.retention_max_age_secs * 1000, config.retention_max_count)
+            .prune_events(
+                config.retention_max_age_secs * 1000,
+                config.retention_max_count,
+            )
             .await
         {
             Ok(0) => {}

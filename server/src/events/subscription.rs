@@ -14,7 +14,8 @@ use std::{collections::HashSet, sync::Arc, time::Duration};
 use tokio::sync::{broadcast, mpsc, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 use valence_lifecycle_api::v1::{
-    subscribe_response, Heartbeat, LifecycleEvent, StartPosition, SubscribeRequest, SubscribeResponse,
+    subscribe_response, Heartbeat, LifecycleEvent, StartPosition, SubscribeRequest,
+    SubscribeResponse,
 };
 
 use super::EventHub;
@@ -59,18 +60,28 @@ pub type StreamItem = Result<SubscribeResponse, tonic::Status>;
 
 impl EventHub {
     /// Validates `request` and opens a subscription positioned at its start.
-    pub async fn subscribe(self: &Arc<Self>, request: &SubscribeRequest) -> ApiResult<Subscription> {
-        let slot = self.subscriber_slots.clone().try_acquire_owned().map_err(|_| {
-            ApiError::ResourceExhausted(format!(
-                "the server has {} subscriptions open, its limit; retry later",
-                self.config.max_subscribers
-            ))
-        })?;
+    pub async fn subscribe(
+        self: &Arc<Self>,
+        request: &SubscribeRequest,
+    ) -> ApiResult<Subscription> {
+        let slot = self
+            .subscriber_slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| {
+                ApiError::ResourceExhausted(format!(
+                    "the server has {} subscriptions open, its limit; retry later",
+                    self.config.max_subscribers
+                ))
+            })?;
         let filter = parse_filter(request)?;
         let heartbeat = match request.heartbeat_interval_seconds {
             0 => DEFAULT_HEARTBEAT,
             s if s > 3600 => {
-                return Err(ApiError::invalid("heartbeat_interval_seconds", format!("{s} is above 3600")))
+                return Err(ApiError::invalid(
+                    "heartbeat_interval_seconds",
+                    format!("{s} is above 3600"),
+                ))
             }
             s => Duration::from_secs(s as u64),
         };
@@ -89,8 +100,9 @@ impl EventHub {
     }
 
     async fn start_sequence(&self, request: &SubscribeRequest) -> ApiResult<u64> {
-        let start = StartPosition::try_from(request.start)
-            .map_err(|_| ApiError::invalid("start", format!("{} is not a StartPosition", request.start)))?;
+        let start = StartPosition::try_from(request.start).map_err(|_| {
+            ApiError::invalid("start", format!("{} is not a StartPosition", request.start))
+        })?;
         let start = match start {
             StartPosition::Unspecified if request.from_sequence > 0 => StartPosition::FromSequence,
             StartPosition::Unspecified => StartPosition::Now,
@@ -106,12 +118,18 @@ impl EventHub {
 
     async fn check_cursor(&self, from: u64, head: u64) -> ApiResult<u64> {
         if from == 0 {
-            return Err(ApiError::invalid("from_sequence", "must be at least 1 (sequences start at 1)"));
+            return Err(ApiError::invalid(
+                "from_sequence",
+                "must be at least 1 (sequences start at 1)",
+            ));
         }
         if from > head + 1 {
             return Err(ApiError::invalid(
                 "from_sequence",
-                format!("{from} is beyond the head of the log ({head}); the next event will be {}", head + 1),
+                format!(
+                    "{from} is beyond the head of the log ({head}); the next event will be {}",
+                    head + 1
+                ),
             ));
         }
         let oldest = self.store.oldest_sequence().await?;
@@ -128,7 +146,10 @@ fn parse_filter(request: &SubscribeRequest) -> ApiResult<Filter> {
     use valence_lifecycle_api::v1::EventType;
     for (i, t) in request.event_types.iter().enumerate() {
         if EventType::try_from(*t).is_err() || *t == 0 {
-            return Err(ApiError::invalid(format!("event_types[{i}]"), format!("{t} is not an event type")));
+            return Err(ApiError::invalid(
+                format!("event_types[{i}]"),
+                format!("{t} is not an event type"),
+            ));
         }
     }
     Ok(Filter {
@@ -157,7 +178,11 @@ impl Subscription {
         metrics.event_subscribers.dec();
     }
 
-    async fn deliver(&mut self, out: &mpsc::Sender<StreamItem>, cancel: &CancellationToken) -> Stop {
+    async fn deliver(
+        &mut self,
+        out: &mpsc::Sender<StreamItem>,
+        cancel: &CancellationToken,
+    ) -> Stop {
         // The first heartbeat tells the client its position before any event
         // matches, so even a subscription that saw nothing can resume exactly.
         if out.send(Ok(self.heartbeat_message())).await.is_err() {
@@ -166,7 +191,8 @@ impl Subscription {
         if let Err(stop) = self.catch_up(out).await {
             return stop;
         }
-        let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + self.heartbeat, self.heartbeat);
+        let mut heartbeat =
+            tokio::time::interval_at(tokio::time::Instant::now() + self.heartbeat, self.heartbeat);
         loop {
             let step = tokio::select! {
                 _ = cancel.cancelled() => Err(Stop::Closed),
@@ -192,7 +218,11 @@ impl Subscription {
             Ok(event) if event.sequence > self.next => self.catch_up(out).await,
             Ok(event) => self.send_event(&event, out).await,
             Err(broadcast::error::RecvError::Lagged(missed)) => {
-                tracing::debug!(missed, next = self.next, "subscriber fell behind; serving from the store");
+                tracing::debug!(
+                    missed,
+                    next = self.next,
+                    "subscriber fell behind; serving from the store"
+                );
                 self.hub.metrics.subscriber_catch_ups.inc();
                 self.live = self.live.resubscribe();
                 self.catch_up(out).await
@@ -229,7 +259,12 @@ impl Subscription {
         if first <= self.next {
             return Ok(());
         }
-        let oldest = self.hub.store.oldest_sequence().await.map_err(|e| Stop::Failed(e.into()))?;
+        let oldest = self
+            .hub
+            .store
+            .oldest_sequence()
+            .await
+            .map_err(|e| Stop::Failed(e.into()))?;
         if oldest > self.next {
             let status = ApiError::OutOfRange(format!(
                 "events from sequence {} were pruned before delivery; the oldest available sequence is {oldest}",
@@ -240,7 +275,11 @@ impl Subscription {
         Ok(())
     }
 
-    async fn send_event(&mut self, event: &LifecycleEvent, out: &mpsc::Sender<StreamItem>) -> Result<(), Stop> {
+    async fn send_event(
+        &mut self,
+        event: &LifecycleEvent,
+        out: &mpsc::Sender<StreamItem>,
+    ) -> Result<(), Stop> {
         self.next = event.sequence + 1;
         if !self.filter.matches(event) {
             return Ok(());

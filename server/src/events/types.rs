@@ -53,7 +53,11 @@ mod tests {
 
     /// A payload's field number (read back from its encoding) must equal its EventType value.
     fn field_number(payload: Payload) -> u64 {
-        let bytes = LifecycleEvent { payload: Some(payload), ..Default::default() }.encode_to_vec();
+        let bytes = LifecycleEvent {
+            payload: Some(payload),
+            ..Default::default()
+        }
+        .encode_to_vec();
         let mut buf = bytes.as_slice();
         prost::encoding::decode_varint(&mut buf).unwrap() >> 3
     }

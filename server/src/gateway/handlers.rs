@@ -20,7 +20,9 @@ use valence_lifecycle_api::{
 
 use crate::{
     error::{ApiError, ApiResult},
-    grpc::{lifecycle::list_events as list_events_shared, rules::create_rule as create_rule_shared},
+    grpc::{
+        lifecycle::list_events as list_events_shared, rules::create_rule as create_rule_shared,
+    },
     store::SessionFilter,
     validate, AppState,
 };
@@ -37,7 +39,11 @@ pub async fn health(State(state): AppStateRef) -> Response {
         "timestamp": crate::store::timestamp(crate::store::now_ms()).to_string(),
         "components": components,
     });
-    let code = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let code = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (code, Json(body)).into_response()
 }
 
@@ -55,7 +61,10 @@ pub async fn metrics(State(state): AppStateRef) -> Response {
     (
         // prometheus-client writes OpenMetrics (counter families named
         // without `_total`, a closing `# EOF`); say so, so scrapers parse it as such.
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         state.metrics.encode(),
     )
         .into_response()
@@ -85,11 +94,16 @@ fn query<T>(q: Result<Query<T>, axum::extract::rejection::QueryRejection>) -> Ap
 }
 
 /// `GET /accounts/{id}`: the account and its linear progression.
-pub async fn get_account(State(state): AppStateRef, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn get_account(
+    State(state): AppStateRef,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     validate::pubkey("id", &id)?;
     let account = state.store.get_account(&id).await?;
     let progression = state.store.get_progression(&id).await.ok();
-    Ok(Json(json!({ "account": to_json(&account), "progression": progression.as_ref().map(to_json) })))
+    Ok(Json(
+        json!({ "account": to_json(&account), "progression": progression.as_ref().map(to_json) }),
+    ))
 }
 
 /// `GET /accounts`: accounts, newest first.
@@ -102,9 +116,14 @@ pub async fn list_accounts(
     if let Some(owner) = &q.owner {
         validate::pubkey("owner", owner)?;
     }
-    let accounts = state.store.list_accounts(q.owner.as_deref(), limit, offset).await?;
+    let accounts = state
+        .store
+        .list_accounts(q.owner.as_deref(), limit, offset)
+        .await?;
     let next = validate::next_page_token(offset, limit, accounts.len());
-    Ok(Json(json!({ "accounts": to_json(&accounts), "next_page_token": next })))
+    Ok(Json(
+        json!({ "accounts": to_json(&accounts), "next_page_token": next }),
+    ))
 }
 
 /// `GET /account-requests?status=`: account requests, newest first.
@@ -119,20 +138,35 @@ pub async fn list_account_requests(
         Some(s) => Some(
             parse_name::<AccountRequestStatus>(s)
                 .and_then(|v| AccountRequestStatus::try_from(v).ok())
-                .ok_or_else(|| ApiError::invalid("status", format!("{s:?} is not pending, processing, initialized or failed")))?,
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        "status",
+                        format!("{s:?} is not pending, processing, initialized or failed"),
+                    )
+                })?,
         ),
     };
-    let requests = state.store.list_account_requests(status, limit, offset).await?;
+    let requests = state
+        .store
+        .list_account_requests(status, limit, offset)
+        .await?;
     let next = validate::next_page_token(offset, limit, requests.len());
-    Ok(Json(json!({ "requests": to_json(&requests), "next_page_token": next })))
+    Ok(Json(
+        json!({ "requests": to_json(&requests), "next_page_token": next }),
+    ))
 }
 
 /// `GET /sessions/{id}`: the session and its linear progression.
-pub async fn get_session(State(state): AppStateRef, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn get_session(
+    State(state): AppStateRef,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     validate::pubkey("id", &id)?;
     let session = state.store.get_session(&id).await?;
     let progression = state.store.get_progression(&id).await.ok();
-    Ok(Json(json!({ "session": to_json(&session), "progression": progression.as_ref().map(to_json) })))
+    Ok(Json(
+        json!({ "session": to_json(&session), "progression": progression.as_ref().map(to_json) }),
+    ))
 }
 
 /// `GET /sessions`: live sessions (all with `include_consumed=true`), newest first.
@@ -152,11 +186,16 @@ pub async fn list_sessions(
     };
     let sessions = state.store.list_sessions(&filter, limit, offset).await?;
     let next = validate::next_page_token(offset, limit, sessions.len());
-    Ok(Json(json!({ "sessions": to_json(&sessions), "next_page_token": next })))
+    Ok(Json(
+        json!({ "sessions": to_json(&sessions), "next_page_token": next }),
+    ))
 }
 
 /// `GET /progressions/{id}`: an entity's linear progression.
-pub async fn get_progression(State(state): AppStateRef, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn get_progression(
+    State(state): AppStateRef,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     validate::pubkey("id", &id)?;
     Ok(Json(to_json(&state.store.get_progression(&id).await?)))
 }
@@ -180,8 +219,9 @@ pub async fn list_events(
     let q = query(q)?;
     let event_type = match q.event_type.as_deref() {
         None | Some("") => EventType::Unspecified as i32,
-        Some(name) => parse_name::<EventType>(name)
-            .ok_or_else(|| ApiError::invalid("event_type", format!("{name:?} is not an event type")))?,
+        Some(name) => parse_name::<EventType>(name).ok_or_else(|| {
+            ApiError::invalid("event_type", format!("{name:?} is not an event type"))
+        })?,
     };
     let request = ListEventsRequest {
         limit: q.limit.unwrap_or(100),
@@ -207,7 +247,11 @@ fn parse_seed_rule(body: &[u8]) -> ApiResult<SeedRule> {
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         // The path is "." or "?" when the error precedes any field.
-        let field = if path == "." || path.starts_with('?') { "body".to_string() } else { path };
+        let field = if path == "." || path.starts_with('?') {
+            "body".to_string()
+        } else {
+            path
+        };
         ApiError::invalid(field, e.into_inner().to_string())
     })
 }
@@ -237,7 +281,8 @@ pub async fn not_found(uri: axum::http::Uri) -> ApiError {
 }
 
 fn seed_json(rule: &ProgressionRule) -> ApiResult<Value> {
-    let seed = SeedRule::try_from(rule).map_err(|m| anyhow::anyhow!("stored rule lacks {}", m.0))?;
+    let seed =
+        SeedRule::try_from(rule).map_err(|m| anyhow::anyhow!("stored rule lacks {}", m.0))?;
     serde_json::to_value(seed).map_err(|e| ApiError::Internal(e.into()))
 }
 

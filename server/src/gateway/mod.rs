@@ -7,6 +7,7 @@ mod handlers;
 
 use std::{sync::Arc, time::Instant};
 
+use axum::serve::ListenerExt as _;
 use axum::{
     extract::{DefaultBodyLimit, MatchedPath, Request, State},
     middleware::{self, Next},
@@ -14,7 +15,6 @@ use axum::{
     routing::{get, post},
     Router,
 };
-use axum::serve::ListenerExt as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::timeout::TimeoutLayer;
@@ -28,8 +28,13 @@ use crate::{
 /// The gateway's routes with their middleware.
 pub fn router(state: Arc<AppState>) -> Router {
     let limits = tower::ServiceBuilder::new()
-        .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, state.config.request_timeout()))
-        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(state.config.server.max_concurrent_requests));
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            state.config.request_timeout(),
+        ))
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            state.config.server.max_concurrent_requests,
+        ));
     Router::new()
         .route("/health", get(handlers::health))
         .route("/stats", get(handlers::stats))
@@ -41,7 +46,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/sessions/{id}", get(handlers::get_session))
         .route("/progressions/{id}", get(handlers::get_progression))
         .route("/events", get(handlers::list_events))
-        .route("/rules", post(handlers::create_rule).get(handlers::list_rules))
+        .route(
+            "/rules",
+            post(handlers::create_rule).get(handlers::list_rules),
+        )
         .route("/rules/{id}", get(handlers::get_rule))
         .fallback(handlers::not_found)
         .layer(DefaultBodyLimit::max(state.config.server.max_message_bytes))
@@ -62,7 +70,10 @@ async fn guard(State(state): State<Arc<AppState>>, request: Request, next: Next)
     crate::telemetry::continue_trace(&span, request.headers());
     let response = match http_role(request.method(), request.uri().path()) {
         Some(role) => {
-            let header = request.headers().get("authorization").and_then(|v| v.to_str().ok());
+            let header = request
+                .headers()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok());
             match state.auth.check(header, role) {
                 Ok(_) => tracing::Instrument::instrument(next.run(request), span).await,
                 Err(denied) => denied.into_response(),
@@ -72,7 +83,10 @@ async fn guard(State(state): State<Arc<AppState>>, request: Request, next: Next)
     };
     let m = &state.metrics;
     m.http_requests
-        .get_or_create(&HttpLabels { route: route.clone(), status: response.status().as_u16() })
+        .get_or_create(&HttpLabels {
+            route: route.clone(),
+            status: response.status().as_u16(),
+        })
         .inc();
     m.http_request_duration
         .get_or_create(&MethodLabels { method: route })
@@ -82,7 +96,11 @@ async fn guard(State(state): State<Arc<AppState>>, request: Request, next: Next)
 
 /// Serves the gateway on `listener` (and /metrics alone on
 /// `monitoring.metrics_port`, when set) until `cancel` fires.
-pub async fn serve(state: Arc<AppState>, listener: TcpListener, cancel: CancellationToken) -> anyhow::Result<()> {
+pub async fn serve(
+    state: Arc<AppState>,
+    listener: TcpListener,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, "REST gateway listening");
     if let Some(port) = state.config.monitoring.metrics_port {
         let metrics_listener = TcpListener::bind((state.config.server.bind_address, port)).await?;

@@ -7,7 +7,9 @@ use futures::Stream;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
-use valence_lifecycle_api::v1::{event_stream_service_server::EventStreamService, SubscribeRequest, SubscribeResponse};
+use valence_lifecycle_api::v1::{
+    event_stream_service_server::EventStreamService, SubscribeRequest, SubscribeResponse,
+};
 
 use crate::AppState;
 
@@ -29,7 +31,10 @@ type EventStream = Pin<Box<dyn Stream<Item = Result<SubscribeResponse, Status>> 
 impl EventStreamService for EventStreamApi {
     type SubscribeStream = EventStream;
 
-    async fn subscribe(&self, request: Request<SubscribeRequest>) -> Result<Response<Self::SubscribeStream>, Status> {
+    async fn subscribe(
+        &self,
+        request: Request<SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
         let subscription = self.state.hub.subscribe(request.get_ref()).await?;
         let (tx, rx) = mpsc::channel(self.state.config.events.subscriber_buffer);
         tokio::spawn(subscription.run(tx, self.state.streams.clone()));

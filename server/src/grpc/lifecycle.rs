@@ -6,10 +6,10 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use valence_lifecycle_api::v1::{
     lifecycle_service_server::LifecycleService, AccountRequestStatus, EventType, GetAccountRequest,
-    GetAccountResponse, GetProgressionRequest, GetProgressionResponse, GetSessionRequest, GetSessionResponse,
-    GetStatsRequest, GetStatsResponse, ListAccountRequestsRequest, ListAccountRequestsResponse,
-    ListAccountsRequest, ListAccountsResponse, ListEventsRequest, ListEventsResponse, ListSessionsRequest,
-    ListSessionsResponse,
+    GetAccountResponse, GetProgressionRequest, GetProgressionResponse, GetSessionRequest,
+    GetSessionResponse, GetStatsRequest, GetStatsResponse, ListAccountRequestsRequest,
+    ListAccountRequestsResponse, ListAccountsRequest, ListAccountsResponse, ListEventsRequest,
+    ListEventsResponse, ListSessionsRequest, ListSessionsResponse,
 };
 
 use crate::{
@@ -39,21 +39,33 @@ pub(crate) fn event_type_filter(field: &str, value: i32) -> ApiResult<Option<Eve
     match EventType::try_from(value) {
         Ok(EventType::Unspecified) => Ok(None),
         Ok(t) => Ok(Some(t)),
-        Err(_) => Err(ApiError::invalid(field, format!("{value} is not an event type"))),
+        Err(_) => Err(ApiError::invalid(
+            field,
+            format!("{value} is not an event type"),
+        )),
     }
 }
 
 /// ListEvents, shared with the REST gateway.
-pub(crate) async fn list_events(state: &AppState, r: &ListEventsRequest) -> ApiResult<ListEventsResponse> {
+pub(crate) async fn list_events(
+    state: &AppState,
+    r: &ListEventsRequest,
+) -> ApiResult<ListEventsResponse> {
     let limit = validate::page_size("limit", r.limit)?;
     if r.offset < 0 {
-        return Err(ApiError::invalid("offset", format!("{} is negative", r.offset)));
+        return Err(ApiError::invalid(
+            "offset",
+            format!("{} is negative", r.offset),
+        ));
     }
     let query = EventQuery {
         event_type: event_type_filter("event_type", r.event_type)?,
         entity_id: optional(&r.entity_id).map(str::to_string),
     };
-    let events = state.store.list_events(&query, r.after_sequence, limit, r.offset as u64).await?;
+    let events = state
+        .store
+        .list_events(&query, r.after_sequence, limit, r.offset as u64)
+        .await?;
     Ok(ListEventsResponse {
         events,
         head_sequence: state.store.head_sequence().await?,
@@ -63,11 +75,16 @@ pub(crate) async fn list_events(state: &AppState, r: &ListEventsRequest) -> ApiR
 
 #[tonic::async_trait]
 impl LifecycleService for LifecycleApi {
-    async fn get_account(&self, request: Request<GetAccountRequest>) -> Result<Response<GetAccountResponse>, Status> {
+    async fn get_account(
+        &self,
+        request: Request<GetAccountRequest>,
+    ) -> Result<Response<GetAccountResponse>, Status> {
         let id = &request.get_ref().id;
         validate::pubkey("id", id)?;
         let account = self.state.store.get_account(id).await?;
-        Ok(Response::new(GetAccountResponse { account: Some(account) }))
+        Ok(Response::new(GetAccountResponse {
+            account: Some(account),
+        }))
     }
 
     async fn list_accounts(
@@ -80,9 +97,16 @@ impl LifecycleService for LifecycleApi {
         if let Some(owner) = optional(&r.owner) {
             validate::pubkey("owner", owner)?;
         }
-        let accounts = self.state.store.list_accounts(optional(&r.owner), limit, offset).await?;
+        let accounts = self
+            .state
+            .store
+            .list_accounts(optional(&r.owner), limit, offset)
+            .await?;
         let next_page_token = validate::next_page_token(offset, limit, accounts.len());
-        Ok(Response::new(ListAccountsResponse { accounts, next_page_token }))
+        Ok(Response::new(ListAccountsResponse {
+            accounts,
+            next_page_token,
+        }))
     }
 
     async fn list_account_requests(
@@ -95,18 +119,34 @@ impl LifecycleService for LifecycleApi {
         let status = match AccountRequestStatus::try_from(r.status) {
             Ok(AccountRequestStatus::Unspecified) => None,
             Ok(s) => Some(s),
-            Err(_) => return Err(ApiError::invalid("status", format!("{} is not a status", r.status)).into()),
+            Err(_) => {
+                return Err(
+                    ApiError::invalid("status", format!("{} is not a status", r.status)).into(),
+                )
+            }
         };
-        let requests = self.state.store.list_account_requests(status, limit, offset).await?;
+        let requests = self
+            .state
+            .store
+            .list_account_requests(status, limit, offset)
+            .await?;
         let next_page_token = validate::next_page_token(offset, limit, requests.len());
-        Ok(Response::new(ListAccountRequestsResponse { requests, next_page_token }))
+        Ok(Response::new(ListAccountRequestsResponse {
+            requests,
+            next_page_token,
+        }))
     }
 
-    async fn get_session(&self, request: Request<GetSessionRequest>) -> Result<Response<GetSessionResponse>, Status> {
+    async fn get_session(
+        &self,
+        request: Request<GetSessionRequest>,
+    ) -> Result<Response<GetSessionResponse>, Status> {
         let id = &request.get_ref().id;
         validate::pubkey("id", id)?;
         let session = self.state.store.get_session(id).await?;
-        Ok(Response::new(GetSessionResponse { session: Some(session) }))
+        Ok(Response::new(GetSessionResponse {
+            session: Some(session),
+        }))
     }
 
     async fn list_sessions(
@@ -124,9 +164,16 @@ impl LifecycleService for LifecycleApi {
             owner: optional(&r.owner).map(str::to_string),
             namespace: optional(&r.namespace).map(str::to_string),
         };
-        let sessions = self.state.store.list_sessions(&filter, limit, offset).await?;
+        let sessions = self
+            .state
+            .store
+            .list_sessions(&filter, limit, offset)
+            .await?;
         let next_page_token = validate::next_page_token(offset, limit, sessions.len());
-        Ok(Response::new(ListSessionsResponse { sessions, next_page_token }))
+        Ok(Response::new(ListSessionsResponse {
+            sessions,
+            next_page_token,
+        }))
     }
 
     async fn get_progression(
@@ -136,14 +183,24 @@ impl LifecycleService for LifecycleApi {
         let id = &request.get_ref().entity_id;
         validate::pubkey("entity_id", id)?;
         let progression = self.state.store.get_progression(id).await?;
-        Ok(Response::new(GetProgressionResponse { progression: Some(progression) }))
+        Ok(Response::new(GetProgressionResponse {
+            progression: Some(progression),
+        }))
     }
 
-    async fn list_events(&self, request: Request<ListEventsRequest>) -> Result<Response<ListEventsResponse>, Status> {
-        Ok(Response::new(list_events(&self.state, request.get_ref()).await?))
+    async fn list_events(
+        &self,
+        request: Request<ListEventsRequest>,
+    ) -> Result<Response<ListEventsResponse>, Status> {
+        Ok(Response::new(
+            list_events(&self.state, request.get_ref()).await?,
+        ))
     }
 
-    async fn get_stats(&self, _request: Request<GetStatsRequest>) -> Result<Response<GetStatsResponse>, Status> {
+    async fn get_stats(
+        &self,
+        _request: Request<GetStatsRequest>,
+    ) -> Result<Response<GetStatsResponse>, Status> {
         Ok(Response::new(self.state.stats().await?))
     }
 }

@@ -36,7 +36,10 @@ impl<S> Layer<S> for GrpcLayer {
     type Service = GrpcMiddleware<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        GrpcMiddleware { inner, state: self.state.clone() }
+        GrpcMiddleware {
+            inner,
+            state: self.state.clone(),
+        }
     }
 }
 
@@ -51,7 +54,10 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 impl<S, B> Service<http::Request<B>> for GrpcMiddleware<S>
 where
-    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>> + Clone + Send + 'static,
+    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
     B: Send + 'static,
 {
@@ -69,7 +75,10 @@ where
         crate::telemetry::continue_trace(&span, request.headers());
         let state = self.state.clone();
         if let Some(role) = grpc_role(&method) {
-            let header = request.headers().get("authorization").and_then(|v| v.to_str().ok());
+            let header = request
+                .headers()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok());
             if let Err(denied) = state.auth.check(header, role) {
                 let _guard = span.enter();
                 tracing::info!(error = %denied, "request refused");
@@ -103,9 +112,14 @@ where
 fn record(state: &AppState, method: &str, code: tonic::Code, started: Instant) {
     let m = &state.metrics;
     m.grpc_requests
-        .get_or_create(&RpcLabels { method: method.to_string(), code: format!("{code:?}") })
+        .get_or_create(&RpcLabels {
+            method: method.to_string(),
+            code: format!("{code:?}"),
+        })
         .inc();
     m.grpc_request_duration
-        .get_or_create(&MethodLabels { method: method.to_string() })
+        .get_or_create(&MethodLabels {
+            method: method.to_string(),
+        })
         .observe(started.elapsed().as_secs_f64());
 }

@@ -13,13 +13,14 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use valence_lifecycle_api::{
     v1::{
-        event_stream_service_server::EventStreamServiceServer, lifecycle_service_server::LifecycleServiceServer,
-        rule_service_server::RuleServiceServer, singleton_admin_service_server::SingletonAdminServiceServer,
+        event_stream_service_server::EventStreamServiceServer,
+        lifecycle_service_server::LifecycleServiceServer, rule_service_server::RuleServiceServer,
+        singleton_admin_service_server::SingletonAdminServiceServer,
     },
     FILE_DESCRIPTOR_SET,
 };
@@ -36,7 +37,11 @@ pub const SERVICE_NAMES: [&str; 4] = [
 
 /// Serves gRPC on `listener` until `cancel` fires, then ends open event
 /// streams and waits for in-flight calls to finish.
-pub async fn serve(state: Arc<AppState>, listener: TcpListener, cancel: CancellationToken) -> anyhow::Result<()> {
+pub async fn serve(
+    state: Arc<AppState>,
+    listener: TcpListener,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
     let limit = state.config.server.max_message_bytes;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
@@ -53,17 +58,29 @@ pub async fn serve(state: Arc<AppState>, listener: TcpListener, cancel: Cancella
     tonic::transport::Server::builder()
         .timeout(state.config.request_timeout())
         .concurrency_limit_per_connection(state.config.server.max_concurrent_requests)
-        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(state.config.server.max_concurrent_requests))
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            state.config.server.max_concurrent_requests,
+        ))
         .layer(middleware::GrpcLayer::new(state.clone()))
         .add_service(state.health_service.clone())
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(
-            LifecycleServiceServer::new(lifecycle::LifecycleApi::new(state.clone())).max_decoding_message_size(limit),
+            LifecycleServiceServer::new(lifecycle::LifecycleApi::new(state.clone()))
+                .max_decoding_message_size(limit),
         )
-        .add_service(RuleServiceServer::new(rules::RuleApi::new(state.clone())).max_decoding_message_size(limit))
-        .add_service(SingletonAdminServiceServer::new(singletons::SingletonApi).max_decoding_message_size(limit))
-        .add_service(EventStreamServiceServer::new(events::EventStreamApi::new(state.clone())).max_decoding_message_size(limit))
+        .add_service(
+            RuleServiceServer::new(rules::RuleApi::new(state.clone()))
+                .max_decoding_message_size(limit),
+        )
+        .add_service(
+            SingletonAdminServiceServer::new(singletons::SingletonApi)
+                .max_decoding_message_size(limit),
+        )
+        .add_service(
+            EventStreamServiceServer::new(events::EventStreamApi::new(state.clone()))
+                .max_decoding_message_size(limit),
+        )
         .serve_with_incoming_shutdown(incoming(listener), async move {
             cancel.cancelled().await;
             // Streams never end on their own; end them so the drain can finish.
@@ -84,7 +101,11 @@ fn incoming(listener: TcpListener) -> TcpIncoming {
 
 /// Sets the overall and per-service health.
 pub async fn set_health(state: &AppState, serving: bool) {
-    let status = if serving { ServingStatus::Serving } else { ServingStatus::NotServing };
+    let status = if serving {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    };
     state.health.set_service_status("", status).await;
     for name in SERVICE_NAMES {
         state.health.set_service_status(name, status).await;

@@ -4,10 +4,10 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 use valence_lifecycle_api::v1::{
-    rule_service_server::RuleService, CreateRuleRequest, CreateRuleResponse, DeleteRuleRequest, DeleteRuleResponse,
-    EvaluateRuleRequest, EvaluateRuleResponse, GetRuleRequest, GetRuleResponse, ListRulesRequest,
-    ListRulesResponse, ProgressionRule, SetRuleEnabledRequest, SetRuleEnabledResponse, UpdateRuleRequest,
-    UpdateRuleResponse,
+    rule_service_server::RuleService, CreateRuleRequest, CreateRuleResponse, DeleteRuleRequest,
+    DeleteRuleResponse, EvaluateRuleRequest, EvaluateRuleResponse, GetRuleRequest, GetRuleResponse,
+    ListRulesRequest, ListRulesResponse, ProgressionRule, SetRuleEnabledRequest,
+    SetRuleEnabledResponse, UpdateRuleRequest, UpdateRuleResponse,
 };
 
 use crate::{
@@ -29,7 +29,10 @@ impl RuleApi {
 }
 
 /// Validates and stores a new rule; shared with `POST /rules`.
-pub(crate) async fn create_rule(state: &AppState, rule: Option<ProgressionRule>) -> ApiResult<ProgressionRule> {
+pub(crate) async fn create_rule(
+    state: &AppState,
+    rule: Option<ProgressionRule>,
+) -> ApiResult<ProgressionRule> {
     let rule = rule.ok_or_else(|| ApiError::invalid("rule", "must be set"))?;
     validate_rule(&rule, state.config.lifecycle.max_accounts_per_session)?;
     let stored = state.store.create_rule(&rule).await?;
@@ -39,35 +42,60 @@ pub(crate) async fn create_rule(state: &AppState, rule: Option<ProgressionRule>)
 
 #[tonic::async_trait]
 impl RuleService for RuleApi {
-    async fn create_rule(&self, request: Request<CreateRuleRequest>) -> Result<Response<CreateRuleResponse>, Status> {
+    async fn create_rule(
+        &self,
+        request: Request<CreateRuleRequest>,
+    ) -> Result<Response<CreateRuleResponse>, Status> {
         let rule = create_rule(&self.state, request.into_inner().rule).await?;
         Ok(Response::new(CreateRuleResponse { rule: Some(rule) }))
     }
 
-    async fn get_rule(&self, request: Request<GetRuleRequest>) -> Result<Response<GetRuleResponse>, Status> {
+    async fn get_rule(
+        &self,
+        request: Request<GetRuleRequest>,
+    ) -> Result<Response<GetRuleResponse>, Status> {
         let id = &request.get_ref().id;
         validate::identifier("id", id, 128)?;
         let rule = self.state.store.get_rule(id).await?;
         Ok(Response::new(GetRuleResponse { rule: Some(rule) }))
     }
 
-    async fn list_rules(&self, request: Request<ListRulesRequest>) -> Result<Response<ListRulesResponse>, Status> {
+    async fn list_rules(
+        &self,
+        request: Request<ListRulesRequest>,
+    ) -> Result<Response<ListRulesResponse>, Status> {
         let r = request.get_ref();
         let limit = validate::page_size("page_size", r.page_size)?;
         let offset = validate::page_token(&r.page_token)?;
-        let rules = self.state.store.list_rules(r.enabled_only, limit, offset).await?;
+        let rules = self
+            .state
+            .store
+            .list_rules(r.enabled_only, limit, offset)
+            .await?;
         let next_page_token = validate::next_page_token(offset, limit, rules.len());
-        Ok(Response::new(ListRulesResponse { rules, next_page_token }))
+        Ok(Response::new(ListRulesResponse {
+            rules,
+            next_page_token,
+        }))
     }
 
-    async fn update_rule(&self, request: Request<UpdateRuleRequest>) -> Result<Response<UpdateRuleResponse>, Status> {
-        let rule = request.into_inner().rule.ok_or_else(|| ApiError::invalid("rule", "must be set"))?;
+    async fn update_rule(
+        &self,
+        request: Request<UpdateRuleRequest>,
+    ) -> Result<Response<UpdateRuleResponse>, Status> {
+        let rule = request
+            .into_inner()
+            .rule
+            .ok_or_else(|| ApiError::invalid("rule", "must be set"))?;
         validate_rule(&rule, self.state.config.lifecycle.max_accounts_per_session)?;
         let rule = self.state.store.update_rule(&rule).await?;
         Ok(Response::new(UpdateRuleResponse { rule: Some(rule) }))
     }
 
-    async fn delete_rule(&self, request: Request<DeleteRuleRequest>) -> Result<Response<DeleteRuleResponse>, Status> {
+    async fn delete_rule(
+        &self,
+        request: Request<DeleteRuleRequest>,
+    ) -> Result<Response<DeleteRuleResponse>, Status> {
         let id = &request.get_ref().id;
         validate::identifier("id", id, 128)?;
         self.state.store.delete_rule(id).await?;

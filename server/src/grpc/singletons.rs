@@ -5,9 +5,10 @@
 
 use tonic::{Request, Response, Status};
 use valence_lifecycle_api::v1::{
-    singleton_admin_service_server::SingletonAdminService, GetSingletonsRequest, GetSingletonsResponse,
-    InitializeSingletonsRequest, InitializeSingletonsResponse, PauseSingletonRequest, PauseSingletonResponse,
-    ResumeSingletonRequest, ResumeSingletonResponse, UpdateSingletonConfigRequest, UpdateSingletonConfigResponse,
+    singleton_admin_service_server::SingletonAdminService, GetSingletonsRequest,
+    GetSingletonsResponse, InitializeSingletonsRequest, InitializeSingletonsResponse,
+    PauseSingletonRequest, PauseSingletonResponse, ResumeSingletonRequest, ResumeSingletonResponse,
+    UpdateSingletonConfigRequest, UpdateSingletonConfigResponse,
 };
 
 use crate::error::ApiError;

@@ -17,35 +17,50 @@ const MAX_LABEL: usize = 64;
 pub fn validate_rule(rule: &ProgressionRule, max_accounts_per_session: u32) -> ApiResult<()> {
     validate::identifier("rule.id", &rule.id, 128)?;
     if rule.name.trim().is_empty() || rule.name.len() > MAX_NAME {
-        return Err(ApiError::invalid("rule.name", format!("must be 1 to {MAX_NAME} characters")));
+        return Err(ApiError::invalid(
+            "rule.name",
+            format!("must be 1 to {MAX_NAME} characters"),
+        ));
     }
     let condition = rule
         .condition
         .as_ref()
         .and_then(|c| c.kind.as_ref())
-        .ok_or_else(|| ApiError::invalid("rule.condition", "must be set to one of the known conditions"))?;
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "rule.condition",
+                "must be set to one of the known conditions",
+            )
+        })?;
     validate_condition(condition)?;
     let action = rule
         .action
         .as_ref()
         .and_then(|a| a.kind.as_ref())
-        .ok_or_else(|| ApiError::invalid("rule.action", "must be set to one of the known actions"))?;
+        .ok_or_else(|| {
+            ApiError::invalid("rule.action", "must be set to one of the known actions")
+        })?;
     validate_action(action, max_accounts_per_session)
 }
 
 fn validate_condition(condition: &rule_condition::Kind) -> ApiResult<()> {
     use rule_condition::Kind;
     match condition {
-        Kind::AllAccountsHaveCapability(cap) => label("rule.condition.all_accounts_have_capability", cap),
+        Kind::AllAccountsHaveCapability(cap) => {
+            label("rule.condition.all_accounts_have_capability", cap)
+        }
         Kind::SessionIdleForSeconds(0) => Err(ApiError::invalid(
             "rule.condition.session_idle_for_seconds",
             "must be greater than 0",
         )),
         Kind::SessionIdleForSeconds(_) => Ok(()),
-        Kind::StateHashMatches(hash) => validate::hash_hex("rule.condition.state_hash_matches", hash).map(|_| ()),
-        Kind::CustomPredicate(expr) if expr.trim().is_empty() => {
-            Err(ApiError::invalid("rule.condition.custom_predicate", "must not be empty"))
+        Kind::StateHashMatches(hash) => {
+            validate::hash_hex("rule.condition.state_hash_matches", hash).map(|_| ())
         }
+        Kind::CustomPredicate(expr) if expr.trim().is_empty() => Err(ApiError::invalid(
+            "rule.condition.custom_predicate",
+            "must not be empty",
+        )),
         Kind::CustomPredicate(_) => Ok(()),
     }
 }
@@ -55,7 +70,10 @@ fn validate_action(action: &rule_action::Kind, max_accounts: u32) -> ApiResult<(
     match action {
         Kind::ConsumeAndCreate(c) => {
             if c.templates.is_empty() {
-                return Err(ApiError::invalid("rule.action.consume_and_create.templates", "needs at least one template"));
+                return Err(ApiError::invalid(
+                    "rule.action.consume_and_create.templates",
+                    "needs at least one template",
+                ));
             }
             for (i, t) in c.templates.iter().enumerate() {
                 let field = format!("rule.action.consume_and_create.templates[{i}]");
@@ -65,7 +83,10 @@ fn validate_action(action: &rule_action::Kind, max_accounts: u32) -> ApiResult<(
         }
         Kind::ExecuteBundle(b) => {
             if b.operations.is_empty() {
-                return Err(ApiError::invalid("rule.action.execute_bundle.operations", "needs at least one operation"));
+                return Err(ApiError::invalid(
+                    "rule.action.execute_bundle.operations",
+                    "needs at least one operation",
+                ));
             }
             for (i, op) in b.operations.iter().enumerate() {
                 let field = format!("rule.action.execute_bundle.operations[{i}].function_hash");
@@ -77,9 +98,17 @@ fn validate_action(action: &rule_action::Kind, max_accounts: u32) -> ApiResult<(
     }
 }
 
-fn validate_template(field: &str, indices: &[u32], namespace: &str, max_accounts: u32) -> ApiResult<()> {
+fn validate_template(
+    field: &str,
+    indices: &[u32],
+    namespace: &str,
+    max_accounts: u32,
+) -> ApiResult<()> {
     if indices.is_empty() {
-        return Err(ApiError::invalid(format!("{field}.account_indices"), "needs at least one index"));
+        return Err(ApiError::invalid(
+            format!("{field}.account_indices"),
+            "needs at least one index",
+        ));
     }
     if let Some(bad) = indices.iter().find(|i| **i >= max_accounts) {
         return Err(ApiError::invalid(
@@ -89,14 +118,20 @@ fn validate_template(field: &str, indices: &[u32], namespace: &str, max_accounts
     }
     let mut seen = std::collections::HashSet::new();
     if let Some(dup) = indices.iter().find(|i| !seen.insert(**i)) {
-        return Err(ApiError::invalid(format!("{field}.account_indices"), format!("index {dup} appears twice")));
+        return Err(ApiError::invalid(
+            format!("{field}.account_indices"),
+            format!("index {dup} appears twice"),
+        ));
     }
     label(&format!("{field}.namespace"), namespace)
 }
 
 fn label(field: &str, value: &str) -> ApiResult<()> {
     if value.trim().is_empty() || value.len() > MAX_LABEL {
-        return Err(ApiError::invalid(field, format!("must be 1 to {MAX_LABEL} characters")));
+        return Err(ApiError::invalid(
+            field,
+            format!("must be 1 to {MAX_LABEL} characters"),
+        ));
     }
     Ok(())
 }
@@ -108,8 +143,13 @@ fn webhook_url(url: &str) -> ApiResult<()> {
         .map_err(|_| ApiError::invalid(FIELD, format!("{url:?} is not a URL")))?;
     match uri.scheme_str() {
         Some("http") | Some("https") if uri.host().is_some_and(|h| !h.is_empty()) => Ok(()),
-        Some("http") | Some("https") => Err(ApiError::invalid(FIELD, format!("{url:?} has no host"))),
-        _ => Err(ApiError::invalid(FIELD, format!("{url:?} must be an http:// or https:// URL"))),
+        Some("http") | Some("https") => {
+            Err(ApiError::invalid(FIELD, format!("{url:?} has no host")))
+        }
+        _ => Err(ApiError::invalid(
+            FIELD,
+            format!("{url:?} must be an http:// or https:// URL"),
+        )),
     }
 }
 
@@ -120,11 +160,14 @@ mod tests {
     use super::*;
 
     fn rule(condition: &str, action: &str) -> ProgressionRule {
-        let json = format!(r#"{{"id":"r1","name":"n","condition":{condition},"action":{action},"enabled":true}}"#);
+        let json = format!(
+            r#"{{"id":"r1","name":"n","condition":{condition},"action":{action},"enabled":true}}"#
+        );
         serde_json::from_str::<SeedRule>(&json).unwrap().into()
     }
 
-    const CONSUME: &str = r#"{"ConsumeAndCreate":[{"account_indices":[0,1],"namespace":"recycled","metadata":[]}]}"#;
+    const CONSUME: &str =
+        r#"{"ConsumeAndCreate":[{"account_indices":[0,1],"namespace":"recycled","metadata":[]}]}"#;
 
     fn field_of(err: ApiError) -> String {
         match err {
@@ -141,14 +184,29 @@ mod tests {
     #[test]
     fn bad_rules_name_the_field() {
         let cases = [
-            (rule(r#"{"SessionIdleFor":0}"#, CONSUME), "rule.condition.session_idle_for_seconds"),
-            (rule(r#"{"StateHashMatches":"abc"}"#, CONSUME), "rule.condition.state_hash_matches"),
             (
-                rule(r#"{"SessionIdleFor":5}"#, r#"{"ConsumeAndCreate":[{"account_indices":[10],"namespace":"x"}]}"#),
+                rule(r#"{"SessionIdleFor":0}"#, CONSUME),
+                "rule.condition.session_idle_for_seconds",
+            ),
+            (
+                rule(r#"{"StateHashMatches":"abc"}"#, CONSUME),
+                "rule.condition.state_hash_matches",
+            ),
+            (
+                rule(
+                    r#"{"SessionIdleFor":5}"#,
+                    r#"{"ConsumeAndCreate":[{"account_indices":[10],"namespace":"x"}]}"#,
+                ),
                 "rule.action.consume_and_create.templates[0].account_indices",
             ),
-            (rule(r#"{"SessionIdleFor":5}"#, r#"{"NotifyWebhook":"ftp://x"}"#), "rule.action.notify_webhook.url"),
-            (rule(r#"{"SessionIdleFor":5}"#, r#"{"ConsumeAndCreate":[]}"#), "rule.action.consume_and_create.templates"),
+            (
+                rule(r#"{"SessionIdleFor":5}"#, r#"{"NotifyWebhook":"ftp://x"}"#),
+                "rule.action.notify_webhook.url",
+            ),
+            (
+                rule(r#"{"SessionIdleFor":5}"#, r#"{"ConsumeAndCreate":[]}"#),
+                "rule.action.consume_and_create.templates",
+            ),
         ];
         for (rule, field) in cases {
             assert_eq!(field_of(validate_rule(&rule, 10).unwrap_err()), field);
@@ -162,6 +220,9 @@ mod tests {
         assert_eq!(field_of(validate_rule(&r, 10).unwrap_err()), "rule.id");
         let mut r = rule(r#"{"SessionIdleFor":5}"#, CONSUME);
         r.condition = None;
-        assert_eq!(field_of(validate_rule(&r, 10).unwrap_err()), "rule.condition");
+        assert_eq!(
+            field_of(validate_rule(&r, 10).unwrap_err()),
+            "rule.condition"
+        );
     }
 }

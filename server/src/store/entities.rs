@@ -7,9 +7,9 @@ use sqlx::{any::AnyRow, Row as _};
 use valence_lifecycle_api::{
     json::short_name,
     v1::{
-        lifecycle_event::Payload, Account, AccountInitialized, AccountRequest, AccountRequestStatus,
-        AccountRequested, EntityKind, LinearState, Progression, ProgressionChanged, Session,
-        SessionConsumed, SessionCreated, StateTransition, Transition,
+        lifecycle_event::Payload, Account, AccountInitialized, AccountRequest,
+        AccountRequestStatus, AccountRequested, EntityKind, LinearState, Progression,
+        ProgressionChanged, Session, SessionConsumed, SessionCreated, StateTransition, Transition,
     },
 };
 
@@ -193,9 +193,20 @@ impl Store {
         });
         self.append_event(&mut tx, NewEvent::new(&r.id, payload).on_chain(r.slot, ""))
             .await?;
-        let cause = Cause { slot: r.slot, signature: "", reason: "requested", namespace: "" };
-        self.transition(&mut tx, &r.id, EntityKind::Account, LinearState::AccountRequest, &cause)
-            .await?;
+        let cause = Cause {
+            slot: r.slot,
+            signature: "",
+            reason: "requested",
+            namespace: "",
+        };
+        self.transition(
+            &mut tx,
+            &r.id,
+            EntityKind::Account,
+            LinearState::AccountRequest,
+            &cause,
+        )
+        .await?;
         self.commit(tx).await?;
         Ok(true)
     }
@@ -246,7 +257,12 @@ impl Store {
         .bind(a.slot.map(|s| s as i64))
         .execute(tx.conn())
         .await?;
-        let cause = Cause { slot: a.slot, signature: &a.signature, reason: "initialized", namespace: "" };
+        let cause = Cause {
+            slot: a.slot,
+            signature: &a.signature,
+            reason: "initialized",
+            namespace: "",
+        };
         if !a.request_id.is_empty() {
             sqlx::query(
                 "UPDATE account_requests SET status = $1, account_id = $2, signature = $3, updated_at = $4, failure_reason = '' WHERE id = $5",
@@ -258,8 +274,14 @@ impl Store {
             .bind(&a.request_id)
             .execute(tx.conn())
             .await?;
-            self.transition(tx, &a.request_id, EntityKind::Account, LinearState::Account, &cause)
-                .await?;
+            self.transition(
+                tx,
+                &a.request_id,
+                EntityKind::Account,
+                LinearState::Account,
+                &cause,
+            )
+            .await?;
         }
         let payload = Payload::AccountInitialized(AccountInitialized {
             account_id: a.id.clone(),
@@ -267,8 +289,11 @@ impl Store {
             owner: a.owner.clone(),
             state_hash: a.state_hash.clone(),
         });
-        self.append_event(tx, NewEvent::new(&a.id, payload).on_chain(a.slot, a.signature.clone()))
-            .await?;
+        self.append_event(
+            tx,
+            NewEvent::new(&a.id, payload).on_chain(a.slot, a.signature.clone()),
+        )
+        .await?;
         self.transition(tx, &a.id, EntityKind::Account, LinearState::Account, &cause)
             .await
     }
@@ -325,14 +350,27 @@ impl Store {
             namespace: s.namespace.clone(),
             nonce: s.nonce,
         });
-        let event = NewEvent::new(&s.id, payload).in_namespace(&s.namespace).on_chain(s.slot, "");
+        let event = NewEvent::new(&s.id, payload)
+            .in_namespace(&s.namespace)
+            .on_chain(s.slot, "");
         self.append_event(tx, event).await?;
-        let cause = Cause { slot: s.slot, signature: "", reason: "session created", namespace: &s.namespace };
+        let cause = Cause {
+            slot: s.slot,
+            signature: "",
+            reason: "session created",
+            namespace: &s.namespace,
+        };
         self.transition(tx, &s.id, EntityKind::Session, LinearState::Session, &cause)
             .await?;
         for account in &s.accounts {
-            self.move_account(tx, account, LinearState::Account, LinearState::InSession, &cause)
-                .await?;
+            self.move_account(
+                tx,
+                account,
+                LinearState::Account,
+                LinearState::InSession,
+                &cause,
+            )
+            .await?;
         }
         if s.is_consumed {
             self.mark_consumed(tx, &s.id, &[], "", s.slot).await?;
@@ -371,14 +409,21 @@ impl Store {
             .transpose()?
             == Some(false);
         if live {
-            self.mark_consumed(&mut tx, &c.consumed_session, &c.created_sessions, &c.transaction_signature, c.slot)
-                .await?;
+            self.mark_consumed(
+                &mut tx,
+                &c.consumed_session,
+                &c.created_sessions,
+                &c.transaction_signature,
+                c.slot,
+            )
+            .await?;
         }
         let payload = Payload::ProgressionChanged(ProgressionChanged {
             entity_id: c.consumed_session.clone(),
             successors: c.created_sessions.clone(),
         });
-        let event = NewEvent::new(&c.consumed_session, payload).on_chain(c.slot, c.transaction_signature.clone());
+        let event = NewEvent::new(&c.consumed_session, payload)
+            .on_chain(c.slot, c.transaction_signature.clone());
         self.append_event(&mut tx, event).await?;
         self.commit(tx).await?;
         Ok(true)
@@ -409,14 +454,33 @@ impl Store {
             created_sessions: created.to_vec(),
             transaction_signature: signature.to_string(),
         });
-        let event = NewEvent::new(session_id, payload).in_namespace(&namespace).on_chain(slot, signature);
+        let event = NewEvent::new(session_id, payload)
+            .in_namespace(&namespace)
+            .on_chain(slot, signature);
         self.append_event(tx, event).await?;
-        let cause = Cause { slot, signature, reason: "session consumed", namespace: &namespace };
-        self.transition(tx, session_id, EntityKind::Session, LinearState::ConsumedSession, &cause)
-            .await?;
+        let cause = Cause {
+            slot,
+            signature,
+            reason: "session consumed",
+            namespace: &namespace,
+        };
+        self.transition(
+            tx,
+            session_id,
+            EntityKind::Session,
+            LinearState::ConsumedSession,
+            &cause,
+        )
+        .await?;
         for account in parse_list(&accounts) {
-            self.move_account(tx, &account, LinearState::InSession, LinearState::ConsumedSession, &cause)
-                .await?;
+            self.move_account(
+                tx,
+                &account,
+                LinearState::InSession,
+                LinearState::ConsumedSession,
+                &cause,
+            )
+            .await?;
         }
         Ok(())
     }
@@ -431,16 +495,19 @@ impl Store {
         to: LinearState,
         cause: &Cause<'_>,
     ) -> ApiResult<()> {
-        let moved = sqlx::query("UPDATE accounts SET state = $1, updated_at = $2 WHERE id = $3 AND state = $4")
-            .bind(state_name(to))
-            .bind(now_ms())
-            .bind(account)
-            .bind(state_name(from))
-            .execute(tx.conn())
-            .await?
-            .rows_affected();
+        let moved = sqlx::query(
+            "UPDATE accounts SET state = $1, updated_at = $2 WHERE id = $3 AND state = $4",
+        )
+        .bind(state_name(to))
+        .bind(now_ms())
+        .bind(account)
+        .bind(state_name(from))
+        .execute(tx.conn())
+        .await?
+        .rows_affected();
         if moved > 0 {
-            self.transition(tx, account, EntityKind::Account, to, cause).await?;
+            self.transition(tx, account, EntityKind::Account, to, cause)
+                .await?;
         }
         Ok(())
     }
@@ -455,13 +522,17 @@ impl Store {
         to: LinearState,
         cause: &Cause<'_>,
     ) -> ApiResult<()> {
-        let current = sqlx::query("SELECT current_state FROM linear_progressions WHERE entity_id = $1")
-            .bind(entity_id)
-            .fetch_optional(tx.conn())
-            .await?
-            .map(|row| row.try_get::<String, _>(0))
-            .transpose()?;
-        let from = current.as_deref().map(parse_state).unwrap_or(LinearState::Unspecified);
+        let current =
+            sqlx::query("SELECT current_state FROM linear_progressions WHERE entity_id = $1")
+                .bind(entity_id)
+                .fetch_optional(tx.conn())
+                .await?
+                .map(|row| row.try_get::<String, _>(0))
+                .transpose()?;
+        let from = current
+            .as_deref()
+            .map(parse_state)
+            .unwrap_or(LinearState::Unspecified);
         if from == to {
             return Ok(());
         }
@@ -513,17 +584,28 @@ const SESSION_COLUMNS: &str =
 impl Store {
     /// One account.
     pub async fn get_account(&self, id: &str) -> ApiResult<Account> {
-        let row = sqlx::query(&format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or_else(|| ApiError::not_found("account", id))?;
+        let row = sqlx::query(&format!(
+            "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| ApiError::not_found("account", id))?;
         decode_account(&row)
     }
 
     /// Accounts, newest first.
-    pub async fn list_accounts(&self, owner: Option<&str>, limit: u32, offset: u64) -> ApiResult<Vec<Account>> {
-        let filter = if owner.is_some() { "WHERE owner = $3" } else { "" };
+    pub async fn list_accounts(
+        &self,
+        owner: Option<&str>,
+        limit: u32,
+        offset: u64,
+    ) -> ApiResult<Vec<Account>> {
+        let filter = if owner.is_some() {
+            "WHERE owner = $3"
+        } else {
+            ""
+        };
         let sql = format!(
             "SELECT {ACCOUNT_COLUMNS} FROM accounts {filter} ORDER BY created_at DESC, id DESC LIMIT $1 OFFSET $2"
         );
@@ -531,16 +613,23 @@ impl Store {
         if let Some(owner) = owner {
             query = query.bind(owner.to_string());
         }
-        query.fetch_all(&self.pool).await?.iter().map(decode_account).collect()
+        query
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(decode_account)
+            .collect()
     }
 
     /// One account request.
     pub async fn get_account_request(&self, id: &str) -> ApiResult<AccountRequest> {
-        let row = sqlx::query(&format!("SELECT {REQUEST_COLUMNS} FROM account_requests WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or_else(|| ApiError::not_found("account request", id))?;
+        let row = sqlx::query(&format!(
+            "SELECT {REQUEST_COLUMNS} FROM account_requests WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| ApiError::not_found("account request", id))?;
         decode_request(&row)
     }
 
@@ -551,7 +640,11 @@ impl Store {
         limit: u32,
         offset: u64,
     ) -> ApiResult<Vec<AccountRequest>> {
-        let filter = if status.is_some() { "WHERE status = $3" } else { "" };
+        let filter = if status.is_some() {
+            "WHERE status = $3"
+        } else {
+            ""
+        };
         let sql = format!(
             "SELECT {REQUEST_COLUMNS} FROM account_requests {filter} ORDER BY created_at DESC, id DESC LIMIT $1 OFFSET $2"
         );
@@ -559,7 +652,12 @@ impl Store {
         if let Some(status) = status {
             query = query.bind(status_name(status));
         }
-        query.fetch_all(&self.pool).await?.iter().map(decode_request).collect()
+        query
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(decode_request)
+            .collect()
     }
 
     /// One session.
@@ -575,7 +673,12 @@ impl Store {
     }
 
     /// Sessions, newest first.
-    pub async fn list_sessions(&self, filter: &SessionFilter, limit: u32, offset: u64) -> ApiResult<Vec<Session>> {
+    pub async fn list_sessions(
+        &self,
+        filter: &SessionFilter,
+        limit: u32,
+        offset: u64,
+    ) -> ApiResult<Vec<Session>> {
         let mut clauses = Vec::new();
         let mut n = 2;
         let mut param = || {
@@ -591,7 +694,11 @@ impl Store {
         if filter.namespace.is_some() {
             clauses.push(format!("s.namespace = {}", param()));
         }
-        let filter_sql = if clauses.is_empty() { String::new() } else { format!("WHERE {}", clauses.join(" AND ")) };
+        let filter_sql = if clauses.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", clauses.join(" AND "))
+        };
         let sql = format!(
             "SELECT {SESSION_COLUMNS} FROM sessions s LEFT JOIN session_consumptions c ON c.consumed_session = s.id \
              {filter_sql} ORDER BY s.created_at DESC, s.id DESC LIMIT $1 OFFSET $2"
@@ -606,25 +713,32 @@ impl Store {
         if let Some(namespace) = &filter.namespace {
             query = query.bind(namespace.clone());
         }
-        query.fetch_all(&self.pool).await?.iter().map(decode_session).collect()
+        query
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(decode_session)
+            .collect()
     }
 
     /// An entity's progression. For an account created from a request, the
     /// request's steps come first, so the history starts at AccountRequest.
     pub async fn get_progression(&self, entity_id: &str) -> ApiResult<Progression> {
-        let row = sqlx::query("SELECT kind, current_state FROM linear_progressions WHERE entity_id = $1")
-            .bind(entity_id)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or_else(|| ApiError::not_found("progression", entity_id))?;
+        let row =
+            sqlx::query("SELECT kind, current_state FROM linear_progressions WHERE entity_id = $1")
+                .bind(entity_id)
+                .fetch_optional(&self.pool)
+                .await?
+                .ok_or_else(|| ApiError::not_found("progression", entity_id))?;
         let (kind, current): (String, String) = (row.try_get(0)?, row.try_get(1)?);
-        let request_id: Option<String> = sqlx::query("SELECT request_id FROM accounts WHERE id = $1")
-            .bind(entity_id)
-            .fetch_optional(&self.pool)
-            .await?
-            .map(|r| r.try_get(0))
-            .transpose()?
-            .filter(|id: &String| !id.is_empty());
+        let request_id: Option<String> =
+            sqlx::query("SELECT request_id FROM accounts WHERE id = $1")
+                .bind(entity_id)
+                .fetch_optional(&self.pool)
+                .await?
+                .map(|r| r.try_get(0))
+                .transpose()?
+                .filter(|id: &String| !id.is_empty());
         let mut history = Vec::new();
         if let Some(request) = &request_id {
             // The request's own last step (to Account) duplicates the account's first.
@@ -667,12 +781,19 @@ impl Store {
         let count = |sql: &'static str| self.scalar_u64(sql);
         Ok(StoreStats {
             accounts: count("SELECT COUNT(*) FROM accounts").await?,
-            accounts_created: count("SELECT COUNT(*) FROM account_requests WHERE status = 'initialized'").await?,
-            accounts_failed: count("SELECT COUNT(*) FROM account_requests WHERE status = 'failed'").await?,
-            pending_requests: count("SELECT COUNT(*) FROM account_requests WHERE status IN ('pending', 'processing')")
+            accounts_created: count(
+                "SELECT COUNT(*) FROM account_requests WHERE status = 'initialized'",
+            )
+            .await?,
+            accounts_failed: count("SELECT COUNT(*) FROM account_requests WHERE status = 'failed'")
                 .await?,
+            pending_requests: count(
+                "SELECT COUNT(*) FROM account_requests WHERE status IN ('pending', 'processing')",
+            )
+            .await?,
             sessions: count("SELECT COUNT(*) FROM sessions").await?,
-            active_sessions: count("SELECT COUNT(*) FROM sessions WHERE is_consumed = FALSE").await?,
+            active_sessions: count("SELECT COUNT(*) FROM sessions WHERE is_consumed = FALSE")
+                .await?,
             rules: count("SELECT COUNT(*) FROM progression_rules").await?,
             events: count("SELECT COUNT(*) FROM lifecycle_events").await?,
             head_sequence: self.head_sequence().await?,
@@ -707,7 +828,8 @@ fn decode_request(row: &AnyRow) -> ApiResult<AccountRequest> {
         owner: row.try_get(1)?,
         capabilities: parse_list(&row.try_get::<String, _>(2)?),
         init_state_hash: row.try_get(3)?,
-        status: valence_lifecycle_api::json::parse_name::<AccountRequestStatus>(&status).unwrap_or(0),
+        status: valence_lifecycle_api::json::parse_name::<AccountRequestStatus>(&status)
+            .unwrap_or(0),
         failure_reason: row.try_get(5)?,
         attempts: row.try_get::<i64, _>(6)? as u32,
         created_at: Some(timestamp(row.try_get(7)?)),

@@ -62,9 +62,15 @@ const COLUMNS: &str = "sequence, created_at, payload";
 
 impl Store {
     /// Appends an event inside `tx`; returns its sequence.
-    pub(crate) async fn append_event(&self, tx: &mut WriteTx<'_>, event: NewEvent) -> ApiResult<u64> {
+    pub(crate) async fn append_event(
+        &self,
+        tx: &mut WriteTx<'_>,
+        event: NewEvent,
+    ) -> ApiResult<u64> {
         if self.backend == Backend::Postgres {
-            sqlx::query(postgres::EVENT_APPEND_LOCK).execute(tx.conn()).await?;
+            sqlx::query(postgres::EVENT_APPEND_LOCK)
+                .execute(tx.conn())
+                .await?;
         }
         let event_type = event_type_of(&event.payload);
         let body = LifecycleEvent {
@@ -148,13 +154,19 @@ impl Store {
             sql += &format!(" AND entity_id = {}", next());
         }
         if after.is_some() {
-            sql += &format!(" AND sequence > {} ORDER BY sequence ASC LIMIT {}", next(), next());
+            sql += &format!(
+                " AND sequence > {} ORDER BY sequence ASC LIMIT {}",
+                next(),
+                next()
+            );
         } else {
             sql += &format!(" ORDER BY sequence DESC LIMIT {} OFFSET {}", next(), next());
         }
         let mut q = sqlx::query(&sql);
         if let Some(t) = query.event_type {
-            q = q.bind(valence_lifecycle_api::json::short_name::<EventType>(t as i32));
+            q = q.bind(valence_lifecycle_api::json::short_name::<EventType>(
+                t as i32,
+            ));
         }
         if let Some(e) = &query.entity_id {
             q = q.bind(e.clone());
@@ -169,12 +181,14 @@ impl Store {
 
     /// Highest sequence in the log (0 when empty).
     pub async fn head_sequence(&self) -> ApiResult<u64> {
-        self.scalar_u64("SELECT COALESCE(MAX(sequence), 0) FROM lifecycle_events").await
+        self.scalar_u64("SELECT COALESCE(MAX(sequence), 0) FROM lifecycle_events")
+            .await
     }
 
     /// Lowest retained sequence (0 when empty).
     pub async fn oldest_sequence(&self) -> ApiResult<u64> {
-        self.scalar_u64("SELECT COALESCE(MIN(sequence), 0) FROM lifecycle_events").await
+        self.scalar_u64("SELECT COALESCE(MIN(sequence), 0) FROM lifecycle_events")
+            .await
     }
 
     /// Deletes events older than `max_age_ms` or beyond the newest
@@ -194,12 +208,13 @@ impl Store {
                 .rows_affected();
         }
         if max_age_ms > 0 {
-            deleted += sqlx::query("DELETE FROM lifecycle_events WHERE created_at < $1 AND sequence < $2")
-                .bind(now_ms() - max_age_ms as i64)
-                .bind(head as i64)
-                .execute(&self.pool)
-                .await?
-                .rows_affected();
+            deleted +=
+                sqlx::query("DELETE FROM lifecycle_events WHERE created_at < $1 AND sequence < $2")
+                    .bind(now_ms() - max_age_ms as i64)
+                    .bind(head as i64)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
         }
         Ok(deleted)
     }

@@ -21,7 +21,8 @@ use sqlx::{any::AnyPoolOptions, AnyPool, Executor};
 use tokio::sync::{Mutex, MutexGuard, Notify};
 
 pub use entities::{
-    AccountRecord, AccountRequestRecord, ConsumptionRecord, SessionFilter, SessionRecord, StoreStats,
+    AccountRecord, AccountRequestRecord, ConsumptionRecord, SessionFilter, SessionRecord,
+    StoreStats,
 };
 pub use events::{EventQuery, NewEvent};
 pub use rules::StoredRule;

@@ -34,7 +34,10 @@ impl Store {
         .await;
         if let Err(sqlx::Error::Database(db)) = &inserted {
             if db.is_unique_violation() {
-                return Err(ApiError::AlreadyExists { kind: "rule", id: rule.id.clone() });
+                return Err(ApiError::AlreadyExists {
+                    kind: "rule",
+                    id: rule.id.clone(),
+                });
             }
         }
         inserted?;
@@ -51,18 +54,31 @@ impl Store {
 
     /// One rule.
     pub async fn get_rule(&self, id: &str) -> ApiResult<ProgressionRule> {
-        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM progression_rules WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or_else(|| ApiError::not_found("rule", id))?;
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM progression_rules WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| ApiError::not_found("rule", id))?;
         decode_rule(&row)
     }
 
     /// Rules ordered by id.
-    pub async fn list_rules(&self, enabled_only: bool, limit: u32, offset: u64) -> ApiResult<Vec<ProgressionRule>> {
-        let filter = if enabled_only { "WHERE enabled = $3" } else { "" };
-        let sql = format!("SELECT {COLUMNS} FROM progression_rules {filter} ORDER BY id LIMIT $1 OFFSET $2");
+    pub async fn list_rules(
+        &self,
+        enabled_only: bool,
+        limit: u32,
+        offset: u64,
+    ) -> ApiResult<Vec<ProgressionRule>> {
+        let filter = if enabled_only {
+            "WHERE enabled = $3"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "SELECT {COLUMNS} FROM progression_rules {filter} ORDER BY id LIMIT $1 OFFSET $2"
+        );
         let mut query = sqlx::query(&sql).bind(limit as i64).bind(offset as i64);
         if enabled_only {
             query = query.bind(true);
@@ -83,7 +99,11 @@ impl Store {
 
     /// Sets the enabled flag; appends RuleEnabled or RuleDisabled.
     pub async fn set_rule_enabled(&self, id: &str, enabled: bool) -> ApiResult<ProgressionRule> {
-        let change = if enabled { Payload::RuleEnabled } else { Payload::RuleDisabled };
+        let change = if enabled {
+            Payload::RuleEnabled
+        } else {
+            Payload::RuleDisabled
+        };
         self.rewrite_rule(id, change, |stored| ProgressionRule { enabled, ..stored })
             .await
     }
@@ -91,17 +111,20 @@ impl Store {
     /// Deletes a rule; appends RuleDeleted.
     pub async fn delete_rule(&self, id: &str) -> ApiResult<()> {
         let mut tx = self.begin().await?;
-        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM progression_rules WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(tx.conn())
-            .await?
-            .ok_or_else(|| ApiError::not_found("rule", id))?;
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM progression_rules WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(tx.conn())
+        .await?
+        .ok_or_else(|| ApiError::not_found("rule", id))?;
         let stored = decode_rule(&row)?;
         sqlx::query("DELETE FROM progression_rules WHERE id = $1")
             .bind(id)
             .execute(tx.conn())
             .await?;
-        self.append_event(&mut tx, rule_event(&stored, Payload::RuleDeleted)).await?;
+        self.append_event(&mut tx, rule_event(&stored, Payload::RuleDeleted))
+            .await?;
         self.commit(tx).await
     }
 
@@ -113,11 +136,13 @@ impl Store {
         change: impl FnOnce(ProgressionRule) -> ProgressionRule,
     ) -> ApiResult<ProgressionRule> {
         let mut tx = self.begin().await?;
-        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM progression_rules WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(tx.conn())
-            .await?
-            .ok_or_else(|| ApiError::not_found("rule", id))?;
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM progression_rules WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(tx.conn())
+        .await?
+        .ok_or_else(|| ApiError::not_found("rule", id))?;
         let now = now_ms();
         let mut updated = change(decode_rule(&row)?);
         updated.updated_at = Some(timestamp(now));
@@ -129,14 +154,20 @@ impl Store {
             .bind(id)
             .execute(tx.conn())
             .await?;
-        self.append_event(&mut tx, rule_event(&updated, payload)).await?;
+        self.append_event(&mut tx, rule_event(&updated, payload))
+            .await?;
         self.commit(tx).await?;
         Ok(updated)
     }
 }
 
 fn rule_event(rule: &ProgressionRule, payload: fn(RuleChanged) -> Payload) -> NewEvent {
-    NewEvent::new(&rule.id, payload(RuleChanged { rule: Some(rule.clone()) }))
+    NewEvent::new(
+        &rule.id,
+        payload(RuleChanged {
+            rule: Some(rule.clone()),
+        }),
+    )
 }
 
 fn definition_json(rule: &ProgressionRule) -> ApiResult<String> {

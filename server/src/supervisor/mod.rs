@@ -31,7 +31,10 @@ pub struct Supervisor {
 impl Supervisor {
     /// A supervisor reporting to `board`.
     pub fn new(board: Arc<StatusBoard>) -> Self {
-        Supervisor { board, running: Vec::new() }
+        Supervisor {
+            board,
+            running: Vec::new(),
+        }
     }
 
     /// The board components report to.
@@ -66,7 +69,11 @@ impl Supervisor {
             tracing::error!(component = %watched, error = %outcome, "component failed");
             board.set(&watched, ComponentState::Error, outcome).await;
         });
-        self.running.push(Running { name: name.to_string(), cancel, handle });
+        self.running.push(Running {
+            name: name.to_string(),
+            cancel,
+            handle,
+        });
     }
 
     /// Stops every component in reverse start order, giving each up to
@@ -74,17 +81,27 @@ impl Supervisor {
     pub async fn shutdown(self, grace: Duration) -> bool {
         let mut clean = true;
         for component in self.running.into_iter().rev() {
-            self.board.set(&component.name, ComponentState::Stopping, "").await;
+            self.board
+                .set(&component.name, ComponentState::Stopping, "")
+                .await;
             component.cancel.cancel();
             match tokio::time::timeout(grace, component.handle).await {
-                Ok(_) if self.board.state(&component.name) == ComponentState::Error => clean = false,
+                Ok(_) if self.board.state(&component.name) == ComponentState::Error => {
+                    clean = false
+                }
                 Ok(_) => {
-                    self.board.set(&component.name, ComponentState::Stopped, "").await;
+                    self.board
+                        .set(&component.name, ComponentState::Stopped, "")
+                        .await;
                 }
                 Err(_) => {
                     tracing::warn!(component = %component.name, ?grace, "component did not stop in time");
                     self.board
-                        .set(&component.name, ComponentState::Error, "did not stop within the grace period")
+                        .set(
+                            &component.name,
+                            ComponentState::Error,
+                            "did not stop within the grace period",
+                        )
                         .await;
                     clean = false;
                 }

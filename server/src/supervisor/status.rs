@@ -7,7 +7,9 @@ use std::{
     sync::{Arc, RwLock},
 };
 
-use valence_lifecycle_api::v1::{lifecycle_event::Payload, ComponentEvent, ComponentState, ComponentStatus};
+use valence_lifecycle_api::v1::{
+    lifecycle_event::Payload, ComponentEvent, ComponentState, ComponentStatus,
+};
 
 use crate::{
     store::{now_ms, timestamp, NewEvent, Store},
@@ -54,13 +56,20 @@ impl StatusBoard {
 
     /// Moves a component to `state`; appends the matching event when the
     /// state actually changed. Returns the previous state.
-    pub async fn set(&self, name: &str, state: ComponentState, message: impl Into<String>) -> ComponentState {
+    pub async fn set(
+        &self,
+        name: &str,
+        state: ComponentState,
+        message: impl Into<String>,
+    ) -> ComponentState {
         let message = message.into();
         let previous = self.update(name, state, &message);
         if previous != state {
             self.metrics
                 .component_state
-                .get_or_create(&ComponentLabels { component: name.to_string() })
+                .get_or_create(&ComponentLabels {
+                    component: name.to_string(),
+                })
                 .set(state as u64);
             self.record(name, previous, state, &message).await;
         }
@@ -72,9 +81,13 @@ impl StatusBoard {
         let order = entries.len();
         let entry = entries.entry(name.to_string()).or_insert_with(|| Entry {
             order,
-            status: ComponentStatus { name: name.to_string(), ..Default::default() },
+            status: ComponentStatus {
+                name: name.to_string(),
+                ..Default::default()
+            },
         });
-        let previous = ComponentState::try_from(entry.status.state).unwrap_or(ComponentState::Unspecified);
+        let previous =
+            ComponentState::try_from(entry.status.state).unwrap_or(ComponentState::Unspecified);
         if previous != state {
             entry.status.since = Some(timestamp(now_ms()));
         }
@@ -85,7 +98,13 @@ impl StatusBoard {
 
     /// Appends the lifecycle event for a state change. Failing to record it
     /// must not take the component down, so errors are only logged.
-    async fn record(&self, name: &str, previous: ComponentState, state: ComponentState, message: &str) {
+    async fn record(
+        &self,
+        name: &str,
+        previous: ComponentState,
+        state: ComponentState,
+        message: &str,
+    ) {
         let body = ComponentEvent {
             component: name.to_string(),
             state: state as i32,
@@ -95,13 +114,19 @@ impl StatusBoard {
             delay_ms: 0,
         };
         let payload = match state {
-            ComponentState::Running if previous == ComponentState::Starting => Payload::ComponentStarted(body),
+            ComponentState::Running if previous == ComponentState::Starting => {
+                Payload::ComponentStarted(body)
+            }
             ComponentState::Stopped => Payload::ComponentStopped(body),
             ComponentState::Error => Payload::ComponentError(body),
             _ => Payload::ComponentStatusChanged(body),
         };
         tracing::info!(component = name, from = ?previous, to = ?state, message, "component state changed");
-        if let Err(e) = self.store.append_events(vec![NewEvent::new(name, payload)]).await {
+        if let Err(e) = self
+            .store
+            .append_events(vec![NewEvent::new(name, payload)])
+            .await
+        {
             tracing::warn!(component = name, error = %e, "could not record component state change");
         }
     }
@@ -125,6 +150,8 @@ impl StatusBoard {
 
     /// True when every registered component is Running.
     pub fn all_running(&self) -> bool {
-        self.snapshot().iter().all(|s| s.state == ComponentState::Running as i32)
+        self.snapshot()
+            .iter()
+            .all(|s| s.state == ComponentState::Running as i32)
     }
 }

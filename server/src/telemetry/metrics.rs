@@ -163,46 +163,126 @@ impl Metrics {
 
     fn register_all(&mut self) {
         let r = &mut self.registry;
-        r.register("valence_account_requests", "Account requests seen", self.account_requests.clone());
-        r.register("valence_accounts_initialized", "Accounts initialized", self.accounts_initialized.clone());
-        r.register("valence_sessions_created", "Sessions created", self.sessions_created.clone());
-        r.register("valence_sessions_consumed", "Sessions consumed", self.sessions_consumed.clone());
-        r.register("valence_active_sessions", "Live (non-consumed) sessions", self.active_sessions.clone());
-        r.register("valence_active_accounts", "Active accounts", self.active_accounts.clone());
-        r.register("valence_progression_rules_evaluated", "Rule evaluations", self.rules_evaluated.clone());
-        r.register("valence_progression_rules_matched", "Rule matches", self.rules_matched.clone());
+        r.register(
+            "valence_account_requests",
+            "Account requests seen",
+            self.account_requests.clone(),
+        );
+        r.register(
+            "valence_accounts_initialized",
+            "Accounts initialized",
+            self.accounts_initialized.clone(),
+        );
+        r.register(
+            "valence_sessions_created",
+            "Sessions created",
+            self.sessions_created.clone(),
+        );
+        r.register(
+            "valence_sessions_consumed",
+            "Sessions consumed",
+            self.sessions_consumed.clone(),
+        );
+        r.register(
+            "valence_active_sessions",
+            "Live (non-consumed) sessions",
+            self.active_sessions.clone(),
+        );
+        r.register(
+            "valence_active_accounts",
+            "Active accounts",
+            self.active_accounts.clone(),
+        );
+        r.register(
+            "valence_progression_rules_evaluated",
+            "Rule evaluations",
+            self.rules_evaluated.clone(),
+        );
+        r.register(
+            "valence_progression_rules_matched",
+            "Rule matches",
+            self.rules_matched.clone(),
+        );
         r.register(
             "valence_account_initialization_duration_seconds",
             "Time from request to initialized account",
             self.account_initialization_duration.clone(),
         );
-        r.register("valence_session_lifetime_seconds", "Session creation to consumption", self.session_lifetime.clone());
-        r.register("accounts_created", "Accounts created by this service", self.accounts_created.clone());
-        r.register("accounts_failed", "Account creations that failed", self.accounts_failed.clone());
+        r.register(
+            "valence_session_lifetime_seconds",
+            "Session creation to consumption",
+            self.session_lifetime.clone(),
+        );
+        r.register(
+            "accounts_created",
+            "Accounts created by this service",
+            self.accounts_created.clone(),
+        );
+        r.register(
+            "accounts_failed",
+            "Account creations that failed",
+            self.accounts_failed.clone(),
+        );
         r.register(
             "event_processing_duration",
             "Seconds to process one chain update",
             self.event_processing_duration.clone(),
         );
-        r.register("rpc_connection_status", "1 when the Solana RPC answers", self.rpc_connection_status.clone());
-        r.register("service_uptime_seconds", "Seconds since the server started", self.service_uptime_seconds.clone());
-        r.register("queue_size", "Account requests waiting for the builder", self.queue_size.clone());
-        r.register("wallet_balance_lamports", "Service wallet balance", self.wallet_balance_lamports.clone());
-        r.register("grpc_requests", "gRPC requests by method and status code", self.grpc_requests.clone());
+        r.register(
+            "rpc_connection_status",
+            "1 when the Solana RPC answers",
+            self.rpc_connection_status.clone(),
+        );
+        r.register(
+            "service_uptime_seconds",
+            "Seconds since the server started",
+            self.service_uptime_seconds.clone(),
+        );
+        r.register(
+            "queue_size",
+            "Account requests waiting for the builder",
+            self.queue_size.clone(),
+        );
+        r.register(
+            "wallet_balance_lamports",
+            "Service wallet balance",
+            self.wallet_balance_lamports.clone(),
+        );
+        r.register(
+            "grpc_requests",
+            "gRPC requests by method and status code",
+            self.grpc_requests.clone(),
+        );
         r.register(
             "grpc_request_duration_seconds",
             "gRPC request latency by method",
             self.grpc_request_duration.clone(),
         );
-        r.register("http_requests", "REST requests by route and status", self.http_requests.clone());
+        r.register(
+            "http_requests",
+            "REST requests by route and status",
+            self.http_requests.clone(),
+        );
         r.register(
             "http_request_duration_seconds",
             "REST request latency by route",
             self.http_request_duration.clone(),
         );
-        r.register("lifecycle_event_subscribers", "Open event subscriptions", self.event_subscribers.clone());
-        r.register("lifecycle_events_appended", "Events appended to the log", self.events_appended.clone());
-        r.register("lifecycle_events_delivered", "Events delivered to subscribers", self.events_delivered.clone());
+        r.register(
+            "lifecycle_event_subscribers",
+            "Open event subscriptions",
+            self.event_subscribers.clone(),
+        );
+        r.register(
+            "lifecycle_events_appended",
+            "Events appended to the log",
+            self.events_appended.clone(),
+        );
+        r.register(
+            "lifecycle_events_delivered",
+            "Events delivered to subscribers",
+            self.events_delivered.clone(),
+        );
         r.register(
             "lifecycle_subscriber_lag_sequences",
             "Head sequence minus delivered sequence at delivery",
@@ -213,9 +293,21 @@ impl Metrics {
             "Subscribers switched to reading from the store",
             self.subscriber_catch_ups.clone(),
         );
-        r.register("lifecycle_events_pruned", "Events removed by retention", self.events_pruned.clone());
-        r.register("component_state", "Component state (ComponentState number)", self.component_state.clone());
-        r.register("component_restarts", "Component restarts", self.component_restarts.clone());
+        r.register(
+            "lifecycle_events_pruned",
+            "Events removed by retention",
+            self.events_pruned.clone(),
+        );
+        r.register(
+            "component_state",
+            "Component state (ComponentState number)",
+            self.component_state.clone(),
+        );
+        r.register(
+            "component_restarts",
+            "Component restarts",
+            self.component_restarts.clone(),
+        );
     }
 
     /// Counts an event of the log in the lifecycle counters it feeds.

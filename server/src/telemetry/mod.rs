@@ -8,7 +8,9 @@ use anyhow::Context as _;
 use opentelemetry::{propagation::Extractor, trace::TracerProvider as _};
 use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::{propagation::TraceContextPropagator, trace::SdkTracerProvider, Resource};
-use tracing_subscriber::{layer::SubscriberExt as _, util::SubscriberInitExt as _, EnvFilter, Layer};
+use tracing_subscriber::{
+    layer::SubscriberExt as _, util::SubscriberInitExt as _, EnvFilter, Layer,
+};
 
 pub use metrics::Metrics;
 
@@ -31,10 +33,17 @@ impl Drop for TelemetryGuard {
 
 /// Installs the global tracing subscriber. Call once, from `main`.
 pub fn init(config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
-    let filter = EnvFilter::try_new(&config.log_filter)
-        .with_context(|| format!("invalid value {:?} for telemetry.log_filter (RUST_LOG)", config.log_filter))?;
+    let filter = EnvFilter::try_new(&config.log_filter).with_context(|| {
+        format!(
+            "invalid value {:?} for telemetry.log_filter (RUST_LOG)",
+            config.log_filter
+        )
+    })?;
     let fmt = match config.log_format.as_str() {
-        "json" => tracing_subscriber::fmt::layer().json().flatten_event(true).boxed(),
+        "json" => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .boxed(),
         _ => tracing_subscriber::fmt::layer().boxed(),
     };
     let provider = if config.otlp_endpoint.is_empty() {
@@ -60,8 +69,15 @@ fn otlp_provider(config: &TelemetryConfig) -> anyhow::Result<SdkTracerProvider> 
         .with_tonic()
         .with_endpoint(&config.otlp_endpoint)
         .build()
-        .with_context(|| format!("invalid value {:?} for telemetry.otlp_endpoint", config.otlp_endpoint))?;
-    let resource = Resource::builder().with_service_name(config.service_name.clone()).build();
+        .with_context(|| {
+            format!(
+                "invalid value {:?} for telemetry.otlp_endpoint",
+                config.otlp_endpoint
+            )
+        })?;
+    let resource = Resource::builder()
+        .with_service_name(config.service_name.clone())
+        .build();
     Ok(SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
         .with_resource(resource)
@@ -89,6 +105,7 @@ pub fn continue_trace(span: &tracing::Span, headers: &http::HeaderMap) {
     if headers.get("traceparent").is_none() {
         return;
     }
-    let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)));
+    let parent =
+        opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)));
     let _ = span.set_parent(parent);
 }

@@ -5,7 +5,9 @@
 use std::{process::Stdio, time::Duration};
 
 use tokio::process::Command;
-use valence_lifecycle_api::v1::{lifecycle_service_client::LifecycleServiceClient, GetStatsRequest};
+use valence_lifecycle_api::v1::{
+    lifecycle_service_client::LifecycleServiceClient, GetStatsRequest,
+};
 
 use crate::{
     common::{Db, TestDb, TestServer, SEED_RULE},
@@ -16,7 +18,11 @@ const SERVER: &str = env!("CARGO_BIN_EXE_valence-lifecycle");
 
 async fn run(program: &str, args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
     let mut command = Command::new(program);
-    command.args(args).stdin(Stdio::null()).env_remove("DATABASE_URL").env_remove("RUST_LOG");
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .env_remove("DATABASE_URL")
+        .env_remove("RUST_LOG");
     for (k, v) in env {
         command.env(k, v);
     }
@@ -24,7 +30,11 @@ async fn run(program: &str, args: &[&str], env: &[(&str, &str)]) -> (Option<i32>
         .await
         .unwrap_or_else(|_| panic!("{program} {args:?} did not finish"))
         .unwrap();
-    (out.status.code(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 /// The lifecyclectl binary, built next to the server's.
@@ -44,7 +54,10 @@ async fn invalid_configuration_stops_start_up_naming_key_and_value() {
     for (env, needle) in cases {
         let (code, _, stderr) = run(SERVER, &["--dump-config"], env).await;
         assert_eq!(code, Some(2), "{env:?}: {stderr}");
-        assert!(stderr.contains(needle), "{env:?}: {stderr:?} should name {needle}");
+        assert!(
+            stderr.contains(needle),
+            "{env:?}: {stderr:?} should name {needle}"
+        );
     }
 }
 
@@ -52,16 +65,38 @@ async fn invalid_configuration_stops_start_up_naming_key_and_value() {
 async fn layers_merge_file_then_environment_then_flags() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("config.toml");
-    std::fs::write(&file, "[server]\napi_port = 9001\ngrpc_port = 9002\n[rpc]\ncommitment = \"finalized\"\n").unwrap();
+    std::fs::write(
+        &file,
+        "[server]\napi_port = 9001\ngrpc_port = 9002\n[rpc]\ncommitment = \"finalized\"\n",
+    )
+    .unwrap();
     let path = file.display().to_string();
-    let (code, stdout, stderr) =
-        run(SERVER, &["--config", &path, "--dump-config", "--grpc-port", "9100"], &[("API_PORT", "9200")]).await;
+    let (code, stdout, stderr) = run(
+        SERVER,
+        &["--config", &path, "--dump-config", "--grpc-port", "9100"],
+        &[("API_PORT", "9200")],
+    )
+    .await;
     assert_eq!(code, Some(0), "{stderr}");
-    assert!(stdout.contains("api_port = 9200"), "environment beats the file:\n{stdout}");
-    assert!(stdout.contains("grpc_port = 9100"), "flags beat everything:\n{stdout}");
-    assert!(stdout.contains("commitment = \"finalized\""), "the file beats defaults:\n{stdout}");
+    assert!(
+        stdout.contains("api_port = 9200"),
+        "environment beats the file:\n{stdout}"
+    );
+    assert!(
+        stdout.contains("grpc_port = 9100"),
+        "flags beat everything:\n{stdout}"
+    );
+    assert!(
+        stdout.contains("commitment = \"finalized\""),
+        "the file beats defaults:\n{stdout}"
+    );
 
-    let (code, _, stderr) = run(SERVER, &["--config", "/nonexistent.toml", "--dump-config"], &[]).await;
+    let (code, _, stderr) = run(
+        SERVER,
+        &["--config", "/nonexistent.toml", "--dump-config"],
+        &[],
+    )
+    .await;
     assert_eq!(code, Some(2));
     assert!(stderr.contains("/nonexistent.toml"), "{stderr}");
 }
@@ -72,13 +107,26 @@ async fn migrate_creates_the_schema_and_exits() {
     let (code, _, stderr) = run(SERVER, &["migrate"], &[("DATABASE_URL", &db.url)]).await;
     assert_eq!(code, Some(0), "{stderr}");
     let path = db.url.trim_start_matches("sqlite://");
-    assert!(std::path::Path::new(path).exists(), "the SQLite file was created");
+    assert!(
+        std::path::Path::new(path).exists(),
+        "the SQLite file was created"
+    );
 }
 
 #[tokio::test]
 async fn an_open_server_refuses_to_listen_beyond_loopback() {
     let db = TestDb::new(Db::Sqlite).await.unwrap();
-    let (code, _, stderr) = run(SERVER, &[], &[("DATABASE_URL", &db.url), ("BIND_ADDRESS", "0.0.0.0"), ("GRPC_PORT", "0"), ("API_PORT", "0")]).await;
+    let (code, _, stderr) = run(
+        SERVER,
+        &[],
+        &[
+            ("DATABASE_URL", &db.url),
+            ("BIND_ADDRESS", "0.0.0.0"),
+            ("GRPC_PORT", "0"),
+            ("API_PORT", "0"),
+        ],
+    )
+    .await;
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("no auth tokens"), "{stderr}");
 }
@@ -99,11 +147,21 @@ async fn sigterm_during_load_answers_every_started_rpc_and_exits_cleanly() {
         callers.push(tokio::spawn(async move {
             let (mut ok, mut refused) = (0u32, 0u32);
             loop {
-                match tokio::time::timeout(Duration::from_secs(10), client.get_stats(GetStatsRequest {})).await {
+                match tokio::time::timeout(
+                    Duration::from_secs(10),
+                    client.get_stats(GetStatsRequest {}),
+                )
+                .await
+                {
                     Ok(Ok(_)) => ok += 1,
                     // Refused after shutdown began (GOAWAY, connection closed):
                     // the server never started it, and the caller is told so.
-                    Ok(Err(status)) if matches!(status.code(), tonic::Code::Unavailable | tonic::Code::Cancelled) => {
+                    Ok(Err(status))
+                        if matches!(
+                            status.code(),
+                            tonic::Code::Unavailable | tonic::Code::Cancelled
+                        ) =>
+                    {
                         refused += 1;
                         break;
                     }
@@ -135,11 +193,19 @@ async fn lifecyclectl_manages_rules_and_reads_state() {
     let ctl = lifecyclectl();
     let env = [("VALENCE_ENDPOINT", endpoint.as_str())];
 
-    let (code, stdout, stderr) = run(&ctl, &["rules", "create", &rule_file.display().to_string()], &env).await;
+    let (code, stdout, stderr) = run(
+        &ctl,
+        &["rules", "create", &rule_file.display().to_string()],
+        &env,
+    )
+    .await;
     assert_eq!(code, Some(0), "{stdout}{stderr}");
     let (code, stdout, _) = run(&ctl, &["rules", "list"], &env).await;
     assert_eq!(code, Some(0));
-    assert!(stdout.contains("rule-1") && stdout.contains("Auto-consume idle sessions"), "{stdout}");
+    assert!(
+        stdout.contains("rule-1") && stdout.contains("Auto-consume idle sessions"),
+        "{stdout}"
+    );
     let (code, stdout, _) = run(&ctl, &["--json", "rules", "get", "rule-1"], &env).await;
     assert_eq!(code, Some(0));
     let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
@@ -155,7 +221,10 @@ async fn lifecyclectl_manages_rules_and_reads_state() {
     assert!(stdout.contains("rule_disabled"), "{stdout}");
     let (code, _, stderr) = run(&ctl, &["accounts", "get", "nope"], &env).await;
     assert_eq!(code, Some(1));
-    assert!(stderr.contains("invalid_argument") || stderr.contains("invalid"), "{stderr}");
+    assert!(
+        stderr.contains("invalid_argument") || stderr.contains("invalid"),
+        "{stderr}"
+    );
     let (code, stdout, _) = run(&ctl, &["health"], &env).await;
     assert_eq!(code, Some(0), "{stdout}");
     assert!(server.stop().await);
@@ -165,8 +234,16 @@ async fn lifecyclectl_manages_rules_and_reads_state() {
 /// subscribe to the stream. Skipped (loudly) where grpcurl is not installed.
 #[tokio::test]
 async fn grpcurl_lists_describes_and_calls_through_reflection() {
-    if Command::new("grpcurl").arg("-version").output().await.is_err() {
-        assert!(std::env::var("VALENCE_REQUIRE_POSTGRES").is_err(), "grpcurl must be installed under .ci/test");
+    if Command::new("grpcurl")
+        .arg("-version")
+        .output()
+        .await
+        .is_err()
+    {
+        assert!(
+            std::env::var("VALENCE_REQUIRE_POSTGRES").is_err(),
+            "grpcurl must be installed under .ci/test"
+        );
         eprintln!("SKIPPED: grpcurl not installed");
         return;
     }
@@ -181,28 +258,61 @@ async fn grpcurl_lists_describes_and_calls_through_reflection() {
         "valence.lifecycle.v1.EventStreamService",
         "grpc.health.v1.Health",
     ] {
-        assert!(stdout.lines().any(|l| l == service), "{service} missing from:\n{stdout}");
+        assert!(
+            stdout.lines().any(|l| l == service),
+            "{service} missing from:\n{stdout}"
+        );
     }
     assert!(stdout.contains("grpc.reflection"), "{stdout}");
 
-    let (code, stdout, _) =
-        run("grpcurl", &["-plaintext", &addr, "describe", "valence.lifecycle.v1.RuleService.CreateRule"], &[]).await;
+    let (code, stdout, _) = run(
+        "grpcurl",
+        &[
+            "-plaintext",
+            &addr,
+            "describe",
+            "valence.lifecycle.v1.RuleService.CreateRule",
+        ],
+        &[],
+    )
+    .await;
     assert_eq!(code, Some(0));
     assert!(stdout.contains("CreateRuleRequest"), "{stdout}");
 
-    let (code, stdout, _) = run("grpcurl", &["-plaintext", &addr, "grpc.health.v1.Health/Check"], &[]).await;
+    let (code, stdout, _) = run(
+        "grpcurl",
+        &["-plaintext", &addr, "grpc.health.v1.Health/Check"],
+        &[],
+    )
+    .await;
     assert_eq!(code, Some(0));
     assert!(stdout.contains("SERVING"), "{stdout}");
 
     let body = r#"{"rule":{"id":"g1","name":"from grpcurl","condition":{"session_idle_for_seconds":"60"},"action":{"notify_webhook":{"url":"http://127.0.0.1:9/hook"}},"enabled":true}}"#;
-    let (code, stdout, stderr) =
-        run("grpcurl", &["-plaintext", "-d", body, &addr, "valence.lifecycle.v1.RuleService/CreateRule"], &[]).await;
+    let (code, stdout, stderr) = run(
+        "grpcurl",
+        &[
+            "-plaintext",
+            "-d",
+            body,
+            &addr,
+            "valence.lifecycle.v1.RuleService/CreateRule",
+        ],
+        &[],
+    )
+    .await;
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stdout.contains("\"g1\""), "{stdout}");
 
     let (code, _, stderr) = run(
         "grpcurl",
-        &["-plaintext", "-d", r#"{"id":"bad"}"#, &addr, "valence.lifecycle.v1.LifecycleService/GetAccount"],
+        &[
+            "-plaintext",
+            "-d",
+            r#"{"id":"bad"}"#,
+            &addr,
+            "valence.lifecycle.v1.LifecycleService/GetAccount",
+        ],
         &[],
     )
     .await;
@@ -212,10 +322,21 @@ async fn grpcurl_lists_describes_and_calls_through_reflection() {
     // Subscribe from the oldest event; grpcurl prints events until -max-time.
     let (_, stdout, _) = run(
         "grpcurl",
-        &["-plaintext", "-max-time", "2", "-d", r#"{"start":"START_POSITION_OLDEST"}"#, &addr, "valence.lifecycle.v1.EventStreamService/Subscribe"],
+        &[
+            "-plaintext",
+            "-max-time",
+            "2",
+            "-d",
+            r#"{"start":"START_POSITION_OLDEST"}"#,
+            &addr,
+            "valence.lifecycle.v1.EventStreamService/Subscribe",
+        ],
         &[],
     )
     .await;
-    assert!(stdout.contains("\"ruleCreated\"") && stdout.contains("\"g1\""), "{stdout}");
+    assert!(
+        stdout.contains("\"ruleCreated\"") && stdout.contains("\"g1\""),
+        "{stdout}"
+    );
     assert!(server.stop().await);
 }

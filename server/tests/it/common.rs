@@ -8,8 +8,8 @@ use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use valence_lifecycle_api::v1::{
-    event_stream_service_client::EventStreamServiceClient, lifecycle_service_client::LifecycleServiceClient,
-    rule_service_client::RuleServiceClient,
+    event_stream_service_client::EventStreamServiceClient,
+    lifecycle_service_client::LifecycleServiceClient, rule_service_client::RuleServiceClient,
 };
 use valence_lifecycle_server::config::{Config, Role, TokenConfig};
 
@@ -50,15 +50,24 @@ impl TestDb {
             Db::Sqlite => {
                 let dir = tempfile::tempdir().unwrap();
                 let url = format!("sqlite://{}", dir.path().join("test.db").display());
-                Some(TestDb { url, _dir: Some(dir) })
+                Some(TestDb {
+                    url,
+                    _dir: Some(dir),
+                })
             }
             Db::Postgres => {
                 let server = postgres_server()?;
                 let name = format!("valence_test_{}", rand::random::<u64>());
                 let mut admin = sqlx::PgConnection::connect(&server).await.unwrap();
-                admin.execute(format!("CREATE DATABASE {name}").as_str()).await.unwrap();
+                admin
+                    .execute(format!("CREATE DATABASE {name}").as_str())
+                    .await
+                    .unwrap();
                 let base = server.rsplit_once('/').map(|(b, _)| b).unwrap_or(&server);
-                Some(TestDb { url: format!("{base}/{name}"), _dir: None })
+                Some(TestDb {
+                    url: format!("{base}/{name}"),
+                    _dir: None,
+                })
             }
         }
     }
@@ -84,9 +93,21 @@ pub fn test_config(db_url: &str) -> Config {
 /// Adds reader, operator and admin tokens.
 pub fn with_tokens(mut c: Config) -> Config {
     c.auth.tokens = vec![
-        TokenConfig { token: READER.into(), role: Role::Reader, name: "reader".into() },
-        TokenConfig { token: OPERATOR.into(), role: Role::Operator, name: "operator".into() },
-        TokenConfig { token: ADMIN.into(), role: Role::Admin, name: "admin".into() },
+        TokenConfig {
+            token: READER.into(),
+            role: Role::Reader,
+            name: "reader".into(),
+        },
+        TokenConfig {
+            token: OPERATOR.into(),
+            role: Role::Operator,
+            name: "operator".into(),
+        },
+        TokenConfig {
+            token: ADMIN.into(),
+            role: Role::Admin,
+            name: "admin".into(),
+        },
     ];
     c
 }
@@ -121,7 +142,13 @@ impl TestServer {
             api,
             shutdown.clone(),
         ));
-        let server = TestServer { grpc: grpc_addr, api: api_addr, shutdown, handle, _db: db };
+        let server = TestServer {
+            grpc: grpc_addr,
+            api: api_addr,
+            shutdown,
+            handle,
+            _db: db,
+        };
         server.wait_healthy().await;
         server
     }

@@ -8,9 +8,10 @@ use tonic::{transport::Channel, Code, Streaming};
 use valence_lifecycle_api::{
     rule_json::SeedRule,
     v1::{
-        event_stream_service_client::EventStreamServiceClient, rule_service_client::RuleServiceClient,
-        subscribe_response::Message, CreateRuleRequest, DeleteRuleRequest, EventType, Heartbeat, LifecycleEvent,
-        ListEventsRequest, StartPosition, SubscribeRequest, SubscribeResponse,
+        event_stream_service_client::EventStreamServiceClient,
+        rule_service_client::RuleServiceClient, subscribe_response::Message, CreateRuleRequest,
+        DeleteRuleRequest, EventType, Heartbeat, LifecycleEvent, ListEventsRequest, StartPosition,
+        SubscribeRequest, SubscribeResponse,
     },
 };
 use valence_lifecycle_client::{Backoff, ClientConfig, LifecycleClient, SubscriptionItem};
@@ -26,7 +27,9 @@ const WAIT: Duration = Duration::from_secs(20);
 fn rule(id: &str) -> CreateRuleRequest {
     let mut seed: SeedRule = serde_json::from_str(SEED_RULE).unwrap();
     seed.id = id.to_string();
-    CreateRuleRequest { rule: Some(seed.into()) }
+    CreateRuleRequest {
+        rule: Some(seed.into()),
+    }
 }
 
 async fn create_rules(rules: RuleServiceClient<Channel>, prefix: &str, n: usize) {
@@ -34,11 +37,19 @@ async fn create_rules(rules: RuleServiceClient<Channel>, prefix: &str, n: usize)
 }
 
 /// Rules whose events carry `metadata` bytes each, to fill transport buffers.
-async fn create_big_rules(mut rules: RuleServiceClient<Channel>, prefix: &str, n: usize, metadata: usize) {
+async fn create_big_rules(
+    mut rules: RuleServiceClient<Channel>,
+    prefix: &str,
+    n: usize,
+    metadata: usize,
+) {
     for i in 0..n {
         let mut request = rule(&format!("{prefix}-{i}"));
-        if let Some(valence_lifecycle_api::v1::rule_action::Kind::ConsumeAndCreate(c)) =
-            request.rule.as_mut().and_then(|r| r.action.as_mut()).and_then(|a| a.kind.as_mut())
+        if let Some(valence_lifecycle_api::v1::rule_action::Kind::ConsumeAndCreate(c)) = request
+            .rule
+            .as_mut()
+            .and_then(|r| r.action.as_mut())
+            .and_then(|a| a.kind.as_mut())
         {
             c.templates[0].metadata = vec![7; metadata];
         }
@@ -47,10 +58,16 @@ async fn create_big_rules(mut rules: RuleServiceClient<Channel>, prefix: &str, n
 }
 
 fn only_rules_created() -> SubscribeRequest {
-    SubscribeRequest { event_types: vec![EventType::RuleCreated as i32], ..Default::default() }
+    SubscribeRequest {
+        event_types: vec![EventType::RuleCreated as i32],
+        ..Default::default()
+    }
 }
 
-async fn subscribe(client: &mut EventStreamServiceClient<Channel>, request: SubscribeRequest) -> Streaming<SubscribeResponse> {
+async fn subscribe(
+    client: &mut EventStreamServiceClient<Channel>,
+    request: SubscribeRequest,
+) -> Streaming<SubscribeResponse> {
     client.subscribe(request).await.unwrap().into_inner()
 }
 
@@ -72,7 +89,11 @@ async fn collect(stream: &mut Streaming<SubscribeResponse>, n: usize) -> Vec<Lif
 
 async fn first_heartbeat(stream: &mut Streaming<SubscribeResponse>) -> Heartbeat {
     loop {
-        let message = tokio::time::timeout(WAIT, stream.message()).await.unwrap().unwrap().unwrap();
+        let message = tokio::time::timeout(WAIT, stream.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         if let Some(Message::Heartbeat(h)) = message.message {
             return h;
         }
@@ -86,7 +107,9 @@ fn sequences(events: &[LifecycleEvent]) -> Vec<u64> {
 #[tokio::test]
 async fn concurrent_writers_reach_three_subscribers_in_the_same_order() {
     for db in BOTH {
-        let Some(server) = TestServer::start(db).await else { continue };
+        let Some(server) = TestServer::start(db).await else {
+            continue;
+        };
         let mut streams = Vec::new();
         for _ in 0..3 {
             let mut client = server.events().await;
@@ -103,11 +126,15 @@ async fn concurrent_writers_reach_three_subscribers_in_the_same_order() {
             seen.push(collect(stream, 80).await);
         }
         let first = sequences(&seen[0]);
-        assert!(first.windows(2).all(|w| w[0] < w[1]), "{db:?}: strictly increasing {first:?}");
+        assert!(
+            first.windows(2).all(|w| w[0] < w[1]),
+            "{db:?}: strictly increasing {first:?}"
+        );
         for other in &seen[1..] {
             assert_eq!(sequences(other), first, "{db:?}: same events, same order");
         }
-        let ids: std::collections::HashSet<&str> = seen[0].iter().map(|e| e.entity_id.as_str()).collect();
+        let ids: std::collections::HashSet<&str> =
+            seen[0].iter().map(|e| e.entity_id.as_str()).collect();
         assert_eq!(ids.len(), 80, "{db:?}: no duplicates, both writers");
         assert!(server.stop().await);
     }
@@ -116,10 +143,15 @@ async fn concurrent_writers_reach_three_subscribers_in_the_same_order() {
 #[tokio::test]
 async fn a_resumed_subscriber_receives_exactly_the_missing_range() {
     for db in BOTH {
-        let Some(server) = TestServer::start(db).await else { continue };
+        let Some(server) = TestServer::start(db).await else {
+            continue;
+        };
         create_rules(server.rules().await, "before", 10).await;
         let mut client = server.events().await;
-        let request = SubscribeRequest { start: StartPosition::Oldest as i32, ..Default::default() };
+        let request = SubscribeRequest {
+            start: StartPosition::Oldest as i32,
+            ..Default::default()
+        };
         let mut stream = subscribe(&mut client, request).await;
         let got = collect(&mut stream, 5).await;
         drop(stream); // the connection is cut mid-stream
@@ -142,7 +174,11 @@ async fn a_resumed_subscriber_receives_exactly_the_missing_range() {
         let mut stream = subscribe(&mut client, resume).await;
         let rest = collect(&mut stream, (head - last) as usize).await;
         let expected: Vec<u64> = (last + 1..=head).collect();
-        assert_eq!(sequences(&rest), expected, "{db:?}: exactly the missing range");
+        assert_eq!(
+            sequences(&rest),
+            expected,
+            "{db:?}: exactly the missing range"
+        );
         assert!(server.stop().await);
     }
 }
@@ -179,16 +215,33 @@ async fn a_stalled_subscriber_catches_up_while_a_fast_one_keeps_going() {
     assert_eq!(fast_events.len(), 300);
 
     let slow_events = collect(&mut slow, 300).await;
-    assert_eq!(sequences(&slow_events), sequences(&fast_events), "everything, in order, no gaps");
+    assert_eq!(
+        sequences(&slow_events),
+        sequences(&fast_events),
+        "everything, in order, no gaps"
+    );
 
-    let metrics = reqwest::get(format!("{}/metrics", server.http())).await.unwrap().text().await.unwrap();
+    let metrics = reqwest::get(format!("{}/metrics", server.http()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let catch_ups = metrics
         .lines()
         .find(|l| l.starts_with("lifecycle_subscriber_catch_ups_total"))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap();
-    assert!(catch_ups >= 1, "the slow subscriber was served from the store: {}", metrics.lines().filter(|l| l.starts_with("lifecycle")).collect::<Vec<_>>().join("\n"));
+    assert!(
+        catch_ups >= 1,
+        "the slow subscriber was served from the store: {}",
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("lifecycle"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     assert!(server.stop().await);
 }
 
@@ -203,7 +256,11 @@ async fn pruned_cursors_are_out_of_range_and_future_ones_invalid() {
     let mut lifecycle = server.lifecycle().await;
     let mut oldest = 0;
     for _ in 0..100 {
-        let page = lifecycle.list_events(ListEventsRequest::default()).await.unwrap().into_inner();
+        let page = lifecycle
+            .list_events(ListEventsRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
         if page.oldest_sequence > 1 && page.head_sequence - page.oldest_sequence < 5 {
             oldest = page.oldest_sequence;
             break;
@@ -213,19 +270,39 @@ async fn pruned_cursors_are_out_of_range_and_future_ones_invalid() {
     assert!(oldest > 1, "retention pruned the log");
 
     let mut client = server.events().await;
-    let request = SubscribeRequest { start: StartPosition::FromSequence as i32, from_sequence: 1, ..Default::default() };
+    let request = SubscribeRequest {
+        start: StartPosition::FromSequence as i32,
+        from_sequence: 1,
+        ..Default::default()
+    };
     let err = client.subscribe(request).await.unwrap_err();
     assert_eq!(err.code(), Code::OutOfRange);
-    assert!(err.message().contains(&format!("oldest available sequence is {oldest}")), "{}", err.message());
+    assert!(
+        err.message()
+            .contains(&format!("oldest available sequence is {oldest}")),
+        "{}",
+        err.message()
+    );
 
-    let head = lifecycle.list_events(ListEventsRequest::default()).await.unwrap().into_inner().head_sequence;
-    let request = SubscribeRequest { from_sequence: head + 2, ..Default::default() };
+    let head = lifecycle
+        .list_events(ListEventsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .head_sequence;
+    let request = SubscribeRequest {
+        from_sequence: head + 2,
+        ..Default::default()
+    };
     let err = client.subscribe(request).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("from_sequence"), "{}", err.message());
 
     // Resuming from the oldest retained one still works.
-    let request = SubscribeRequest { from_sequence: oldest, ..Default::default() };
+    let request = SubscribeRequest {
+        from_sequence: oldest,
+        ..Default::default()
+    };
     let mut stream = subscribe(&mut client, request).await;
     assert_eq!(collect(&mut stream, 1).await[0].sequence, oldest);
     assert!(server.stop().await);
@@ -246,7 +323,10 @@ async fn heartbeats_carry_the_head_and_filters_apply() {
     let start = first_heartbeat(&mut stream).await;
     let mut rules = server.rules().await;
     for id in ["r-0", "r-1", "r-2"] {
-        rules.delete_rule(DeleteRuleRequest { id: id.into() }).await.unwrap();
+        rules
+            .delete_rule(DeleteRuleRequest { id: id.into() })
+            .await
+            .unwrap();
     }
     let events = collect(&mut stream, 1).await;
     assert_eq!(events[0].entity_id, "r-1");
@@ -260,7 +340,10 @@ async fn heartbeats_carry_the_head_and_filters_apply() {
         .unwrap()
         .into_inner()
         .head_sequence;
-    assert_eq!(later.head_sequence, head, "an idle stream still learns the head");
+    assert_eq!(
+        later.head_sequence, head,
+        "an idle stream still learns the head"
+    );
     assert!(later.next_sequence > start.next_sequence);
     assert!(server.stop().await);
 }
@@ -271,11 +354,19 @@ async fn the_client_rides_through_cut_connections_without_gaps_or_duplicates() {
     let proxy = Proxy::start(server.grpc).await;
     let config = ClientConfig::new(format!("http://{}", proxy.addr));
     let client = LifecycleClient::connect(config).await.unwrap();
-    let backoff = Backoff { initial: Duration::from_millis(50), max: Duration::from_millis(200), ..Backoff::default() };
+    let backoff = Backoff {
+        initial: Duration::from_millis(50),
+        max: Duration::from_millis(200),
+        ..Backoff::default()
+    };
     let mut subscription = client.subscribe_resilient(only_rules_created(), backoff);
     // Wait for the first heartbeat: the subscription is open and positioned.
     loop {
-        let item = tokio::time::timeout(WAIT, subscription.next()).await.unwrap().unwrap().unwrap();
+        let item = tokio::time::timeout(WAIT, subscription.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         if matches!(item, SubscriptionItem::Heartbeat(_)) {
             break;
         }
@@ -291,26 +382,37 @@ async fn the_client_rides_through_cut_connections_without_gaps_or_duplicates() {
         proxy.refuse(false);
     }
     while received.len() < 30 {
-        let item = tokio::time::timeout(WAIT, subscription.next()).await.unwrap().unwrap().unwrap();
+        let item = tokio::time::timeout(WAIT, subscription.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         if let SubscriptionItem::Event(e) = item {
             received.push(e);
         }
     }
     let ids: Vec<String> = received.iter().map(|e| e.entity_id.clone()).collect();
-    let expected: Vec<String> =
-        (0..3).flat_map(|r| (0..10).map(move |i| format!("round{r}-{i}"))).collect();
+    let expected: Vec<String> = (0..3)
+        .flat_map(|r| (0..10).map(move |i| format!("round{r}-{i}")))
+        .collect();
     assert_eq!(ids, expected, "every event once, in order");
     assert!(server.stop().await);
 }
 
 #[tokio::test]
 async fn a_second_server_process_on_postgres_delivers_events_written_by_the_first() {
-    let Some(db) = TestDb::new(Db::Postgres).await else { return };
+    let Some(db) = TestDb::new(Db::Postgres).await else {
+        return;
+    };
     let url = db.url.clone();
     let config = test_config(&db.url);
     let first = TestServer::start_with(db, config).await;
     let second = ServerProcess::start(&url, &[]).await;
-    let channel = Channel::from_shared(format!("http://{}", second.grpc)).unwrap().connect().await.unwrap();
+    let channel = Channel::from_shared(format!("http://{}", second.grpc))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let mut client = EventStreamServiceClient::new(channel);
     let mut stream = subscribe(&mut client, only_rules_created()).await;
     first_heartbeat(&mut stream).await;
@@ -318,7 +420,16 @@ async fn a_second_server_process_on_postgres_delivers_events_written_by_the_firs
     create_rules(first.rules().await, "from-first", 5).await;
     let events = collect(&mut stream, 5).await;
     let ids: Vec<&str> = events.iter().map(|e| e.entity_id.as_str()).collect();
-    assert_eq!(ids, ["from-first-0", "from-first-1", "from-first-2", "from-first-3", "from-first-4"]);
+    assert_eq!(
+        ids,
+        [
+            "from-first-0",
+            "from-first-1",
+            "from-first-2",
+            "from-first-3",
+            "from-first-4"
+        ]
+    );
     // LISTEN/NOTIFY wakes the other process; its fallback poll would take 500 ms.
     assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(second.terminate().await, Some(0), "clean exit");
@@ -342,5 +453,8 @@ async fn the_stream_ends_cleanly_at_shutdown() {
     })
     .await;
     assert!(end.is_ok(), "stream ended");
-    assert!(stop.await.unwrap(), "shutdown was clean with a subscriber open");
+    assert!(
+        stop.await.unwrap(),
+        "shutdown was clean with a subscriber open"
+    );
 }

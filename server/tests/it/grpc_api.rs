@@ -5,14 +5,18 @@ use tonic::Code;
 use valence_lifecycle_api::{
     rule_json::SeedRule,
     v1::{
-        lifecycle_service_client::LifecycleServiceClient, rule_condition, CreateRuleRequest, DeleteRuleRequest,
-        GetAccountRequest, GetRuleRequest, GetStatsRequest, ListAccountsRequest, ListEventsRequest, ListRulesRequest,
-        ProgressionRule, SetRuleEnabledRequest, UpdateRuleRequest,
+        lifecycle_service_client::LifecycleServiceClient, rule_condition, CreateRuleRequest,
+        DeleteRuleRequest, GetAccountRequest, GetRuleRequest, GetStatsRequest, ListAccountsRequest,
+        ListEventsRequest, ListRulesRequest, ProgressionRule, SetRuleEnabledRequest,
+        UpdateRuleRequest,
     },
 };
 use valence_lifecycle_server::store::{AccountRecord, Store};
 
-use crate::common::{authed, pubkey, test_config, with_tokens, Db, TestDb, TestServer, ADMIN, BOTH, OPERATOR, READER, SEED_RULE};
+use crate::common::{
+    authed, pubkey, test_config, with_tokens, Db, TestDb, TestServer, ADMIN, BOTH, OPERATOR,
+    READER, SEED_RULE,
+};
 
 fn seed_rule() -> ProgressionRule {
     serde_json::from_str::<SeedRule>(SEED_RULE).unwrap().into()
@@ -22,13 +26,23 @@ fn seed_rule() -> ProgressionRule {
 async fn health_is_serving_overall_and_per_service() {
     let server = TestServer::start(Db::Sqlite).await.unwrap();
     let mut health = tonic_health::pb::health_client::HealthClient::new(server.channel().await);
-    for service in ["", "valence.lifecycle.v1.LifecycleService", "valence.lifecycle.v1.EventStreamService"] {
+    for service in [
+        "",
+        "valence.lifecycle.v1.LifecycleService",
+        "valence.lifecycle.v1.EventStreamService",
+    ] {
         let reply = health
-            .check(tonic_health::pb::HealthCheckRequest { service: service.into() })
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
             .await
             .unwrap()
             .into_inner();
-        assert_eq!(reply.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32, "{service:?}");
+        assert_eq!(
+            reply.status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32,
+            "{service:?}"
+        );
     }
     assert!(server.stop().await, "clean shutdown");
 }
@@ -36,31 +50,52 @@ async fn health_is_serving_overall_and_per_service() {
 #[tokio::test]
 async fn rule_crud_round_trip_with_events() {
     for db in BOTH {
-        let Some(server) = TestServer::start(db).await else { continue };
+        let Some(server) = TestServer::start(db).await else {
+            continue;
+        };
         let mut rules = server.rules().await;
         let created = rules
-            .create_rule(CreateRuleRequest { rule: Some(seed_rule()) })
+            .create_rule(CreateRuleRequest {
+                rule: Some(seed_rule()),
+            })
             .await
             .unwrap()
             .into_inner()
             .rule
             .unwrap();
         assert!(created.created_at.is_some());
-        let dup = rules.create_rule(CreateRuleRequest { rule: Some(seed_rule()) }).await.unwrap_err();
+        let dup = rules
+            .create_rule(CreateRuleRequest {
+                rule: Some(seed_rule()),
+            })
+            .await
+            .unwrap_err();
         assert_eq!(dup.code(), Code::AlreadyExists, "{db:?}");
 
         let mut changed = seed_rule();
         changed.name = "renamed".into();
         changed.condition = Some(valence_lifecycle_api::v1::RuleCondition {
-            kind: Some(rule_condition::Kind::AllAccountsHaveCapability("mint".into())),
+            kind: Some(rule_condition::Kind::AllAccountsHaveCapability(
+                "mint".into(),
+            )),
         });
-        rules.update_rule(UpdateRuleRequest { rule: Some(changed) }).await.unwrap();
         rules
-            .set_rule_enabled(SetRuleEnabledRequest { id: "rule-1".into(), enabled: false })
+            .update_rule(UpdateRuleRequest {
+                rule: Some(changed),
+            })
+            .await
+            .unwrap();
+        rules
+            .set_rule_enabled(SetRuleEnabledRequest {
+                id: "rule-1".into(),
+                enabled: false,
+            })
             .await
             .unwrap();
         let got = rules
-            .get_rule(GetRuleRequest { id: "rule-1".into() })
+            .get_rule(GetRuleRequest {
+                id: "rule-1".into(),
+            })
             .await
             .unwrap()
             .into_inner()
@@ -69,18 +104,37 @@ async fn rule_crud_round_trip_with_events() {
         assert_eq!(got.name, "renamed");
         assert!(!got.enabled);
         let enabled = rules
-            .list_rules(ListRulesRequest { enabled_only: true, ..Default::default() })
+            .list_rules(ListRulesRequest {
+                enabled_only: true,
+                ..Default::default()
+            })
             .await
             .unwrap()
             .into_inner();
-        assert!(enabled.rules.is_empty(), "{db:?}: the only rule is disabled");
-        rules.delete_rule(DeleteRuleRequest { id: "rule-1".into() }).await.unwrap();
-        let gone = rules.get_rule(GetRuleRequest { id: "rule-1".into() }).await.unwrap_err();
+        assert!(
+            enabled.rules.is_empty(),
+            "{db:?}: the only rule is disabled"
+        );
+        rules
+            .delete_rule(DeleteRuleRequest {
+                id: "rule-1".into(),
+            })
+            .await
+            .unwrap();
+        let gone = rules
+            .get_rule(GetRuleRequest {
+                id: "rule-1".into(),
+            })
+            .await
+            .unwrap_err();
         assert_eq!(gone.code(), Code::NotFound);
 
         let mut lifecycle = server.lifecycle().await;
         let events = lifecycle
-            .list_events(ListEventsRequest { entity_id: "rule-1".into(), ..Default::default() })
+            .list_events(ListEventsRequest {
+                entity_id: "rule-1".into(),
+                ..Default::default()
+            })
             .await
             .unwrap()
             .into_inner()
@@ -88,9 +142,22 @@ async fn rule_crud_round_trip_with_events() {
         let types: Vec<String> = events
             .iter()
             .rev()
-            .map(|e| valence_lifecycle_api::json::short_name::<valence_lifecycle_api::v1::EventType>(e.event_type))
+            .map(|e| {
+                valence_lifecycle_api::json::short_name::<valence_lifecycle_api::v1::EventType>(
+                    e.event_type,
+                )
+            })
             .collect();
-        assert_eq!(types, ["rule_created", "rule_updated", "rule_disabled", "rule_deleted"], "{db:?}");
+        assert_eq!(
+            types,
+            [
+                "rule_created",
+                "rule_updated",
+                "rule_disabled",
+                "rule_deleted"
+            ],
+            "{db:?}"
+        );
         assert!(server.stop().await);
     }
 }
@@ -100,14 +167,27 @@ async fn malformed_input_is_invalid_argument_naming_the_field_and_changes_nothin
     let server = TestServer::start(Db::Sqlite).await.unwrap();
     let mut rules = server.rules().await;
     let mut lifecycle = server.lifecycle().await;
-    let head_before = lifecycle.list_events(ListEventsRequest::default()).await.unwrap().into_inner().head_sequence;
+    let head_before = lifecycle
+        .list_events(ListEventsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .head_sequence;
 
-    let err = lifecycle.get_account(GetAccountRequest { id: "not-a-pubkey!".into() }).await.unwrap_err();
+    let err = lifecycle
+        .get_account(GetAccountRequest {
+            id: "not-a-pubkey!".into(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("id"), "{}", err.message());
 
     let err = lifecycle
-        .list_accounts(ListAccountsRequest { page_size: -1, ..Default::default() })
+        .list_accounts(ListAccountsRequest {
+            page_size: -1,
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
@@ -115,40 +195,85 @@ async fn malformed_input_is_invalid_argument_naming_the_field_and_changes_nothin
 
     let mut no_condition = seed_rule();
     no_condition.condition = None;
-    let err = rules.create_rule(CreateRuleRequest { rule: Some(no_condition) }).await.unwrap_err();
+    let err = rules
+        .create_rule(CreateRuleRequest {
+            rule: Some(no_condition),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    assert!(err.message().contains("rule.condition"), "{}", err.message());
+    assert!(
+        err.message().contains("rule.condition"),
+        "{}",
+        err.message()
+    );
 
     let mut zero_idle = seed_rule();
     zero_idle.condition = Some(valence_lifecycle_api::v1::RuleCondition {
         kind: Some(rule_condition::Kind::SessionIdleForSeconds(0)),
     });
-    let err = rules.create_rule(CreateRuleRequest { rule: Some(zero_idle) }).await.unwrap_err();
-    assert!(err.message().contains("session_idle_for_seconds"), "{}", err.message());
+    let err = rules
+        .create_rule(CreateRuleRequest {
+            rule: Some(zero_idle),
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        err.message().contains("session_idle_for_seconds"),
+        "{}",
+        err.message()
+    );
 
     // An oversized message is refused before it reaches a handler.
     let mut huge = seed_rule();
     huge.name = "x".repeat(5 * 1024 * 1024);
-    let err = rules.create_rule(CreateRuleRequest { rule: Some(huge) }).await.unwrap_err();
+    let err = rules
+        .create_rule(CreateRuleRequest { rule: Some(huge) })
+        .await
+        .unwrap_err();
     assert!(
-        matches!(err.code(), Code::OutOfRange | Code::ResourceExhausted | Code::InvalidArgument),
+        matches!(
+            err.code(),
+            Code::OutOfRange | Code::ResourceExhausted | Code::InvalidArgument
+        ),
         "{err:?}"
     );
-    assert!(err.message().contains("too large") || err.message().contains("limit"), "{}", err.message());
+    assert!(
+        err.message().contains("too large") || err.message().contains("limit"),
+        "{}",
+        err.message()
+    );
 
-    let err = lifecycle.get_account(GetAccountRequest { id: pubkey(9) }).await.unwrap_err();
+    let err = lifecycle
+        .get_account(GetAccountRequest { id: pubkey(9) })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
 
-    let stats = lifecycle.get_stats(GetStatsRequest {}).await.unwrap().into_inner();
+    let stats = lifecycle
+        .get_stats(GetStatsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(stats.rules, 0, "nothing stored");
     // Components may still be recording their start; nothing else may appear.
-    let events = lifecycle.list_events(ListEventsRequest::default()).await.unwrap().into_inner().events;
+    let events = lifecycle
+        .list_events(ListEventsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
     let appended: Vec<&str> = events
         .iter()
-        .filter(|e| e.sequence > head_before && !e.entity_id.chars().all(|c| c.is_ascii_lowercase()))
+        .filter(|e| {
+            e.sequence > head_before && !e.entity_id.chars().all(|c| c.is_ascii_lowercase())
+        })
         .map(|e| e.entity_id.as_str())
         .collect();
-    assert!(appended.is_empty(), "refused calls appended events about {appended:?}");
+    assert!(
+        appended.is_empty(),
+        "refused calls appended events about {appended:?}"
+    );
     assert!(server.stop().await);
 }
 
@@ -174,20 +299,31 @@ async fn queries_return_what_the_store_holds_with_paging() {
     let server = TestServer::start_with(db, config).await;
     let mut lifecycle = server.lifecycle().await;
     let first = lifecycle
-        .list_accounts(ListAccountsRequest { page_size: 2, ..Default::default() })
+        .list_accounts(ListAccountsRequest {
+            page_size: 2,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(first.accounts.len(), 2);
     assert_eq!(first.accounts[0].id, pubkey(3), "newest first");
     let second = lifecycle
-        .list_accounts(ListAccountsRequest { page_size: 2, page_token: first.next_page_token, ..Default::default() })
+        .list_accounts(ListAccountsRequest {
+            page_size: 2,
+            page_token: first.next_page_token,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(second.accounts.len(), 1);
     assert!(second.next_page_token.is_empty());
-    let stats = lifecycle.get_stats(GetStatsRequest {}).await.unwrap().into_inner();
+    let stats = lifecycle
+        .get_stats(GetStatsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(stats.accounts, 3);
     assert_eq!(stats.store_backend, "sqlite");
     assert!(stats.is_running);
@@ -202,33 +338,66 @@ async fn tokens_and_roles_are_enforced() {
     let server = TestServer::start_with(db, config).await;
     let channel = server.channel().await;
     let mut lifecycle = LifecycleServiceClient::new(channel.clone());
-    let mut rules = valence_lifecycle_api::v1::rule_service_client::RuleServiceClient::new(channel.clone());
+    let mut rules =
+        valence_lifecycle_api::v1::rule_service_client::RuleServiceClient::new(channel.clone());
     let mut singletons =
-        valence_lifecycle_api::v1::singleton_admin_service_client::SingletonAdminServiceClient::new(channel.clone());
+        valence_lifecycle_api::v1::singleton_admin_service_client::SingletonAdminServiceClient::new(
+            channel.clone(),
+        );
 
     let err = lifecycle.get_stats(GetStatsRequest {}).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
-    let err = lifecycle.get_stats(authed(GetStatsRequest {}, "wrong-token-wrong-token")).await.unwrap_err();
+    let err = lifecycle
+        .get_stats(authed(GetStatsRequest {}, "wrong-token-wrong-token"))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
-    lifecycle.get_stats(authed(GetStatsRequest {}, READER)).await.unwrap();
+    lifecycle
+        .get_stats(authed(GetStatsRequest {}, READER))
+        .await
+        .unwrap();
 
     let err = rules
-        .create_rule(authed(CreateRuleRequest { rule: Some(seed_rule()) }, READER))
+        .create_rule(authed(
+            CreateRuleRequest {
+                rule: Some(seed_rule()),
+            },
+            READER,
+        ))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
     assert!(err.message().contains("operator"), "{}", err.message());
-    rules.create_rule(authed(CreateRuleRequest { rule: Some(seed_rule()) }, OPERATOR)).await.unwrap();
+    rules
+        .create_rule(authed(
+            CreateRuleRequest {
+                rule: Some(seed_rule()),
+            },
+            OPERATOR,
+        ))
+        .await
+        .unwrap();
 
     let request = valence_lifecycle_api::v1::GetSingletonsRequest {};
-    let err = singletons.get_singletons(authed(request, OPERATOR)).await.unwrap_err();
+    let err = singletons
+        .get_singletons(authed(request, OPERATOR))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
     // Admin passes access control; the RPC itself is not built yet and says so.
-    let err = singletons.get_singletons(authed(request, ADMIN)).await.unwrap_err();
+    let err = singletons
+        .get_singletons(authed(request, ADMIN))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
 
     // Health stays open for load balancers.
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
-    health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.unwrap();
+    health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap();
     assert!(server.stop().await);
 }

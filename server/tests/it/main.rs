@@ -1,11 +1,11 @@
 //! One integration-test binary (a link of the server is expensive): a module
 //! per area, sharing helpers that start real servers on loopback ports.
 
+mod cli;
 mod common;
-mod store;
-mod grpc_api;
-mod rest;
 mod events;
+mod grpc_api;
 mod process;
 mod proxy;
-mod cli;
+mod rest;
+mod store;

@@ -38,7 +38,11 @@ impl Proxy {
                 tokio::spawn(forward(inbound, target, cut_tx.subscribe()));
             }
         });
-        Proxy { addr, cut, refusing }
+        Proxy {
+            addr,
+            cut,
+            refusing,
+        }
     }
 
     /// Drops every open connection (both directions, at once).
@@ -53,7 +57,9 @@ impl Proxy {
 }
 
 async fn forward(mut inbound: TcpStream, target: SocketAddr, mut cut: broadcast::Receiver<()>) {
-    let Ok(mut outbound) = TcpStream::connect(target).await else { return };
+    let Ok(mut outbound) = TcpStream::connect(target).await else {
+        return;
+    };
     tokio::select! {
         _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
         _ = cut.recv() => {}

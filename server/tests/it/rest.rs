@@ -7,7 +7,9 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use valence_lifecycle_api::{rule_json::SeedRule, v1::ListRulesRequest};
 
-use crate::common::{test_config, with_tokens, Db, TestDb, TestServer, BOTH, OPERATOR, READER, SEED_RULE};
+use crate::common::{
+    test_config, with_tokens, Db, TestDb, TestServer, BOTH, OPERATOR, READER, SEED_RULE,
+};
 
 async fn post_rule(server: &TestServer, body: &str, token: Option<&str>) -> (StatusCode, Value) {
     let mut request = reqwest::Client::new()
@@ -25,13 +27,21 @@ async fn post_rule(server: &TestServer, body: &str, token: Option<&str>) -> (Sta
 #[tokio::test]
 async fn seed_rule_posted_over_rest_is_listed_over_grpc() {
     for db in BOTH {
-        let Some(server) = TestServer::start(db).await else { continue };
+        let Some(server) = TestServer::start(db).await else {
+            continue;
+        };
         let (status, body) = post_rule(&server, SEED_RULE, None).await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
         let sent: Value = serde_json::from_str(SEED_RULE).unwrap();
         assert_eq!(body, sent, "POST /rules answers with the seed shape");
 
-        let listed = server.rules().await.list_rules(ListRulesRequest::default()).await.unwrap().into_inner();
+        let listed = server
+            .rules()
+            .await
+            .list_rules(ListRulesRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
         assert_eq!(listed.rules.len(), 1, "{db:?}");
         let as_seed = serde_json::to_value(SeedRule::try_from(&listed.rules[0]).unwrap()).unwrap();
         assert_eq!(as_seed, sent, "{db:?}: the same rule over gRPC");
@@ -47,9 +57,15 @@ async fn bad_bodies_are_400_naming_the_problem() {
     let server = TestServer::start(Db::Sqlite).await.unwrap();
     let cases = [
         ("{not json", "body"),
-        (&SEED_RULE.replace("SessionIdleFor", "SessionSleepy") as &str, "condition"),
+        (
+            &SEED_RULE.replace("SessionIdleFor", "SessionSleepy") as &str,
+            "condition",
+        ),
         (&SEED_RULE.replace("300", "-5"), "condition.SessionIdleFor"),
-        (&SEED_RULE.replace("\"recycled\"", "\"\""), "rule.action.consume_and_create.templates[0].namespace"),
+        (
+            &SEED_RULE.replace("\"recycled\"", "\"\""),
+            "rule.action.consume_and_create.templates[0].namespace",
+        ),
         (&SEED_RULE.replace("[0, 1]", "[0, 99]"), "account_indices"),
     ];
     for (body, field) in cases {
@@ -58,7 +74,12 @@ async fn bad_bodies_are_400_naming_the_problem() {
         let message = json["error"].as_str().unwrap_or_default();
         assert!(message.contains(field), "{message:?} should name {field:?}");
     }
-    let stats: Value = reqwest::get(format!("{}/stats", server.http())).await.unwrap().json().await.unwrap();
+    let stats: Value = reqwest::get(format!("{}/stats", server.http()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(stats["rules"], 0, "nothing stored");
     assert!(server.stop().await);
 }
@@ -67,36 +88,69 @@ async fn bad_bodies_are_400_naming_the_problem() {
 async fn reads_health_stats_and_errors() {
     let server = TestServer::start(Db::Sqlite).await.unwrap();
     let started = Instant::now();
-    let health = reqwest::get(format!("{}/health", server.http())).await.unwrap();
+    let health = reqwest::get(format!("{}/health", server.http()))
+        .await
+        .unwrap();
     assert!(started.elapsed() < Duration::from_secs(1));
     assert_eq!(health.status(), StatusCode::OK);
     let health: Value = health.json().await.unwrap();
     assert_eq!(health["status"], "healthy");
-    let names: Vec<&str> = health["components"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = health["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["store", "events", "retention", "grpc", "gateway"]);
 
-    let stats: Value = reqwest::get(format!("{}/stats", server.http())).await.unwrap().json().await.unwrap();
-    for field in ["accounts_created", "accounts_failed", "is_running", "uptime_seconds", "sessions", "rules", "events"] {
-        assert!(stats.get(field).is_some(), "/stats lacks {field}: {stats}");
-    }
-    assert_eq!(stats["is_running"], true);
-
-    let unknown = reqwest::get(format!("{}/accounts/{}", server.http(), crate::common::pubkey(3))).await.unwrap();
-    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
-    let bad = reqwest::get(format!("{}/sessions/nope", server.http())).await.unwrap();
-    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
-    let body: Value = bad.json().await.unwrap();
-    assert!(body["error"].as_str().unwrap().contains("id"));
-    let bad_type = reqwest::get(format!("{}/events?event_type=nonsense", server.http())).await.unwrap();
-    assert_eq!(bad_type.status(), StatusCode::BAD_REQUEST);
-
-    post_rule(&server, SEED_RULE, None).await;
-    let events: Value = reqwest::get(format!("{}/events?limit=1&offset=0&event_type=rule_created", server.http()))
+    let stats: Value = reqwest::get(format!("{}/stats", server.http()))
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
+    for field in [
+        "accounts_created",
+        "accounts_failed",
+        "is_running",
+        "uptime_seconds",
+        "sessions",
+        "rules",
+        "events",
+    ] {
+        assert!(stats.get(field).is_some(), "/stats lacks {field}: {stats}");
+    }
+    assert_eq!(stats["is_running"], true);
+
+    let unknown = reqwest::get(format!(
+        "{}/accounts/{}",
+        server.http(),
+        crate::common::pubkey(3)
+    ))
+    .await
+    .unwrap();
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    let bad = reqwest::get(format!("{}/sessions/nope", server.http()))
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    let body: Value = bad.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains("id"));
+    let bad_type = reqwest::get(format!("{}/events?event_type=nonsense", server.http()))
+        .await
+        .unwrap();
+    assert_eq!(bad_type.status(), StatusCode::BAD_REQUEST);
+
+    post_rule(&server, SEED_RULE, None).await;
+    let events: Value = reqwest::get(format!(
+        "{}/events?limit=1&offset=0&event_type=rule_created",
+        server.http()
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
     let list = events["events"].as_array().unwrap();
     assert_eq!(list.len(), 1);
     assert_eq!(list[0]["event_type"], "rule_created");
@@ -108,7 +162,12 @@ async fn reads_health_stats_and_errors() {
 async fn metrics_are_valid_prometheus_text_with_seed_names() {
     let server = TestServer::start(Db::Sqlite).await.unwrap();
     post_rule(&server, SEED_RULE, None).await;
-    let text = reqwest::get(format!("{}/metrics", server.http())).await.unwrap().text().await.unwrap();
+    let text = reqwest::get(format!("{}/metrics", server.http()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     for name in [
         "valence_account_requests_total",
         "valence_accounts_initialized_total",
@@ -131,7 +190,10 @@ async fn metrics_are_valid_prometheus_text_with_seed_names() {
     ] {
         assert!(text.contains(name), "/metrics lacks {name}");
     }
-    assert!(text.contains("route=\"/rules\""), "REST metrics carry the route pattern");
+    assert!(
+        text.contains("route=\"/rules\""),
+        "REST metrics carry the route pattern"
+    );
     promtool_check(&text).await;
     assert!(server.stop().await);
 }
@@ -146,20 +208,36 @@ async fn promtool_check(text: &str) {
         .stderr(std::process::Stdio::piped())
         .spawn()
     else {
-        assert!(std::env::var("VALENCE_REQUIRE_POSTGRES").is_err(), "promtool must be installed under .ci/test");
+        assert!(
+            std::env::var("VALENCE_REQUIRE_POSTGRES").is_err(),
+            "promtool must be installed under .ci/test"
+        );
         eprintln!("SKIPPED: promtool not installed");
         return;
     };
     use tokio::io::AsyncWriteExt as _;
-    child.stdin.take().unwrap().write_all(text.as_bytes()).await.unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .await
+        .unwrap();
     let out = child.wait_with_output().await.unwrap();
-    let report = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let report =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     // promtool reads the classic text format, in which an OpenMetrics
     // counter's HELP (named without `_total`) does not attach to its sample,
     // so it lints "no help text" and exits 3; only parse errors (exit 1)
     // matter here. The real Prometheus scrape test below is the final word.
-    assert!(!report.contains("parsing error"), "promtool could not parse /metrics: {report}");
-    assert!(matches!(out.status.code(), Some(0) | Some(3)), "promtool: {report}");
+    assert!(
+        !report.contains("parsing error"),
+        "promtool could not parse /metrics: {report}"
+    );
+    assert!(
+        matches!(out.status.code(), Some(0) | Some(3)),
+        "promtool: {report}"
+    );
 }
 
 #[tokio::test]
@@ -168,16 +246,29 @@ async fn rest_enforces_tokens_but_leaves_health_and_metrics_open() {
     let config = with_tokens(test_config(&db.url));
     let server = TestServer::start_with(db, config).await;
     let client = reqwest::Client::new();
-    let stats = client.get(format!("{}/stats", server.http())).send().await.unwrap();
+    let stats = client
+        .get(format!("{}/stats", server.http()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(stats.status(), StatusCode::UNAUTHORIZED);
-    let stats = client.get(format!("{}/stats", server.http())).bearer_auth(READER).send().await.unwrap();
+    let stats = client
+        .get(format!("{}/stats", server.http()))
+        .bearer_auth(READER)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(stats.status(), StatusCode::OK);
     let (status, body) = post_rule(&server, SEED_RULE, Some(READER)).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     let (status, _) = post_rule(&server, SEED_RULE, Some(OPERATOR)).await;
     assert_eq!(status, StatusCode::CREATED);
     for open in ["/health", "/metrics"] {
-        let r = client.get(format!("{}{open}", server.http())).send().await.unwrap();
+        let r = client
+            .get(format!("{}{open}", server.http()))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), StatusCode::OK, "{open}");
     }
     assert!(server.stop().await);
@@ -187,7 +278,10 @@ async fn rest_enforces_tokens_but_leaves_health_and_metrics_open() {
 #[tokio::test]
 async fn prometheus_scrapes_the_gateway() {
     if which("prometheus").is_none() {
-        assert!(std::env::var("VALENCE_REQUIRE_POSTGRES").is_err(), "prometheus must be installed under .ci/test");
+        assert!(
+            std::env::var("VALENCE_REQUIRE_POSTGRES").is_err(),
+            "prometheus must be installed under .ci/test"
+        );
         eprintln!("SKIPPED: prometheus not installed");
         return;
     }
@@ -198,10 +292,20 @@ async fn prometheus_scrapes_the_gateway() {
         server.api
     );
     std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut prometheus = tokio::process::Command::new("prometheus")
-        .arg(format!("--config.file={}", dir.path().join("prometheus.yml").display()))
-        .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+        .arg(format!(
+            "--config.file={}",
+            dir.path().join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("data").display()
+        ))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -212,18 +316,42 @@ async fn prometheus_scrapes_the_gateway() {
     let mut up = false;
     for _ in 0..120 {
         tokio::time::sleep(Duration::from_millis(250)).await;
-        let Ok(r) = reqwest::get(query("valence_active_sessions")).await else { continue };
-        let Ok(body) = r.json::<Value>().await else { continue };
-        if body["data"]["result"].as_array().is_some_and(|a| !a.is_empty()) {
+        let Ok(r) = reqwest::get(query("valence_active_sessions")).await else {
+            continue;
+        };
+        let Ok(body) = r.json::<Value>().await else {
+            continue;
+        };
+        if body["data"]["result"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+        {
             up = true;
             break;
         }
     }
     assert!(up, "Prometheus never ingested valence_active_sessions");
-    let body: Value = reqwest::get(query("up")).await.unwrap().json().await.unwrap();
-    assert_eq!(body["data"]["result"][0]["value"][1], "1", "scrape target is up: {body}");
-    let body: Value = reqwest::get(query("accounts_created_total")).await.unwrap().json().await.unwrap();
-    assert_eq!(body["data"]["result"].as_array().map(Vec::len), Some(1), "counter ingested: {body}");
+    let body: Value = reqwest::get(query("up"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        body["data"]["result"][0]["value"][1], "1",
+        "scrape target is up: {body}"
+    );
+    let body: Value = reqwest::get(query("accounts_created_total"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        body["data"]["result"].as_array().map(Vec::len),
+        Some(1),
+        "counter ingested: {body}"
+    );
     prometheus.kill().await.unwrap();
     assert!(server.stop().await);
 }

@@ -4,14 +4,20 @@
 use valence_lifecycle_api::v1::{AccountRequestStatus, EventType, LinearState};
 use valence_lifecycle_server::{
     config::DatabaseConfig,
-    store::{AccountRecord, AccountRequestRecord, ConsumptionRecord, EventQuery, SessionFilter, SessionRecord, Store},
+    store::{
+        AccountRecord, AccountRequestRecord, ConsumptionRecord, EventQuery, SessionFilter,
+        SessionRecord, Store,
+    },
 };
 
 use crate::common::{pubkey, Db, TestDb, BOTH};
 
 async fn open(db: Db) -> Option<(Store, TestDb)> {
     let test_db = TestDb::new(db).await?;
-    let config = DatabaseConfig { url: test_db.url.clone(), ..DatabaseConfig::default() };
+    let config = DatabaseConfig {
+        url: test_db.url.clone(),
+        ..DatabaseConfig::default()
+    };
     Some((Store::connect(&config).await.unwrap(), test_db))
 }
 
@@ -55,21 +61,33 @@ fn session(n: u8, accounts: &[u8], namespace: &str) -> SessionRecord {
 }
 
 fn event_types(events: &[valence_lifecycle_api::v1::LifecycleEvent]) -> Vec<EventType> {
-    events.iter().map(|e| EventType::try_from(e.event_type).unwrap()).collect()
+    events
+        .iter()
+        .map(|e| EventType::try_from(e.event_type).unwrap())
+        .collect()
 }
 
 #[tokio::test]
 async fn linear_progression_from_request_to_consumed_session() {
     for db in BOTH {
-        let Some((store, _db)) = open(db).await else { continue };
+        let Some((store, _db)) = open(db).await else {
+            continue;
+        };
         assert!(store.upsert_account_request(&request(1)).await.unwrap());
         assert!(store.upsert_account_request(&request(2)).await.unwrap());
         assert!(store.upsert_account(&account(11, 1)).await.unwrap());
         assert!(store.upsert_account(&account(12, 2)).await.unwrap());
-        assert!(store.upsert_session(&session(21, &[11, 12], "ns")).await.unwrap());
+        assert!(store
+            .upsert_session(&session(21, &[11, 12], "ns"))
+            .await
+            .unwrap());
 
         let req = store.get_account_request(&pubkey(1)).await.unwrap();
-        assert_eq!(req.status, AccountRequestStatus::Initialized as i32, "{db:?}");
+        assert_eq!(
+            req.status,
+            AccountRequestStatus::Initialized as i32,
+            "{db:?}"
+        );
         assert_eq!(req.account_id, pubkey(11));
         let acc = store.get_account(&pubkey(11)).await.unwrap();
         assert_eq!(acc.state, LinearState::InSession as i32, "{db:?}");
@@ -111,16 +129,28 @@ async fn linear_progression_from_request_to_consumed_session() {
 #[tokio::test]
 async fn the_same_state_twice_changes_nothing_and_appends_nothing() {
     for db in BOTH {
-        let Some((store, _db)) = open(db).await else { continue };
+        let Some((store, _db)) = open(db).await else {
+            continue;
+        };
         store.upsert_account_request(&request(1)).await.unwrap();
         store.upsert_account(&account(11, 1)).await.unwrap();
-        store.upsert_session(&session(21, &[11], "ns")).await.unwrap();
+        store
+            .upsert_session(&session(21, &[11], "ns"))
+            .await
+            .unwrap();
         let head = store.head_sequence().await.unwrap();
         assert!(head > 0);
         assert!(!store.upsert_account_request(&request(1)).await.unwrap());
         assert!(!store.upsert_account(&account(11, 1)).await.unwrap());
-        assert!(!store.upsert_session(&session(21, &[11], "ns")).await.unwrap());
-        assert_eq!(store.head_sequence().await.unwrap(), head, "{db:?}: no new events");
+        assert!(!store
+            .upsert_session(&session(21, &[11], "ns"))
+            .await
+            .unwrap());
+        assert_eq!(
+            store.head_sequence().await.unwrap(),
+            head,
+            "{db:?}: no new events"
+        );
         let p = store.get_progression(&pubkey(21)).await.unwrap();
         assert_eq!(p.history.len(), 1);
     }
@@ -129,7 +159,9 @@ async fn the_same_state_twice_changes_nothing_and_appends_nothing() {
 #[tokio::test]
 async fn every_change_appends_its_events_in_order() {
     for db in BOTH {
-        let Some((store, _db)) = open(db).await else { continue };
+        let Some((store, _db)) = open(db).await else {
+            continue;
+        };
         store.upsert_account_request(&request(1)).await.unwrap();
         store.upsert_account(&account(11, 1)).await.unwrap();
         let events = store.events_after(0, 100).await.unwrap();
@@ -145,15 +177,24 @@ async fn every_change_appends_its_events_in_order() {
             "{db:?}"
         );
         let sequences: Vec<u64> = events.iter().map(|e| e.sequence).collect();
-        assert!(sequences.windows(2).all(|w| w[1] == w[0] + 1), "{sequences:?}");
+        assert!(
+            sequences.windows(2).all(|w| w[1] == w[0] + 1),
+            "{sequences:?}"
+        );
         assert_eq!(events[3].signature, "sig-init");
         assert_eq!(events[3].slot, Some(11));
         // Page queries: newest first, filtered by type and entity.
-        let q = EventQuery { event_type: Some(EventType::StateTransition), entity_id: Some(pubkey(1)) };
+        let q = EventQuery {
+            event_type: Some(EventType::StateTransition),
+            entity_id: Some(pubkey(1)),
+        };
         let page = store.list_events(&q, None, 10, 0).await.unwrap();
         assert_eq!(page.len(), 2);
         assert!(page[0].sequence > page[1].sequence);
-        let after = store.list_events(&EventQuery::default(), Some(3), 10, 0).await.unwrap();
+        let after = store
+            .list_events(&EventQuery::default(), Some(3), 10, 0)
+            .await
+            .unwrap();
         assert_eq!(after.first().map(|e| e.sequence), Some(4));
     }
 }
@@ -161,36 +202,78 @@ async fn every_change_appends_its_events_in_order() {
 #[tokio::test]
 async fn lists_filter_and_page() {
     for db in BOTH {
-        let Some((store, _db)) = open(db).await else { continue };
+        let Some((store, _db)) = open(db).await else {
+            continue;
+        };
         for n in 1..=5 {
-            store.upsert_session(&session(n, &[], if n % 2 == 0 { "even" } else { "odd" })).await.unwrap();
+            store
+                .upsert_session(&session(n, &[], if n % 2 == 0 { "even" } else { "odd" }))
+                .await
+                .unwrap();
         }
-        store.upsert_session(&SessionRecord { is_consumed: true, ..session(6, &[], "odd") }).await.unwrap();
-        let live = store.list_sessions(&SessionFilter::default(), 100, 0).await.unwrap();
+        store
+            .upsert_session(&SessionRecord {
+                is_consumed: true,
+                ..session(6, &[], "odd")
+            })
+            .await
+            .unwrap();
+        let live = store
+            .list_sessions(&SessionFilter::default(), 100, 0)
+            .await
+            .unwrap();
         assert_eq!(live.len(), 5, "{db:?}");
         let all = store
-            .list_sessions(&SessionFilter { include_consumed: true, ..Default::default() }, 100, 0)
+            .list_sessions(
+                &SessionFilter {
+                    include_consumed: true,
+                    ..Default::default()
+                },
+                100,
+                0,
+            )
             .await
             .unwrap();
         assert_eq!(all.len(), 6);
         let odd = store
-            .list_sessions(&SessionFilter { namespace: Some("odd".into()), ..Default::default() }, 100, 0)
+            .list_sessions(
+                &SessionFilter {
+                    namespace: Some("odd".into()),
+                    ..Default::default()
+                },
+                100,
+                0,
+            )
             .await
             .unwrap();
         assert_eq!(odd.len(), 3);
-        let page1 = store.list_sessions(&SessionFilter::default(), 2, 0).await.unwrap();
-        let page2 = store.list_sessions(&SessionFilter::default(), 2, 2).await.unwrap();
+        let page1 = store
+            .list_sessions(&SessionFilter::default(), 2, 0)
+            .await
+            .unwrap();
+        let page2 = store
+            .list_sessions(&SessionFilter::default(), 2, 2)
+            .await
+            .unwrap();
         assert_eq!(page1.len(), 2);
         assert_eq!(page2.len(), 2);
         assert!(page1.iter().all(|a| page2.iter().all(|b| a.id != b.id)));
-        assert!(page1[0].created_at.unwrap().seconds * 1000 + i64::from(page1[0].created_at.unwrap().nanos / 1_000_000) > page2[0].created_at.unwrap().seconds * 1000 + i64::from(page2[0].created_at.unwrap().nanos / 1_000_000), "newest first");
+        assert!(
+            page1[0].created_at.unwrap().seconds * 1000
+                + i64::from(page1[0].created_at.unwrap().nanos / 1_000_000)
+                > page2[0].created_at.unwrap().seconds * 1000
+                    + i64::from(page2[0].created_at.unwrap().nanos / 1_000_000),
+            "newest first"
+        );
     }
 }
 
 #[tokio::test]
 async fn pruning_keeps_the_newest_and_reports_the_oldest() {
     for db in BOTH {
-        let Some((store, _db)) = open(db).await else { continue };
+        let Some((store, _db)) = open(db).await else {
+            continue;
+        };
         for n in 1..=10 {
             store.upsert_session(&session(n, &[], "ns")).await.unwrap();
         }
