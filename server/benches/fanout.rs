@@ -35,12 +35,10 @@ use tokio::{
     task::JoinHandle,
     time::{timeout, MissedTickBehavior},
 };
-use tokio_stream::wrappers::{
-    errors::BroadcastStreamRecvError, BroadcastStream, TcpListenerStream,
-};
+use tokio_stream::wrappers::{errors::BroadcastStreamRecvError, BroadcastStream};
 use tokio_util::sync::CancellationToken;
 use tonic::{
-    transport::{Channel, Endpoint},
+    transport::{server::TcpIncoming, Channel, Endpoint},
     Request, Response, Status,
 };
 use valence_lifecycle_api::v1::{
@@ -83,6 +81,10 @@ const SCENARIOS: [Scenario; 3] = [
         paced_events: 100,
     },
 ];
+
+/// Each scenario is measured this many times per system; the machine is
+/// shared, so one round alone can be skewed by unrelated work.
+const ROUNDS: usize = 3;
 
 /// HTTP/2 multiplexes; a handful of connections is what a real client
 /// fleet behind a few processes would open, and it keeps one connection's
@@ -305,17 +307,22 @@ impl System {
             .await
     }
 
-    async fn append_paced(&self, tag: &str, count: usize, rate: f64) -> anyhow::Result<()> {
+    /// Returns each append's duration: for Valence the CreateRule round
+    /// trip, which tells the write's share of the end-to-end latency.
+    async fn append_paced(&self, tag: &str, count: usize, rate: f64) -> anyhow::Result<Vec<u64>> {
         let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
         // Delay, not Burst: a late tick must not turn into a catch-up burst
         // that would measure queueing again.
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut durations = Vec::with_capacity(count);
         for i in 0..count {
             tick.tick().await;
+            let started = clock_ns();
             self.append(format!("{tag}-p{}-{i}", Phase::Paced as u8), Phase::Paced)
                 .await?;
+            durations.push(clock_ns() - started);
         }
-        Ok(())
+        Ok(durations)
     }
 }
 
@@ -375,8 +382,11 @@ async fn start_baseline(
     let handle = tokio::spawn(async move {
         tonic::transport::Server::builder()
             .add_service(EventStreamServiceServer::new(service))
+            // As the server does (and tonic's own `serve` would): without
+            // TCP_NODELAY small frames wait for Nagle and delayed ACKs, and
+            // the baseline would measure the kernel rather than tonic.
             .serve_with_incoming_shutdown(
-                TcpListenerStream::new(listener),
+                TcpIncoming::from(listener).with_nodelay(Some(true)),
                 shutdown.cancelled_owned(),
             )
             .await
@@ -592,6 +602,8 @@ struct Integrity {
     gaps: u64,
     other_events: u64,
     heartbeats: u64,
+    /// Event messages the clients received (bench and other).
+    client_events: u64,
     /// Server side (Valence): switches to catch-up during the scenario.
     catch_ups: Option<u64>,
     /// Server side (Valence): deliveries counted by the server.
@@ -602,6 +614,28 @@ struct Integrity {
     lagged: Option<u64>,
 }
 
+impl Integrity {
+    /// Sums the counts of several rounds.
+    fn add(&mut self, other: &Integrity) {
+        let sum = |a: Option<u64>, b: Option<u64>| match (a, b) {
+            (None, None) => None,
+            (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
+        };
+        self.missing += other.missing;
+        self.extra += other.extra;
+        self.out_of_order += other.out_of_order;
+        self.gaps += other.gaps;
+        self.other_events += other.other_events;
+        self.heartbeats += other.heartbeats;
+        self.catch_ups = sum(self.catch_ups, other.catch_ups);
+        self.server_delivered = sum(self.server_delivered, other.server_delivered);
+        self.leftover_subscriptions =
+            sum(self.leftover_subscriptions, other.leftover_subscriptions);
+        self.lagged = sum(self.lagged, other.lagged);
+        self.client_events += other.client_events;
+    }
+}
+
 struct Measurement {
     /// Deliveries per second in the saturated phase.
     throughput: f64,
@@ -610,6 +644,8 @@ struct Measurement {
     saturated: Latency,
     paced: Latency,
     paced_rate: f64,
+    /// Median duration of one append in the paced phase.
+    append_p50_ns: u64,
     integrity: Integrity,
 }
 
@@ -652,7 +688,13 @@ async fn measure(
     paced_rate: Option<f64>,
 ) -> anyhow::Result<Measurement> {
     let n = s.subscribers;
-    let tag = format!("{}-n{n}", system.name);
+    // Rule ids must be unique in the server's store across rounds.
+    static MEASUREMENTS: AtomicUsize = AtomicUsize::new(0);
+    let tag = format!(
+        "{}-n{n}-m{}",
+        system.name,
+        MEASUREMENTS.fetch_add(1, Ordering::Relaxed)
+    );
     let expected = [1, s.events, s.paced_events];
     let before = match &system.metrics_url {
         Some(url) => Some(server_counters(url).await?),
@@ -717,7 +759,7 @@ async fn measure(
         let appends = s.events as f64 / ((appended - first_append) as f64 / 1e9);
         (PACED_SHARE * capacity.min(appends)).clamp(PACED_MIN_RATE, PACED_MAX_RATE)
     });
-    system.append_paced(&tag, s.paced_events, rate).await?;
+    let append_durations = system.append_paced(&tag, s.paced_events, rate).await?;
     progress
         .wait(
             &progress.done[Phase::Paced as usize],
@@ -741,7 +783,9 @@ async fn measure(
         let mut log = log.context("a subscriber task panicked")?;
         for (i, phase) in log.phases.iter().enumerate() {
             integrity.missing += expected[i].saturating_sub(phase.received) as u64;
+            integrity.client_events += phase.received as u64;
         }
+        integrity.client_events += log.extra + log.other_events;
         integrity.extra += log.extra;
         integrity.out_of_order += log.out_of_order;
         integrity.gaps += log.gaps;
@@ -774,11 +818,55 @@ async fn measure(
         saturated: latency(saturated),
         paced: latency(paced),
         paced_rate: rate,
+        append_p50_ns: latency(append_durations).p50_ns,
         integrity,
     })
 }
 
 // ------------------------------------------------------------------ report
+
+fn median_f64(values: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.collect();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+fn median_u64(values: impl Iterator<Item = u64>) -> u64 {
+    let mut v: Vec<u64> = values.collect();
+    v.sort_unstable();
+    v.get(v.len() / 2).copied().unwrap_or(0)
+}
+
+/// Medians over rounds: robust to a round disturbed by other work on the
+/// machine, which a pooled p99 would not be.
+struct Summary {
+    throughput: f64,
+    append_rate: f64,
+    saturated: Latency,
+    paced: Latency,
+    append_p50_ns: u64,
+    integrity: Integrity,
+}
+
+fn summarize(rounds: &[Measurement]) -> Summary {
+    let lat = |f: fn(&Measurement) -> Latency| Latency {
+        p50_ns: median_u64(rounds.iter().map(|m| f(m).p50_ns)),
+        p99_ns: median_u64(rounds.iter().map(|m| f(m).p99_ns)),
+        samples: rounds.iter().map(|m| f(m).samples).sum(),
+    };
+    let mut integrity = Integrity::default();
+    for m in rounds {
+        integrity.add(&m.integrity);
+    }
+    Summary {
+        throughput: median_f64(rounds.iter().map(|m| m.throughput)),
+        append_rate: median_f64(rounds.iter().map(|m| m.append_rate)),
+        saturated: lat(|m| m.saturated),
+        paced: lat(|m| m.paced),
+        append_p50_ns: median_u64(rounds.iter().map(|m| m.append_p50_ns)),
+        integrity,
+    }
+}
 
 fn fmt_ns(ns: u64) -> String {
     match ns {
@@ -801,8 +889,12 @@ fn ratio(a: u64, b: u64) -> String {
     if b == 0 {
         "-".into()
     } else {
-        format!("{:.1}×", a as f64 / b as f64)
+        format!("{:.2}×", a as f64 / b as f64)
     }
+}
+
+fn pair(l: Latency) -> String {
+    format!("{} / {}", fmt_ns(l.p50_ns), fmt_ns(l.p99_ns))
 }
 
 fn machine_facts() -> String {
@@ -832,40 +924,62 @@ fn print_header() {
         "fan-out benchmark: EventStreamService.Subscribe, valence server vs bare tonic broadcast"
     );
     println!("machine: {}", machine_facts());
-    println!("build: release (cargo bench profile); one tokio multi-thread runtime for servers, writer and clients");
     println!(
-        "scenarios (subscribers/burst events/paced events): {}",
+        "build: release (cargo bench profile); one tokio multi-thread runtime ({} workers) \
+         for both servers, the writer and all clients",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
+    );
+    println!(
+        "scenarios (subscribers/burst events/paced events): {}; {ROUNDS} rounds each, \
+         valence and baseline alternating which goes first; figures are medians over rounds",
         SCENARIOS
             .iter()
             .map(|s| format!("{}/{}/{}", s.subscribers, s.events, s.paced_events))
             .collect::<Vec<_>>()
             .join(", ")
     );
-    println!("subscribers: start NOW, no filters, {SUBSCRIBERS_PER_CHANNEL} per HTTP/2 connection, heartbeats every 3600 s");
     println!(
-        "valence: SQLite in a temp dir, events.live_buffer {LIVE_BUFFER}, default subscriber_buffer; appends are \
-         RuleService.CreateRule calls ({VALENCE_WRITERS} in flight), each storing a rule and its RuleCreated event in \
-         one transaction through the server's own store, which wakes its event tailer at commit. (A second Store \
-         handle on the file would not: the wake-up is per Store instance, so its events would wait for the \
-         tailer's 1 s poll.) Latency therefore starts before the append's gRPC request and includes the commit."
+        "subscribers: start NOW, no filters, {SUBSCRIBERS_PER_CHANNEL} per HTTP/2 connection \
+         (tonic client defaults), heartbeat interval 3600 s"
     );
     println!(
-        "baseline: tonic Server with only EventStreamService, Subscribe = BroadcastStream of a \
-         tokio::sync::broadcast; appends are broadcast sends of the same RuleCreated message"
+        "valence: SQLite in a temp dir, events.live_buffer {LIVE_BUFFER}, other settings default. \
+         Appends are RuleService.CreateRule calls ({VALENCE_WRITERS} in flight in the burst, 1 when \
+         paced), each storing a rule and its RuleCreated event in one transaction through the \
+         server's own store, which wakes its event tailer at commit. A second Store handle on the \
+         file would not wake it (the wake-up is per Store instance), so such events would wait for \
+         the tailer's 1 s poll. Latency starts before the CreateRule request is sent, so it includes \
+         the gRPC write and the commit."
     );
     println!(
-        "throughput: deliveries (events × subscribers) / (first append → last delivery), writer as fast as it can; \
-         paced latency: same offered rate for both systems, {:.0}% of valence's measured per-subscriber capacity \
-         (capped at {PACED_MAX_RATE:.0}/s)",
+        "baseline: tonic Server (TCP_NODELAY, as the server) with only EventStreamService; \
+         Subscribe = BroadcastStream of a tokio::sync::broadcast; an append is one broadcast \
+         send of the same RuleCreated message"
+    );
+    println!(
+        "throughput: deliveries (events × subscribers) / (first append → last delivery), writer \
+         as fast as it can. Paced: both systems get the same rate, {:.0}% of valence's \
+         per-subscriber capacity in round 1 (at most {PACED_MAX_RATE:.0}/s)",
         PACED_SHARE * 100.0
     );
     println!();
 }
 
-fn print_tables(rows: &[(&Scenario, Measurement, Measurement)]) {
-    println!("saturated: writer appends the whole burst as fast as it can (latency includes queueing behind the burst)");
+type Row<'a> = (&'a Scenario, Vec<Measurement>, Vec<Measurement>);
+
+fn print_tables(rows: &[Row]) {
+    let summaries: Vec<_> = rows
+        .iter()
+        .map(|(s, v, b)| (*s, summarize(v), summarize(b), v[0].paced_rate))
+        .collect();
     println!(
-        "{:>11} | {:>16} | {:>17} | {:>16} | {:>19} | {:>19} | {:>16}",
+        "saturated: the writer appends the burst as fast as it can \
+         (latency includes queueing behind the burst)"
+    );
+    println!(
+        "{:>11} | {:>16} | {:>17} | {:>16} | {:>19} | {:>19} | {:>15}",
         "subscribers",
         "valence events/s",
         "baseline events/s",
@@ -874,24 +988,16 @@ fn print_tables(rows: &[(&Scenario, Measurement, Measurement)]) {
         "baseline p50 / p99",
         "latency ratio"
     );
-    println!("{}", "-".repeat(11 + 16 + 17 + 16 + 19 + 19 + 16 + 6 * 3));
-    for (s, v, b) in rows {
+    println!("{}", "-".repeat(11 + 16 + 17 + 16 + 19 + 19 + 15 + 6 * 3));
+    for (s, v, b, _) in &summaries {
         println!(
-            "{:>11} | {:>16} | {:>17} | {:>16} | {:>19} | {:>19} | {:>16}",
+            "{:>11} | {:>16} | {:>17} | {:>16} | {:>19} | {:>19} | {:>15}",
             s.subscribers,
             fmt_rate(v.throughput),
             fmt_rate(b.throughput),
             format!("{:.3}", v.throughput / b.throughput),
-            format!(
-                "{} / {}",
-                fmt_ns(v.saturated.p50_ns),
-                fmt_ns(v.saturated.p99_ns)
-            ),
-            format!(
-                "{} / {}",
-                fmt_ns(b.saturated.p50_ns),
-                fmt_ns(b.saturated.p99_ns)
-            ),
+            pair(v.saturated),
+            pair(b.saturated),
             format!(
                 "{} / {}",
                 ratio(v.saturated.p50_ns, b.saturated.p50_ns),
@@ -900,9 +1006,9 @@ fn print_tables(rows: &[(&Scenario, Measurement, Measurement)]) {
         );
     }
     println!();
-    println!("paced: both systems get the same fixed append rate (latency of the pipeline itself)");
+    println!("paced: both systems get the same fixed append rate (the pipeline's own delay)");
     println!(
-        "{:>11} | {:>13} | {:>9} | {:>19} | {:>19} | {:>16}",
+        "{:>11} | {:>13} | {:>9} | {:>19} | {:>19} | {:>15}",
         "subscribers",
         "rate events/s",
         "samples",
@@ -910,15 +1016,15 @@ fn print_tables(rows: &[(&Scenario, Measurement, Measurement)]) {
         "baseline p50 / p99",
         "latency ratio"
     );
-    println!("{}", "-".repeat(11 + 13 + 9 + 19 + 19 + 16 + 5 * 3));
-    for (s, v, b) in rows {
+    println!("{}", "-".repeat(11 + 13 + 9 + 19 + 19 + 15 + 5 * 3));
+    for (s, v, b, rate) in &summaries {
         println!(
-            "{:>11} | {:>13} | {:>9} | {:>19} | {:>19} | {:>16}",
+            "{:>11} | {:>13} | {:>9} | {:>19} | {:>19} | {:>15}",
             s.subscribers,
-            format!("{:.0}", v.paced_rate),
+            format!("{rate:.0}"),
             v.paced.samples,
-            format!("{} / {}", fmt_ns(v.paced.p50_ns), fmt_ns(v.paced.p99_ns)),
-            format!("{} / {}", fmt_ns(b.paced.p50_ns), fmt_ns(b.paced.p99_ns)),
+            pair(v.paced),
+            pair(b.paced),
             format!(
                 "{} / {}",
                 ratio(v.paced.p50_ns, b.paced.p50_ns),
@@ -927,33 +1033,66 @@ fn print_tables(rows: &[(&Scenario, Measurement, Measurement)]) {
         );
     }
     println!();
-    println!("writer: appends/s achieved during the burst (valence is bounded by CreateRule + SQLite commit)");
-    for (s, v, b) in rows {
+    println!("writer (medians): appends/s during the burst; one append's duration when paced");
+    for (s, v, b, _) in &summaries {
         println!(
-            "  {:>5} subscribers: valence {} appends/s, baseline {} appends/s",
+            "  {:>5} subscribers: valence {} appends/s, CreateRule round trip {}; \
+             baseline {} appends/s, broadcast send {}",
             s.subscribers,
             fmt_rate(v.append_rate),
-            fmt_rate(b.append_rate)
+            fmt_ns(v.append_p50_ns),
+            fmt_rate(b.append_rate),
+            fmt_ns(b.append_p50_ns),
         );
     }
     println!();
-    println!("integrity (every subscriber must get every bench event once, in sequence order):");
+    println!("per round (throughput events/s; saturated p50/p99; paced p50/p99):");
     for (s, v, b) in rows {
+        for (name, rounds) in [("valence", v), ("baseline", b)] {
+            let cells: Vec<String> = rounds
+                .iter()
+                .map(|m| {
+                    format!(
+                        "{} {} {}",
+                        fmt_rate(m.throughput),
+                        pair(m.saturated),
+                        pair(m.paced)
+                    )
+                })
+                .collect();
+            println!("  {:>5} {name:>8}: {}", s.subscribers, cells.join(" | "));
+        }
+    }
+    println!();
+    println!(
+        "integrity over all rounds (every subscriber must get every bench event once, \
+         in sequence order):"
+    );
+    for (s, v, b, _) in &summaries {
         for (name, m) in [("valence", v), ("baseline", b)] {
             let i = &m.integrity;
             let mut line = format!(
-                "  {:>5} subscribers {name:>8}: missing {}, extra {}, out of order {}, sequence gaps {}, \
+                "  {:>5} {name:>8}: missing {}, extra {}, out of order {}, sequence gaps {}, \
                  other events {}, heartbeats {}",
-                s.subscribers, i.missing, i.extra, i.out_of_order, i.gaps, i.other_events, i.heartbeats
+                s.subscribers,
+                i.missing,
+                i.extra,
+                i.out_of_order,
+                i.gaps,
+                i.other_events,
+                i.heartbeats
             );
             if let (Some(c), Some(d), Some(l)) =
                 (i.catch_ups, i.server_delivered, i.leftover_subscriptions)
             {
-                line +=
-                    &format!("; server: catch-ups {c}, delivered {d}, subscriptions left open {l}");
+                line += &format!(
+                    "; server: catch-ups {c}, events delivered {d} (clients received {}), \
+                     subscriptions left open {l}",
+                    i.client_events
+                );
             }
             if let Some(l) = i.lagged {
-                line += &format!("; broadcast lagged drops {l}");
+                line += &format!("; broadcast drops for lag {l}");
             }
             println!("{line}");
         }
@@ -995,14 +1134,39 @@ async fn run() -> anyhow::Result<()> {
     let outcome = async {
         let mut rows = Vec::new();
         for s in &SCENARIOS {
-            eprintln!("measuring {} subscribers: valence ...", s.subscribers);
-            let v = measure(&valence, s, None)
-                .await
-                .with_context(|| format!("valence, {} subscribers", s.subscribers))?;
-            eprintln!("measuring {} subscribers: baseline ...", s.subscribers);
-            let b = measure(&baseline, s, Some(v.paced_rate))
-                .await
-                .with_context(|| format!("baseline, {} subscribers", s.subscribers))?;
+            let (mut v, mut b) = (Vec::new(), Vec::new());
+            // Round 1 runs valence first: its result fixes the paced rate
+            // that every later measurement of this scenario uses.
+            let mut rate = None;
+            for round in 0..ROUNDS {
+                let order = if round % 2 == 0 {
+                    [&valence, &baseline]
+                } else {
+                    [&baseline, &valence]
+                };
+                for system in order {
+                    eprintln!(
+                        "{} subscribers, round {}: {} (load average {})",
+                        s.subscribers,
+                        round + 1,
+                        system.name,
+                        load_average()
+                    );
+                    let m = measure(system, s, rate).await.with_context(|| {
+                        format!(
+                            "{}, {} subscribers, round {}",
+                            system.name,
+                            s.subscribers,
+                            round + 1
+                        )
+                    })?;
+                    rate = Some(m.paced_rate);
+                    match system.writer {
+                        Writer::Valence(_) => v.push(m),
+                        Writer::Baseline { .. } => b.push(m),
+                    }
+                }
+            }
             rows.push((s, v, b));
         }
         Ok::<_, anyhow::Error>(rows)

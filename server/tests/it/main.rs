@@ -9,3 +9,4 @@ mod process;
 mod proxy;
 mod rest;
 mod store;
+mod telemetry;
