@@ -51,13 +51,16 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
     } else {
         Some(otlp_provider(config)?)
     };
-    let otel = provider
-        .as_ref()
-        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("valence-lifecycle")));
+    // Spans are exported at INFO whatever RUST_LOG says about log lines:
+    // quieting the console must not cut traces.
+    let otel = provider.as_ref().map(|p| {
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer("valence-lifecycle"))
+            .with_filter(tracing_subscriber::filter::LevelFilter::INFO)
+    });
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     tracing_subscriber::registry()
-        .with(filter)
-        .with(fmt)
+        .with(fmt.with_filter(filter))
         .with(otel)
         .try_init()
         .context("installing the tracing subscriber")?;

@@ -9,7 +9,9 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use tonic::{Request, Response, Status};
-use valence_lifecycle_api::v1::{lifecycle_service_client::LifecycleServiceClient, GetStatsRequest};
+use valence_lifecycle_api::v1::{
+    lifecycle_service_client::LifecycleServiceClient, GetStatsRequest,
+};
 
 use crate::{
     common::{Db, TestDb},
@@ -35,7 +37,9 @@ impl TraceService for Collector {
                 }
             }
         }
-        Ok(Response::new(ExportTraceServiceResponse { partial_success: None }))
+        Ok(Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
     }
 }
 
@@ -62,18 +66,33 @@ async fn a_client_trace_continues_into_exported_server_spans() {
         .await
         .unwrap();
     let mut request = Request::new(GetStatsRequest {});
-    request
-        .metadata_mut()
-        .insert("traceparent", format!("00-{TRACE_ID}-{PARENT_SPAN}-01").parse().unwrap());
-    LifecycleServiceClient::new(channel).get_stats(request).await.unwrap();
-    assert_eq!(server.terminate().await, Some(0), "spans are flushed at exit");
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{TRACE_ID}-{PARENT_SPAN}-01").parse().unwrap(),
+    );
+    LifecycleServiceClient::new(channel)
+        .get_stats(request)
+        .await
+        .unwrap();
+    assert_eq!(
+        server.terminate().await,
+        Some(0),
+        "spans are flushed at exit"
+    );
 
     let spans = collector.spans.lock().unwrap().clone();
-    let ours: Vec<&(Vec<u8>, Vec<u8>, String)> =
-        spans.iter().filter(|(trace, _, _)| hex(trace) == TRACE_ID).collect();
-    assert!(!ours.is_empty(), "no exported span continues the client's trace; got {} spans", spans.len());
+    let ours: Vec<&(Vec<u8>, Vec<u8>, String)> = spans
+        .iter()
+        .filter(|(trace, _, _)| hex(trace) == TRACE_ID)
+        .collect();
     assert!(
-        ours.iter().any(|(_, parent, name)| hex(parent) == PARENT_SPAN && name == "grpc"),
+        !ours.is_empty(),
+        "no exported span continues the client's trace; got {} spans",
+        spans.len()
+    );
+    assert!(
+        ours.iter()
+            .any(|(_, parent, name)| hex(parent) == PARENT_SPAN && name == "grpc"),
         "the gRPC request span is a child of the client's span: {ours:?}"
     );
 }
