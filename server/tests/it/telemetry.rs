@@ -18,9 +18,12 @@ use crate::{
     process::ServerProcess,
 };
 
+/// What the test keeps of an exported span: trace id, parent span id, name.
+type SpanSummary = (Vec<u8>, Vec<u8>, String);
+
 #[derive(Clone, Default)]
 struct Collector {
-    spans: Arc<Mutex<Vec<(Vec<u8>, Vec<u8>, String)>>>,
+    spans: Arc<Mutex<Vec<SpanSummary>>>,
 }
 
 #[tonic::async_trait]
@@ -81,7 +84,7 @@ async fn a_client_trace_continues_into_exported_server_spans() {
     );
 
     let spans = collector.spans.lock().unwrap().clone();
-    let ours: Vec<&(Vec<u8>, Vec<u8>, String)> = spans
+    let ours: Vec<&SpanSummary> = spans
         .iter()
         .filter(|(trace, _, _)| hex(trace) == TRACE_ID)
         .collect();
