@@ -641,11 +641,14 @@ struct Measurement {
     throughput: f64,
     /// Appends per second the writer achieved in the saturated phase.
     append_rate: f64,
+    /// From the burst's last append to its last delivery: near zero when
+    /// delivery keeps pace with the writer, most of the burst when not.
+    drain_ns: u64,
     saturated: Latency,
     paced: Latency,
     paced_rate: f64,
-    /// Median duration of one append in the paced phase.
-    append_p50_ns: u64,
+    /// Duration of one append in the paced phase.
+    append: Latency,
     integrity: Integrity,
 }
 
@@ -815,10 +818,11 @@ async fn measure(
     Ok(Measurement {
         throughput: (s.events * n) as f64 / wall,
         append_rate: s.events as f64 / ((appended - first_append) as f64 / 1e9),
+        drain_ns: last_delivery.saturating_sub(appended),
         saturated: latency(saturated),
         paced: latency(paced),
         paced_rate: rate,
-        append_p50_ns: latency(append_durations).p50_ns,
+        append: latency(append_durations),
         integrity,
     })
 }
@@ -842,9 +846,10 @@ fn median_u64(values: impl Iterator<Item = u64>) -> u64 {
 struct Summary {
     throughput: f64,
     append_rate: f64,
+    drain_ns: u64,
     saturated: Latency,
     paced: Latency,
-    append_p50_ns: u64,
+    append: Latency,
     integrity: Integrity,
 }
 
@@ -861,9 +866,10 @@ fn summarize(rounds: &[Measurement]) -> Summary {
     Summary {
         throughput: median_f64(rounds.iter().map(|m| m.throughput)),
         append_rate: median_f64(rounds.iter().map(|m| m.append_rate)),
+        drain_ns: median_u64(rounds.iter().map(|m| m.drain_ns)),
         saturated: lat(|m| m.saturated),
         paced: lat(|m| m.paced),
-        append_p50_ns: median_u64(rounds.iter().map(|m| m.append_p50_ns)),
+        append: lat(|m| m.append),
         integrity,
     }
 }
@@ -1033,17 +1039,23 @@ fn print_tables(rows: &[Row]) {
         );
     }
     println!();
-    println!("writer (medians): appends/s during the burst; one append's duration when paced");
+    println!(
+        "writer (medians): appends/s in the burst; time from the burst's last append to its \
+         last delivery (small: delivery kept pace with the writer); one paced append, p50 / p99"
+    );
     for (s, v, b, _) in &summaries {
-        println!(
-            "  {:>5} subscribers: valence {} appends/s, CreateRule round trip {}; \
-             baseline {} appends/s, broadcast send {}",
-            s.subscribers,
-            fmt_rate(v.append_rate),
-            fmt_ns(v.append_p50_ns),
-            fmt_rate(b.append_rate),
-            fmt_ns(b.append_p50_ns),
-        );
+        for (name, m, append) in [
+            ("valence", v, "CreateRule round trip"),
+            ("baseline", b, "broadcast send"),
+        ] {
+            println!(
+                "  {:>5} {name:>8}: {:>5} appends/s, drained {:>8} after the last append, {append} {}",
+                s.subscribers,
+                fmt_rate(m.append_rate),
+                fmt_ns(m.drain_ns),
+                pair(m.append),
+            );
+        }
     }
     println!();
     println!("per round (throughput events/s; saturated p50/p99; paced p50/p99):");
@@ -1131,6 +1143,7 @@ async fn run() -> anyhow::Result<()> {
         + 16;
     let (baseline, baseline_handle) = start_baseline(capacity, baseline_stop.clone()).await?;
 
+    let started = Instant::now();
     let outcome = async {
         let mut rows = Vec::new();
         for s in &SCENARIOS {
@@ -1190,6 +1203,10 @@ async fn run() -> anyhow::Result<()> {
     if !matches!(baseline_done, Ok(Ok(Ok(())))) {
         println!("shutdown: the baseline server did not stop cleanly");
     }
-    println!("load average at the end: {}", load_average());
+    println!(
+        "measured for {:.0} s; load average at the end: {}",
+        started.elapsed().as_secs_f64(),
+        load_average()
+    );
     Ok(())
 }

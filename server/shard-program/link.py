@@ -45,6 +45,7 @@ EM_BPF = 247
 
 R_BPF_64_64 = 1      # lddw: 64-bit immediate split over two instruction slots
 R_BPF_64_ABS64 = 2   # 64-bit data word (pointer tables in .data.rel.ro)
+R_BPF_64_ABS32 = 3   # 32-bit data word: refused, see below
 R_BPF_64_32 = 10     # call imm: internal call, or syscall left for the loader
 
 OP_LDDW = 0x18
@@ -237,6 +238,13 @@ def link(obj_path, out_path):
                     die(f"call at {p:#x} targets {callee:#x}, outside .text")
                 # SBPF v0 calls are pc-relative in instructions, from the next one.
                 struct.pack_into("<i", image, p + 4, (callee - (p + 8)) // 8)
+            elif rtype == R_BPF_64_ABS32:
+                # clang -fPIC turns small constant tables of string pointers into
+                # "relative lookup tables" (.long sym - table); the BPF backend
+                # has no pc-relative data relocation and writes an ABS32 whose
+                # meaning is not recoverable.  Refuse rather than guess.
+                die(f"R_BPF_64_ABS32 in {rel.name} at {p:#x}: likely an LLVM relative "
+                    "lookup table; use a switch or a table the code iterates instead")
             else:
                 die(f"unsupported relocation type {rtype} in {rel.name} at {p:#x}")
 

@@ -1,6 +1,6 @@
 //! Configuration: embedded defaults, then `config.toml` (seed 001's
 //! sections), then environment variables (seed 000's names, plus
-//! `VALENCE_<SECTION>__<KEY>` for everything), then command-line flags.
+//! `VALENCE_LIFECYCLE_<SECTION>__<KEY>` for everything), then command-line flags.
 //! [`Config::validate`] checks the merged result once; any error names the
 //! key and the value and stops start-up.
 
@@ -326,6 +326,11 @@ impl Default for TelemetryConfig {
     }
 }
 
+/// Prefix of environment variables that set any key:
+/// `VALENCE_LIFECYCLE_EVENTS__RETENTION_MAX_COUNT` is `events.retention_max_count`.
+/// (Not plain `VALENCE_`, which `lifecyclectl` uses for its own settings.)
+pub const ENV_PREFIX: &str = "VALENCE_LIFECYCLE_";
+
 /// Seed 000's environment variable names and where they land.
 const ENV_KEYS: &[(&str, &str)] = &[
     ("RPC_URL", "rpc.url"),
@@ -364,7 +369,7 @@ impl Config {
                     .find(|(name, _)| key.as_str().eq_ignore_ascii_case(name))
                     .map(|(_, path)| (*path).into())
             }))
-            .merge(Env::prefixed("VALENCE_").split("__"))
+            .merge(Env::prefixed(ENV_PREFIX).split("__"))
             .merge(overrides);
         let config: Config = figment.extract().map_err(describe_figment_error)?;
         config.validate()?;

@@ -173,11 +173,13 @@ pub async fn serve_with_listeners(
         .context("the store is required at start (database.url / DATABASE_URL)")?;
     tracing::info!(backend = store.backend().name(), "store ready");
     let state = build_state(config, store.clone());
-    grpc::set_health(&state, false).await;
+    // The store answered (connect ran the migrations), so the services can
+    // serve as soon as the listener is up; the store watcher turns this
+    // NotServing whenever the store stops answering.
+    grpc::set_health(&state, true).await;
 
     let mut supervisor = Supervisor::new(state.board.clone());
     start_components(&mut supervisor, &state, grpc_listener, api_listener).await;
-    grpc::set_health(&state, true).await;
     tracing::info!("valence lifecycle manager running");
 
     shutdown.cancelled().await;

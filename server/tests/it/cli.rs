@@ -37,10 +37,17 @@ async fn run(program: &str, args: &[&str], env: &[(&str, &str)]) -> (Option<i32>
     )
 }
 
-/// The lifecyclectl binary, built next to the server's.
+/// The lifecyclectl binary, built next to the server's (`cargo build
+/// --workspace --bins`, which `.ci/test` runs first).
 fn lifecyclectl() -> String {
     let dir = std::path::Path::new(SERVER).parent().unwrap();
-    dir.join("lifecyclectl").display().to_string()
+    let path = dir.join("lifecyclectl");
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first",
+        path.display()
+    );
+    path.display().to_string()
 }
 
 #[tokio::test]
@@ -338,5 +345,48 @@ async fn grpcurl_lists_describes_and_calls_through_reflection() {
         stdout.contains("\"ruleCreated\"") && stdout.contains("\"g1\""),
         "{stdout}"
     );
+    assert!(server.stop().await);
+}
+
+#[tokio::test]
+async fn lifecyclectl_events_watch_prints_events_as_they_arrive() {
+    let server = TestServer::start(Db::Sqlite).await.unwrap();
+    let endpoint = format!("http://{}", server.grpc);
+    let mut watch = Command::new(lifecyclectl())
+        .args(["--json", "events", "watch", "--type", "rule_created"])
+        .env("VALENCE_ENDPOINT", &endpoint)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // Give the watch time to subscribe, then create two rules.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut rules = server.rules().await;
+    for id in ["w-1", "w-2"] {
+        let mut seed: valence_lifecycle_api::rule_json::SeedRule =
+            serde_json::from_str(SEED_RULE).unwrap();
+        seed.id = id.into();
+        rules
+            .create_rule(valence_lifecycle_api::v1::CreateRuleRequest {
+                rule: Some(seed.into()),
+            })
+            .await
+            .unwrap();
+    }
+    use tokio::io::AsyncBufReadExt as _;
+    let mut lines = tokio::io::BufReader::new(watch.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await
+            .expect("watch printed nothing")
+            .unwrap()
+            .expect("watch ended");
+        let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+        seen.push(event["entity_id"].as_str().unwrap().to_string());
+    }
+    assert_eq!(seen, ["w-1", "w-2"]);
+    watch.kill().await.unwrap();
     assert!(server.stop().await);
 }

@@ -162,6 +162,8 @@ async fn reads_health_stats_and_errors() {
 async fn metrics_are_valid_prometheus_text_with_seed_names() {
     let server = TestServer::start(Db::Sqlite).await.unwrap();
     post_rule(&server, SEED_RULE, None).await;
+    let mut rules = server.rules().await;
+    rules.list_rules(ListRulesRequest::default()).await.unwrap();
     let text = reqwest::get(format!("{}/metrics", server.http()))
         .await
         .unwrap()
@@ -193,6 +195,16 @@ async fn metrics_are_valid_prometheus_text_with_seed_names() {
     assert!(
         text.contains("route=\"/rules\""),
         "REST metrics carry the route pattern"
+    );
+    assert!(
+        text.lines().any(|l| l.starts_with("grpc_requests_total")
+            && l.contains("method=\"/valence.lifecycle.v1.RuleService/ListRules\"")
+            && l.contains("code=\"Ok\"")),
+        "per-RPC counts by method and code"
+    );
+    assert!(
+        text.contains("grpc_request_duration_seconds_bucket"),
+        "per-RPC latency"
     );
     promtool_check(&text).await;
     assert!(server.stop().await);
