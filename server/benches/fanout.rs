@@ -51,7 +51,10 @@ use valence_lifecycle_api::v1::{
     ProgressionRule, RuleAction, RuleChanged, RuleCondition, StartPosition, SubscribeRequest,
     SubscribeResponse,
 };
-use valence_lifecycle_server::config::Config;
+use valence_lifecycle_server::{
+    config::Config,
+    store::{NewEvent, Store},
+};
 
 /// One run per row of the table.
 struct Scenario {
@@ -123,9 +126,11 @@ enum Phase {
     WarmUp = 0,
     Saturated = 1,
     Paced = 2,
+    /// Valence only: events written straight into the log, then released.
+    Prewritten = 3,
 }
 
-const PHASES: usize = 3;
+const PHASES: usize = 4;
 
 impl Phase {
     fn from_index(i: u64) -> Option<Phase> {
@@ -133,6 +138,7 @@ impl Phase {
             0 => Some(Phase::WarmUp),
             1 => Some(Phase::Saturated),
             2 => Some(Phase::Paced),
+            3 => Some(Phase::Prewritten),
             _ => None,
         }
     }
@@ -265,6 +271,8 @@ struct System {
     writer: Writer,
     /// Where the server's Prometheus metrics are (Valence only).
     metrics_url: Option<String>,
+    /// A second handle on the server's SQLite file (Valence only).
+    store: Option<Store>,
     lagged: Option<Arc<AtomicU64>>,
 }
 
@@ -307,6 +315,31 @@ impl System {
             .await
     }
 
+    /// Valence only: writes `count` events into the log in one transaction
+    /// through the second store handle, then one CreateRule, whose commit
+    /// wakes the tailer (the other handle's commit cannot). All of them
+    /// become visible at once, like the baseline's burst, so the delivery
+    /// rate is the fan-out's own, not the write path's.
+    async fn append_prewritten(&self, tag: &str, count: usize) -> anyhow::Result<()> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        let phase = Phase::Prewritten;
+        let events = (0..count)
+            .map(|i| {
+                let id = format!("{tag}-p{}-{i}", phase as u8);
+                let rule = bench_rule(id.clone(), phase, clock_ns());
+                NewEvent::new(id, Payload::RuleCreated(RuleChanged { rule: Some(rule) }))
+            })
+            .collect();
+        timeout(APPEND_TIMEOUT, store.append_events(events))
+            .await
+            .map_err(|_| anyhow!("writing {count} events took longer than {APPEND_TIMEOUT:?}"))?
+            .map_err(|e| anyhow!("writing {count} events failed: {e}"))?;
+        self.append(format!("{tag}-p{}-release", phase as u8), phase)
+            .await
+    }
+
     /// Returns each append's duration: for Valence the CreateRule round
     /// trip, which tells the write's share of the end-to-end latency.
     async fn append_paced(&self, tag: &str, count: usize, rate: f64) -> anyhow::Result<Vec<u64>> {
@@ -332,10 +365,15 @@ async fn start_valence(
 ) -> anyhow::Result<(System, JoinHandle<anyhow::Result<bool>>)> {
     let mut config = Config::default();
     config.database.url = format!("sqlite://{}", db_dir.join("bench.db").display());
+    // No chain: an embedded network and its monitor would add load and
+    // events that have nothing to do with fan-out.
+    config.rpc.embedded = false;
     config.events.live_buffer = LIVE_BUFFER;
     config.events.max_subscribers = 10_000;
     config.server.max_concurrent_requests = 4_096;
     config.validate()?;
+    let mut database = config.database.clone();
+    database.max_connections = 2;
     let grpc = TcpListener::bind("127.0.0.1:0").await?;
     let api = TcpListener::bind("127.0.0.1:0").await?;
     let (grpc_addr, api_addr) = (grpc.local_addr()?, api.local_addr()?);
@@ -357,11 +395,15 @@ async fn start_valence(
         .await
         .map_err(|_| anyhow!("the server did not become healthy at {health}"))?;
     let writer = RuleServiceClient::new(connect(grpc_addr).await?);
+    let store = Store::connect(&database)
+        .await
+        .context("opening a second store handle")?;
     let system = System {
         name: "valence",
         grpc: grpc_addr,
         writer: Writer::Valence(writer),
         metrics_url: Some(format!("http://{api_addr}/metrics")),
+        store: Some(store),
         lagged: None,
     };
     Ok((system, handle))
@@ -400,6 +442,7 @@ async fn start_baseline(
             next_sequence: AtomicU64::new(0),
         },
         metrics_url: None,
+        store: None,
         lagged: Some(lagged),
     };
     Ok((system, handle))
@@ -428,7 +471,7 @@ impl Progress {
     fn new() -> Self {
         Progress {
             ready: Semaphore::new(0),
-            done: [Semaphore::new(0), Semaphore::new(0), Semaphore::new(0)],
+            done: std::array::from_fn(|_| Semaphore::new(0)),
             failures: AtomicUsize::new(0),
             first_failure: Mutex::new(None),
         }
@@ -649,7 +692,15 @@ struct Measurement {
     paced_rate: f64,
     /// Duration of one append in the paced phase.
     append: Latency,
+    prewritten: Option<Prewritten>,
     integrity: Integrity,
+}
+
+/// Valence's fan-out of a batch that appears in the log at once.
+#[derive(Clone, Copy)]
+struct Prewritten {
+    throughput: f64,
+    latency: Latency,
 }
 
 /// The server's own counters, read from /metrics.
@@ -698,7 +749,12 @@ async fn measure(
         system.name,
         MEASUREMENTS.fetch_add(1, Ordering::Relaxed)
     );
-    let expected = [1, s.events, s.paced_events];
+    let prewritten = if system.store.is_some() {
+        s.events + 1
+    } else {
+        0
+    };
+    let expected = [1, s.events, s.paced_events, prewritten];
     let before = match &system.metrics_url {
         Some(url) => Some(server_counters(url).await?),
         None => None,
@@ -771,6 +827,18 @@ async fn measure(
         )
         .await?;
 
+    let prewrite_start = clock_ns();
+    if prewritten > 0 {
+        system.append_prewritten(&tag, s.events).await?;
+        progress
+            .wait(
+                &progress.done[Phase::Prewritten as usize],
+                n,
+                "received every pre-written event",
+            )
+            .await?;
+    }
+
     tokio::time::sleep(SETTLE).await;
     stop.cancel();
     let logs = timeout(SHUTDOWN_TIMEOUT, futures::future::join_all(handles))
@@ -781,7 +849,8 @@ async fn measure(
 
     let mut integrity = Integrity::default();
     let mut last_delivery = 0;
-    let (mut saturated, mut paced) = (Vec::new(), Vec::new());
+    let mut last_prewritten = 0;
+    let (mut saturated, mut paced, mut prewritten_latencies) = (Vec::new(), Vec::new(), Vec::new());
     for log in logs {
         let mut log = log.context("a subscriber task panicked")?;
         for (i, phase) in log.phases.iter().enumerate() {
@@ -797,6 +866,9 @@ async fn measure(
         last_delivery = last_delivery.max(log.phases[Phase::Saturated as usize].last_delivery_ns);
         saturated.append(&mut log.phases[Phase::Saturated as usize].latencies_ns);
         paced.append(&mut log.phases[Phase::Paced as usize].latencies_ns);
+        let p = &mut log.phases[Phase::Prewritten as usize];
+        last_prewritten = last_prewritten.max(p.last_delivery_ns);
+        prewritten_latencies.append(&mut p.latencies_ns);
     }
     if let (Some(url), Some(before)) = (&system.metrics_url, before) {
         // Subscriptions end when the server notices the client left; give
@@ -823,6 +895,10 @@ async fn measure(
         paced: latency(paced),
         paced_rate: rate,
         append: latency(append_durations),
+        prewritten: (prewritten > 0).then(|| Prewritten {
+            throughput: (prewritten * n) as f64 / ((last_prewritten - prewrite_start) as f64 / 1e9),
+            latency: latency(prewritten_latencies),
+        }),
         integrity,
     })
 }
@@ -850,6 +926,7 @@ struct Summary {
     saturated: Latency,
     paced: Latency,
     append: Latency,
+    prewritten: Option<Prewritten>,
     integrity: Integrity,
 }
 
@@ -870,6 +947,15 @@ fn summarize(rounds: &[Measurement]) -> Summary {
         saturated: lat(|m| m.saturated),
         paced: lat(|m| m.paced),
         append: lat(|m| m.append),
+        prewritten: rounds[0].prewritten.map(|_| Prewritten {
+            throughput: median_f64(
+                rounds
+                    .iter()
+                    .filter_map(|m| m.prewritten)
+                    .map(|p| p.throughput),
+            ),
+            latency: lat(|m| m.prewritten.map(|p| p.latency).unwrap_or_default()),
+        }),
         integrity,
     }
 }
@@ -951,8 +1037,8 @@ fn print_header() {
          (tonic client defaults), heartbeat interval 3600 s"
     );
     println!(
-        "valence: SQLite in a temp dir, events.live_buffer {LIVE_BUFFER}, other settings default. \
-         Appends are RuleService.CreateRule calls ({VALENCE_WRITERS} in flight in the burst, 1 when \
+        "valence: SQLite in a temp dir, no chain (rpc.embedded false), events.live_buffer \
+         {LIVE_BUFFER}, other settings default. Appends are RuleService.CreateRule calls ({VALENCE_WRITERS} in flight in the burst, 1 when \
          paced), each storing a rule and its RuleCreated event in one transaction through the \
          server's own store, which wakes its event tailer at commit. A second Store handle on the \
          file would not wake it (the wake-up is per Store instance), so such events would wait for \
@@ -1012,6 +1098,40 @@ fn print_tables(rows: &[Row]) {
         );
     }
     println!();
+    println!(
+        "burst: a whole batch appears at once. Valence: the burst's event count written in one \
+         transaction through a second store handle, then released by one CreateRule (latency from \
+         the start of that write); baseline: its saturated run above, which is the same thing"
+    );
+    println!(
+        "{:>11} | {:>16} | {:>17} | {:>16} | {:>19} | {:>19} | {:>15}",
+        "subscribers",
+        "valence events/s",
+        "baseline events/s",
+        "throughput ratio",
+        "valence p50 / p99",
+        "baseline p50 / p99",
+        "latency ratio"
+    );
+    println!("{}", "-".repeat(11 + 16 + 17 + 16 + 19 + 19 + 15 + 6 * 3));
+    for (s, v, b, _) in &summaries {
+        let Some(p) = v.prewritten else { continue };
+        println!(
+            "{:>11} | {:>16} | {:>17} | {:>16} | {:>19} | {:>19} | {:>15}",
+            s.subscribers,
+            fmt_rate(p.throughput),
+            fmt_rate(b.throughput),
+            format!("{:.3}", p.throughput / b.throughput),
+            pair(p.latency),
+            pair(b.saturated),
+            format!(
+                "{} / {}",
+                ratio(p.latency.p50_ns, b.saturated.p50_ns),
+                ratio(p.latency.p99_ns, b.saturated.p99_ns)
+            ),
+        );
+    }
+    println!();
     println!("paced: both systems get the same fixed append rate (the pipeline's own delay)");
     println!(
         "{:>11} | {:>13} | {:>9} | {:>19} | {:>19} | {:>15}",
@@ -1058,14 +1178,18 @@ fn print_tables(rows: &[Row]) {
         }
     }
     println!();
-    println!("per round (throughput events/s; saturated p50/p99; paced p50/p99):");
+    println!("per round (saturated events/s, p50 / p99; paced p50 / p99; valence burst events/s):");
     for (s, v, b) in rows {
         for (name, rounds) in [("valence", v), ("baseline", b)] {
             let cells: Vec<String> = rounds
                 .iter()
                 .map(|m| {
+                    let burst = m
+                        .prewritten
+                        .map(|p| format!("; {}", fmt_rate(p.throughput)))
+                        .unwrap_or_default();
                     format!(
-                        "{} {} {}",
+                        "{}, {}; {}{burst}",
                         fmt_rate(m.throughput),
                         pair(m.saturated),
                         pair(m.paced)
@@ -1186,6 +1310,9 @@ async fn run() -> anyhow::Result<()> {
     }
     .await;
 
+    if let Some(store) = &valence.store {
+        store.close().await;
+    }
     valence_stop.cancel();
     baseline_stop.cancel();
     let valence_clean = timeout(SHUTDOWN_TIMEOUT, valence_handle).await;

@@ -111,6 +111,9 @@ pub struct RpcConfig {
     pub commitment: String,
     /// Timeout of each RPC call.
     pub timeout_secs: u64,
+    /// With `url` empty: start an embedded local network (true) or run
+    /// without a chain, API and event log only (false).
+    pub embedded: bool,
 }
 
 impl Default for RpcConfig {
@@ -120,6 +123,7 @@ impl Default for RpcConfig {
             ws_url: String::new(),
             commitment: "confirmed".into(),
             timeout_secs: 10,
+            embedded: true,
         }
     }
 }

@@ -5,11 +5,13 @@
 //! on listeners the caller bound (tests bind `127.0.0.1:0`).
 
 pub mod auth;
+pub mod chain;
 pub mod config;
 pub mod error;
 pub mod events;
 pub mod gateway;
 pub mod grpc;
+pub mod monitor;
 pub mod orchestrator;
 pub mod store;
 pub mod supervisor;
@@ -21,10 +23,11 @@ use std::{sync::Arc, time::Duration, time::Instant};
 use anyhow::{bail, Context as _};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use valence_lifecycle_api::v1::{ComponentState, GetStatsResponse};
+use valence_lifecycle_api::v1::{ChainInfo, ComponentState, GetStatsResponse};
 
 use crate::{
     auth::Auth,
+    chain::Chain,
     config::Config,
     error::ApiResult,
     events::EventHub,
@@ -54,6 +57,8 @@ pub struct AppState {
         tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>,
     /// Fires when open event streams must end (shutdown).
     pub streams: CancellationToken,
+    /// The Solana network watched, if any.
+    pub chain: Option<Chain>,
     started: Instant,
     started_at_ms: i64,
 }
@@ -77,6 +82,14 @@ impl AppState {
             components: self.board.snapshot(),
             started_at: Some(timestamp(self.started_at_ms)),
             store_backend: self.store.backend().name().to_string(),
+            chain: self.chain.as_ref().map(|c| ChainInfo {
+                rpc_url: c.rpc_url.clone(),
+                ws_url: c.ws_url.clone(),
+                shard_program_id: c.program_id.to_string(),
+                embedded: c.embedded,
+                commitment: self.config.rpc.commitment.clone(),
+                last_processed_slot: self.metrics.last_processed_slot.get(),
+            }),
         })
     }
 
@@ -172,7 +185,8 @@ pub async fn serve_with_listeners(
         .await
         .context("the store is required at start (database.url / DATABASE_URL)")?;
     tracing::info!(backend = store.backend().name(), "store ready");
-    let state = build_state(config, store.clone());
+    let (chain, embedded) = connect_chain(&config).await?;
+    let state = build_state(config, store.clone(), chain);
     // The store answered (connect ran the migrations), so the services can
     // serve as soon as the listener is up; the store watcher turns this
     // NotServing whenever the store stops answering.
@@ -187,11 +201,83 @@ pub async fn serve_with_listeners(
     let grace = Duration::from_secs(state.config.server.shutdown_grace_secs);
     let clean = supervisor.shutdown(grace).await;
     store.close().await;
+    drop_embedded(embedded).await;
     tracing::info!(clean, "shut down");
     Ok(clean)
 }
 
-fn build_state(config: Config, store: Store) -> Arc<AppState> {
+/// The embedded network, when the server started one (kept alive until shutdown).
+#[cfg(feature = "embedded-chain")]
+type Embedded = Option<chain::embedded::EmbeddedChain>;
+#[cfg(not(feature = "embedded-chain"))]
+type Embedded = Option<()>;
+
+/// The chain to watch: the configured RPC, the embedded network when no
+/// RPC is configured, or none (`rpc.embedded = false`).
+async fn connect_chain(config: &Config) -> anyhow::Result<(Option<Chain>, Embedded)> {
+    let configured_program = (!config.lifecycle.shard_program_id.is_empty())
+        .then(|| {
+            config
+                .lifecycle
+                .shard_program_id
+                .parse::<solana_sdk::pubkey::Pubkey>()
+        })
+        .transpose()
+        .context("lifecycle.shard_program_id (SHARD_PROGRAM_ID)")?;
+    if !config.rpc.url.is_empty() {
+        let ws = if config.rpc.ws_url.is_empty() {
+            chain::derive_ws_url(&config.rpc.url)
+        } else {
+            config.rpc.ws_url.clone()
+        };
+        let program =
+            configured_program.context("lifecycle.shard_program_id is required with rpc.url")?;
+        let chain = Chain::new(config, config.rpc.url.clone(), ws, program, false);
+        tracing::info!(rpc = %chain.rpc_url, ws = %chain.ws_url, program = %program, "watching a Solana cluster");
+        return Ok((Some(chain), None));
+    }
+    if !config.rpc.embedded {
+        tracing::info!(
+            "no chain configured (rpc.url empty, rpc.embedded false): the monitor is off"
+        );
+        return Ok((None, None));
+    }
+    start_embedded(config, configured_program).await
+}
+
+#[cfg(feature = "embedded-chain")]
+async fn start_embedded(
+    config: &Config,
+    program: Option<solana_sdk::pubkey::Pubkey>,
+) -> anyhow::Result<(Option<Chain>, Embedded)> {
+    let program = program.unwrap_or_else(chain::embedded::default_program_id);
+    let embedded = chain::embedded::EmbeddedChain::start(program).await?;
+    let chain = Chain::new(config, embedded.rpc_url(), embedded.ws_url(), program, true);
+    tracing::info!(
+        rpc = %chain.rpc_url,
+        ws = %chain.ws_url,
+        program = %program,
+        "embedded Surfnet started with the stand-in shard program (set RPC_URL to use a real cluster)"
+    );
+    Ok((Some(chain), Some(embedded)))
+}
+
+#[cfg(not(feature = "embedded-chain"))]
+async fn start_embedded(
+    _config: &Config,
+    _program: Option<solana_sdk::pubkey::Pubkey>,
+) -> anyhow::Result<(Option<Chain>, Embedded)> {
+    bail!("no rpc.url (RPC_URL) is configured and this build has no embedded chain (feature embedded-chain); set RPC_URL or rpc.embedded = false")
+}
+
+/// Stops the embedded network off the async threads (it waits for its ports).
+async fn drop_embedded(embedded: Embedded) {
+    if let Some(e) = embedded {
+        let _ = tokio::task::spawn_blocking(move || drop(e)).await;
+    }
+}
+
+fn build_state(config: Config, store: Store, chain: Option<Chain>) -> Arc<AppState> {
     let metrics = Arc::new(Metrics::new());
     let board = StatusBoard::new(store.clone(), metrics.clone());
     let hub = EventHub::new(store.clone(), config.events.clone(), metrics.clone());
@@ -209,6 +295,7 @@ fn build_state(config: Config, store: Store) -> Arc<AppState> {
         health,
         health_service,
         streams: CancellationToken::new(),
+        chain,
         started: Instant::now(),
         started_at_ms: now_ms(),
     })
@@ -238,6 +325,19 @@ async fn start_components(
             events::retention::run(store, events, metrics, cancel)
         })
         .await;
+    if let Some(chain) = &state.chain {
+        let poll = Duration::from_secs(state.config.lifecycle.poll_interval_secs);
+        let monitor = monitor::Monitor::new(
+            chain.clone(),
+            state.store.clone(),
+            state.metrics.clone(),
+            state.board.clone(),
+            poll,
+        );
+        supervisor
+            .start("monitor", move |cancel| monitor.run(cancel))
+            .await;
+    }
     let s = state.clone();
     supervisor
         .start("grpc", move |cancel| grpc::serve(s, grpc_listener, cancel))

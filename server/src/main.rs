@@ -45,6 +45,41 @@ enum Command {
     Serve,
     /// Apply database migrations and exit.
     Migrate,
+    /// Put shard-program records on the running server's embedded network.
+    #[command(subcommand)]
+    Dev(DevCommand),
+}
+
+/// Developer commands (embedded network only).
+#[derive(Debug, Subcommand)]
+enum DevCommand {
+    /// Place an AccountRequest record; prints its address.
+    RequestAccount {
+        /// Owner of the future account (base58; default: a new key).
+        #[arg(long)]
+        owner: Option<String>,
+        /// A capability (repeatable).
+        #[arg(long = "capability", default_value = "transfer")]
+        capabilities: Vec<String>,
+        /// Expected initial state hash, 64 hex characters (default: none).
+        #[arg(long)]
+        init_state_hash: Option<String>,
+    },
+    /// Place a Session record over existing accounts; prints its address.
+    CreateSession {
+        /// Owner (base58; default: a new key).
+        #[arg(long)]
+        owner: Option<String>,
+        /// A member account (base58, repeatable).
+        #[arg(long = "account")]
+        accounts: Vec<String>,
+        /// Namespace.
+        #[arg(long, default_value = "default")]
+        namespace: String,
+        /// Nonce.
+        #[arg(long, default_value_t = 0)]
+        nonce: u64,
+    },
 }
 
 impl Cli {
@@ -75,6 +110,61 @@ impl Cli {
         }
         Figment::from(Serialized::defaults(Value::Object(root)))
     }
+}
+
+async fn run_dev(command: DevCommand, config: &config::Config) -> anyhow::Result<()> {
+    use valence_lifecycle_server::chain::dev;
+    let endpoint = format!("http://127.0.0.1:{}", config.server.grpc_port);
+    let chain = dev::embedded_chain(&endpoint).await?;
+    let pubkey =
+        |field: &str, value: Option<String>| -> anyhow::Result<solana_sdk::pubkey::Pubkey> {
+            match value {
+                Some(v) => v.parse().map_err(|_| {
+                    anyhow::anyhow!("invalid {field}: {v:?} is not a base58 public key")
+                }),
+                None => Ok(solana_sdk::pubkey::Pubkey::new_unique()),
+            }
+        };
+    let key = match command {
+        DevCommand::RequestAccount {
+            owner,
+            capabilities,
+            init_state_hash,
+        } => {
+            let owner = pubkey("--owner", owner)?;
+            let hash = match init_state_hash {
+                Some(h) => hex::decode(&h)
+                    .ok()
+                    .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("invalid --init-state-hash: {h:?} is not 64 hex characters")
+                    })?,
+                None => [0; 32],
+            };
+            dev::place(&chain, |key| {
+                dev::account_request(key, owner, capabilities, hash)
+            })
+            .await?
+        }
+        DevCommand::CreateSession {
+            owner,
+            accounts,
+            namespace,
+            nonce,
+        } => {
+            let owner = pubkey("--owner", owner)?;
+            let accounts = accounts
+                .into_iter()
+                .map(|a| pubkey("--account", Some(a)))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            dev::place(&chain, |key| {
+                dev::session(key, owner, &accounts, namespace, nonce)
+            })
+            .await?
+        }
+    };
+    println!("{key}");
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -126,6 +216,7 @@ async fn run(command: Command, config: config::Config) -> ExitCode {
             true
         }),
         Command::Serve => valence_lifecycle_server::serve(config).await,
+        Command::Dev(dev) => run_dev(dev, &config).await.map(|_| true),
     };
     match outcome {
         Ok(true) => ExitCode::SUCCESS,

@@ -33,18 +33,38 @@ type AppStateRef = State<Arc<AppState>>;
 /// blocks on a dependency); 200 when healthy, 503 otherwise.
 pub async fn health(State(state): AppStateRef) -> Response {
     let components = state.board.snapshot();
-    let healthy = state.board.all_running();
+    let status = overall_status(&components);
     let body = json!({
-        "status": if healthy { "healthy" } else { "unhealthy" },
+        "status": status,
         "timestamp": crate::store::timestamp(crate::store::now_ms()).to_string(),
         "components": components,
     });
-    let code = if healthy {
-        StatusCode::OK
-    } else {
+    let code = if status == "unhealthy" {
         StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
     };
     (code, Json(body)).into_response()
+}
+
+/// healthy: everything running; degraded: running, but a resource is
+/// impaired (still serving, 200); unhealthy: a component is down (503).
+fn overall_status(components: &[valence_lifecycle_api::v1::ComponentStatus]) -> &'static str {
+    use valence_lifecycle_api::v1::ComponentState;
+    let states: Vec<ComponentState> = components
+        .iter()
+        .map(|c| ComponentState::try_from(c.state).unwrap_or(ComponentState::Unspecified))
+        .collect();
+    if states.iter().all(|s| *s == ComponentState::Running) {
+        "healthy"
+    } else if states
+        .iter()
+        .all(|s| matches!(s, ComponentState::Running | ComponentState::Degraded))
+    {
+        "degraded"
+    } else {
+        "unhealthy"
+    }
 }
 
 /// `GET /stats`: seed 001's fields plus counts and component states.

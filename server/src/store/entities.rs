@@ -215,12 +215,20 @@ impl Store {
     /// initialized and append AccountInitialized.
     pub async fn upsert_account(&self, a: &AccountRecord) -> ApiResult<bool> {
         let mut tx = self.begin().await?;
-        let stored = sqlx::query("SELECT state_hash, CAST(CASE WHEN is_active THEN 1 ELSE 0 END AS BIGINT) FROM accounts WHERE id = $1")
+        let stored = sqlx::query("SELECT state_hash, CAST(CASE WHEN is_active THEN 1 ELSE 0 END AS BIGINT), request_id FROM accounts WHERE id = $1")
             .bind(&a.id)
             .fetch_optional(tx.conn())
             .await?;
         if let Some(row) = stored {
             let (hash, active): (String, bool) = (row.try_get(0)?, flag(&row, 1)?);
+            let linked: String = row.try_get(2)?;
+            if linked.is_empty() && !a.request_id.is_empty() {
+                // The record alone does not name its request; the
+                // AccountInitialized event does, and may arrive later.
+                self.link_request(&mut tx, a).await?;
+                self.commit(tx).await?;
+                return Ok(true);
+            }
             if hash == a.state_hash && active == a.is_active {
                 return Ok(false);
             }
@@ -264,24 +272,7 @@ impl Store {
             namespace: "",
         };
         if !a.request_id.is_empty() {
-            sqlx::query(
-                "UPDATE account_requests SET status = $1, account_id = $2, signature = $3, updated_at = $4, failure_reason = '' WHERE id = $5",
-            )
-            .bind(status_name(AccountRequestStatus::Initialized))
-            .bind(&a.id)
-            .bind(&a.signature)
-            .bind(now_ms())
-            .bind(&a.request_id)
-            .execute(tx.conn())
-            .await?;
-            self.transition(
-                tx,
-                &a.request_id,
-                EntityKind::Account,
-                LinearState::Account,
-                &cause,
-            )
-            .await?;
+            self.mark_request_initialized(tx, a, &cause).await?;
         }
         let payload = Payload::AccountInitialized(AccountInitialized {
             account_id: a.id.clone(),
@@ -296,6 +287,78 @@ impl Store {
         .await?;
         self.transition(tx, &a.id, EntityKind::Account, LinearState::Account, &cause)
             .await
+    }
+
+    async fn mark_request_initialized(
+        &self,
+        tx: &mut WriteTx<'_>,
+        a: &AccountRecord,
+        cause: &Cause<'_>,
+    ) -> ApiResult<()> {
+        sqlx::query(
+            "UPDATE account_requests SET status = $1, account_id = $2, signature = $3, updated_at = $4, failure_reason = '' WHERE id = $5",
+        )
+        .bind(status_name(AccountRequestStatus::Initialized))
+        .bind(&a.id)
+        .bind(&a.signature)
+        .bind(now_ms())
+        .bind(&a.request_id)
+        .execute(tx.conn())
+        .await?;
+        self.transition(
+            tx,
+            &a.request_id,
+            EntityKind::Account,
+            LinearState::Account,
+            cause,
+        )
+        .await
+    }
+
+    /// Links a stored account to its request, learned after the account,
+    /// and names the initializing transaction in its first transition.
+    async fn link_request(&self, tx: &mut WriteTx<'_>, a: &AccountRecord) -> ApiResult<()> {
+        sqlx::query("UPDATE accounts SET request_id = $1, updated_at = $2 WHERE id = $3")
+            .bind(&a.request_id)
+            .bind(now_ms())
+            .bind(&a.id)
+            .execute(tx.conn())
+            .await?;
+        sqlx::query(
+            "UPDATE progression_transitions SET signature = $1, slot = COALESCE(slot, $2) \
+             WHERE entity_id = $3 AND to_state = $4 AND signature = ''",
+        )
+        .bind(&a.signature)
+        .bind(a.slot.map(|s| s as i64))
+        .bind(&a.id)
+        .bind(state_name(LinearState::Account))
+        .execute(tx.conn())
+        .await?;
+        let cause = Cause {
+            slot: a.slot,
+            signature: &a.signature,
+            reason: "initialized",
+            namespace: "",
+        };
+        self.mark_request_initialized(tx, a, &cause).await
+    }
+
+    /// Fills in the consuming transaction's signature, which the on-chain
+    /// record cannot hold; no-op when already known. Returns whether it changed.
+    pub async fn set_consumption_signature(
+        &self,
+        session: &str,
+        signature: &str,
+    ) -> ApiResult<bool> {
+        let changed = sqlx::query(
+            "UPDATE session_consumptions SET transaction_signature = $1 WHERE consumed_session = $2 AND transaction_signature = ''",
+        )
+        .bind(signature)
+        .bind(session)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(changed > 0)
     }
 
     /// Records a session; new ones move their accounts InSession and append

@@ -8,6 +8,7 @@
 //! [`Backend`] enum. Every mutation appends its lifecycle events in the same
 //! transaction, so the log never disagrees with the tables.
 
+mod chain;
 mod entities;
 mod events;
 pub mod postgres;

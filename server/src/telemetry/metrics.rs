@@ -47,6 +47,20 @@ pub struct ComponentLabels {
     pub component: String,
 }
 
+/// Labels naming where a chain update came from.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    /// reconciliation, websocket or logs.
+    pub source: String,
+}
+
+/// Labels of decode failures.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecodeLabels {
+    /// too_short, unknown_discriminator, malformed (event_* for log events).
+    pub kind: String,
+}
+
 type GaugeU64 = Gauge<u64, AtomicU64>;
 
 /// All metrics; clone the fields (they are shared handles) to update them.
@@ -106,6 +120,14 @@ pub struct Metrics {
     pub subscriber_catch_ups: Counter,
     /// Events pruned by retention.
     pub events_pruned: Counter,
+    /// Chain updates received, by source.
+    pub chain_updates_received: Family<SourceLabels, Counter>,
+    /// Chain updates applied, by source.
+    pub chain_updates_processed: Family<SourceLabels, Counter>,
+    /// Chain data that did not decode, by kind.
+    pub chain_decode_failures: Family<DecodeLabels, Counter>,
+    /// Highest slot the monitor applied.
+    pub last_processed_slot: GaugeU64,
     /// Component state (the ComponentState enum number).
     pub component_state: Family<ComponentLabels, GaugeU64>,
     /// Component restarts.
@@ -154,6 +176,10 @@ impl Metrics {
             subscriber_lag: Histogram::new(exponential_buckets(1.0, 4.0, 10)),
             subscriber_catch_ups: Counter::default(),
             events_pruned: Counter::default(),
+            chain_updates_received: Family::default(),
+            chain_updates_processed: Family::default(),
+            chain_decode_failures: Family::default(),
+            last_processed_slot: Gauge::default(),
             component_state: Family::default(),
             component_restarts: Family::default(),
         };
@@ -297,6 +323,26 @@ impl Metrics {
             "lifecycle_events_pruned",
             "Events removed by retention",
             self.events_pruned.clone(),
+        );
+        r.register(
+            "chain_updates_received",
+            "Chain updates received by the monitor, by source",
+            self.chain_updates_received.clone(),
+        );
+        r.register(
+            "chain_updates_processed",
+            "Chain updates applied by the monitor, by source",
+            self.chain_updates_processed.clone(),
+        );
+        r.register(
+            "chain_decode_failures",
+            "Shard program data that did not decode, by kind",
+            self.chain_decode_failures.clone(),
+        );
+        r.register(
+            "last_processed_slot",
+            "Highest slot the monitor applied",
+            self.last_processed_slot.clone(),
         );
         r.register(
             "component_state",

@@ -87,6 +87,8 @@ pub fn test_config(db_url: &str) -> Config {
     c.database.url = db_url.to_string();
     c.server.shutdown_grace_secs = 5;
     c.monitoring.health_check_interval_secs = 1;
+    // No chain unless a test brings one (each Surfnet costs time and memory).
+    c.rpc.embedded = false;
     c
 }
 
@@ -131,7 +133,14 @@ impl TestServer {
     }
 
     /// Starts a server with `config` (its database.url must be `db`'s).
+    /// Set TEST_LOG (a RUST_LOG filter) to see the server's logs.
     pub async fn start_with(db: TestDb, config: Config) -> TestServer {
+        if let Ok(filter) = std::env::var("TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_test_writer()
+                .try_init();
+        }
         let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let api = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (grpc_addr, api_addr) = (grpc.local_addr().unwrap(), api.local_addr().unwrap());
@@ -195,12 +204,18 @@ impl TestServer {
 
     /// Stops the server and returns whether shutdown was clean.
     pub async fn stop(self) -> bool {
+        self.stop_and_keep().await.0
+    }
+
+    /// Stops the server, keeping its database for another one.
+    pub async fn stop_and_keep(self) -> (bool, TestDb) {
         self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(30), self.handle)
+        let clean = tokio::time::timeout(Duration::from_secs(30), self.handle)
             .await
             .expect("server did not stop within 30 s")
             .unwrap()
-            .unwrap()
+            .unwrap();
+        (clean, self._db)
     }
 }
 

@@ -1,6 +1,8 @@
 //! One integration-test binary (a link of the server is expensive): a module
 //! per area, sharing helpers that start real servers on loopback ports.
 
+#[cfg(feature = "embedded-chain")]
+mod chain;
 mod cli;
 mod common;
 mod events;

@@ -33,6 +33,8 @@ impl ServerProcess {
             .env("GRPC_PORT", grpc.to_string())
             .env("API_PORT", api.to_string())
             .env("RUST_LOG", "warn")
+            // No embedded chain unless the test asks for one.
+            .env("VALENCE_LIFECYCLE_RPC__EMBEDDED", "false")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .kill_on_drop(true);

@@ -189,6 +189,7 @@ async fn metrics_are_valid_prometheus_text_with_seed_names() {
         "queue_size",
         "wallet_balance_lamports",
         "http_requests_total",
+        "last_processed_slot",
     ] {
         assert!(text.contains(name), "/metrics lacks {name}");
     }

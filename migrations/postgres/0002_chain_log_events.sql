@@ -1,0 +1,8 @@
+-- Events decoded from transaction logs, by (signature, position in the
+-- transaction): the same transaction seen twice appends nothing the second time.
+CREATE TABLE chain_log_events (
+    signature   TEXT NOT NULL,
+    event_index BIGINT NOT NULL,
+    slot        BIGINT,
+    PRIMARY KEY (signature, event_index)
+);

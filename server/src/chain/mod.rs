@@ -1,0 +1,214 @@
+//! The chain adapter: one place that owns the Solana RPC connection, the
+//! commitment level, a timeout on every call and retries with backoff
+//! (seed 001), plus the shard program's codecs, resilient websocket
+//! subscriptions and the embedded local network.
+
+pub mod codec;
+pub mod dev;
+#[cfg(feature = "embedded-chain")]
+pub mod embedded;
+pub mod pubsub;
+pub mod retry;
+
+use std::{str::FromStr, sync::Arc, time::Duration};
+
+use anyhow::{anyhow, Context as _};
+use solana_client::{
+    nonblocking::rpc_client::RpcClient,
+    rpc_config::{RpcAccountInfoConfig, RpcProgramAccountsConfig, UiAccountEncoding},
+    rpc_filter::{Memcmp, RpcFilterType},
+};
+use solana_commitment_config::CommitmentConfig;
+use solana_sdk::pubkey::Pubkey;
+
+pub use retry::RetryPolicy;
+
+use crate::config::Config;
+
+/// Where the chain is and how to talk to it.
+#[derive(Clone)]
+pub struct Chain {
+    rpc: Arc<RpcClient>,
+    /// JSON-RPC URL.
+    pub rpc_url: String,
+    /// Websocket URL.
+    pub ws_url: String,
+    /// The shard program.
+    pub program_id: Pubkey,
+    /// Commitment for reads and subscriptions.
+    pub commitment: CommitmentConfig,
+    /// Retry policy for RPC calls.
+    pub retry: RetryPolicy,
+    /// Whether this is the embedded local network.
+    pub embedded: bool,
+}
+
+/// Parses `processed`/`confirmed`/`finalized` (validated in config).
+pub fn commitment(name: &str) -> CommitmentConfig {
+    CommitmentConfig::from_str(name).unwrap_or_else(|_| CommitmentConfig::confirmed())
+}
+
+/// `http://host:8899` -> `ws://host:8900`: Solana's convention of the
+/// websocket on the next port.
+pub fn derive_ws_url(rpc_url: &str) -> String {
+    let ws = rpc_url
+        .replacen("https://", "wss://", 1)
+        .replacen("http://", "ws://", 1);
+    let Some((head, port_and_path)) = ws.rsplit_once(':') else {
+        return ws;
+    };
+    let digits: String = port_and_path
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
+    match digits.parse::<u16>() {
+        Ok(port) if !head.ends_with("/") && !head.ends_with(":") => {
+            format!("{head}:{}{}", port + 1, &port_and_path[digits.len()..])
+        }
+        _ => ws,
+    }
+}
+
+impl Chain {
+    /// A chain at `rpc_url`/`ws_url` watching `program_id`.
+    pub fn new(
+        config: &Config,
+        rpc_url: String,
+        ws_url: String,
+        program_id: Pubkey,
+        embedded: bool,
+    ) -> Chain {
+        let commitment = commitment(&config.rpc.commitment);
+        let timeout = Duration::from_secs(config.rpc.timeout_secs);
+        let rpc = RpcClient::new_with_timeout_and_commitment(rpc_url.clone(), timeout, commitment);
+        Chain {
+            rpc: Arc::new(rpc),
+            rpc_url,
+            ws_url,
+            program_id,
+            commitment,
+            retry: RetryPolicy::from(&config.retry),
+            embedded,
+        }
+    }
+
+    /// The RPC client (for callers that build their own requests).
+    pub fn rpc(&self) -> &RpcClient {
+        &self.rpc
+    }
+
+    /// Current slot at our commitment, with retries.
+    pub async fn slot(&self) -> anyhow::Result<u64> {
+        self.retry
+            .run(
+                "getSlot",
+                || self.rpc.get_slot_with_commitment(self.commitment),
+                |_| true,
+            )
+            .await
+            .context("getSlot")
+    }
+
+    /// Current slot, one attempt: for health probes, which must answer fast.
+    pub async fn probe_slot(&self) -> anyhow::Result<u64> {
+        Ok(self.rpc.get_slot_with_commitment(self.commitment).await?)
+    }
+
+    /// Balance of `key` in lamports.
+    pub async fn balance(&self, key: &Pubkey) -> anyhow::Result<u64> {
+        Ok(self
+            .rpc
+            .get_balance_with_commitment(key, self.commitment)
+            .await?
+            .value)
+    }
+
+    /// Every account of the shard program whose data starts with one of
+    /// `discriminators`, with the slot read just before the scan (the data
+    /// is at least that fresh).
+    pub async fn program_accounts(
+        &self,
+        discriminators: &[[u8; 8]],
+    ) -> anyhow::Result<(u64, Vec<(Pubkey, Vec<u8>)>)> {
+        let slot = self.slot().await?;
+        let mut out = Vec::new();
+        for disc in discriminators {
+            let config = RpcProgramAccountsConfig {
+                filters: Some(vec![RpcFilterType::Memcmp(Memcmp::new_raw_bytes(
+                    0,
+                    disc.to_vec(),
+                ))]),
+                account_config: RpcAccountInfoConfig {
+                    encoding: Some(UiAccountEncoding::Base64),
+                    commitment: Some(self.commitment),
+                    ..Default::default()
+                },
+                with_context: None,
+                sort_results: None,
+            };
+            let accounts = self
+                .retry
+                .run(
+                    "getProgramAccounts",
+                    || {
+                        self.rpc
+                            .get_program_ui_accounts_with_config(&self.program_id, config.clone())
+                    },
+                    |_| true,
+                )
+                .await
+                .context("getProgramAccounts")?;
+            for (key, account) in accounts {
+                let data = account
+                    .data
+                    .decode()
+                    .ok_or_else(|| anyhow!("account {key} data is not base64"))?;
+                out.push((key, data));
+            }
+        }
+        Ok((slot, out))
+    }
+
+    /// Data of the given accounts (None where an account does not exist).
+    pub async fn accounts(&self, keys: &[Pubkey]) -> anyhow::Result<(u64, Vec<Option<Vec<u8>>>)> {
+        let response = self
+            .retry
+            .run(
+                "getMultipleAccounts",
+                || {
+                    self.rpc
+                        .get_multiple_accounts_with_commitment(keys, self.commitment)
+                },
+                |_| true,
+            )
+            .await
+            .context("getMultipleAccounts")?;
+        let data = response
+            .value
+            .into_iter()
+            .map(|a| a.map(|a| a.data))
+            .collect();
+        Ok((response.context.slot, data))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn websocket_url_is_the_next_port() {
+        assert_eq!(
+            derive_ws_url("http://localhost:8899"),
+            "ws://localhost:8900"
+        );
+        assert_eq!(
+            derive_ws_url("https://rpc.example.com:443/key"),
+            "wss://rpc.example.com:444/key"
+        );
+        assert_eq!(
+            derive_ws_url("https://api.mainnet-beta.solana.com"),
+            "wss://api.mainnet-beta.solana.com"
+        );
+    }
+}

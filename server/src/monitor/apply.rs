@@ -1,0 +1,358 @@
+//! Applying what the chain says to the store, idempotently.
+
+use std::{
+    hash::{Hash as _, Hasher as _},
+    time::Instant,
+};
+
+use solana_sdk::pubkey::Pubkey;
+use valence_lifecycle_api::v1::{self as api, lifecycle_event::Payload};
+
+use super::{Monitor, Source, MAX_REMEMBERED_FAILURES};
+use crate::{
+    chain::codec::{self, base58, ChainEvent, DecodeError, Record},
+    error::ApiResult,
+    store::{AccountRecord, AccountRequestRecord, ConsumptionRecord, NewEvent, SessionRecord},
+    telemetry::metrics::{DecodeLabels, SourceLabels},
+};
+
+impl Monitor {
+    /// Decodes one account of the program and writes it to the store.
+    pub(super) async fn apply_account(&self, key: Pubkey, data: &[u8], slot: u64, source: Source) {
+        let labels = SourceLabels {
+            source: source.label().to_string(),
+        };
+        self.metrics
+            .chain_updates_received
+            .get_or_create(&labels)
+            .inc();
+        let started = Instant::now();
+        let record = match Record::decode(data) {
+            Ok(r) => r,
+            Err(e) => return self.decode_failed(key, data, &e).await,
+        };
+        if let Err(e) = self.write_record(key, record, slot).await {
+            tracing::warn!(account = %key, error = %e, "storing a chain record failed");
+            return;
+        }
+        self.metrics
+            .chain_updates_processed
+            .get_or_create(&labels)
+            .inc();
+        self.metrics
+            .last_processed_slot
+            .set(self.metrics.last_processed_slot.get().max(slot));
+        self.metrics
+            .event_processing_duration
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    async fn write_record(&self, key: Pubkey, record: Record, slot: u64) -> ApiResult<bool> {
+        let id = key.to_string();
+        match record {
+            Record::AccountRequest(r) => {
+                self.store
+                    .upsert_account_request(&AccountRequestRecord {
+                        id,
+                        owner: base58(&r.owner),
+                        capabilities: r.capabilities,
+                        init_state_hash: hex::encode(r.init_state_hash),
+                        created_at_ms: r.created_at.saturating_mul(1000),
+                        slot: Some(slot),
+                    })
+                    .await
+            }
+            Record::Account(r) => {
+                self.store
+                    .upsert_account(&AccountRecord {
+                        id,
+                        owner: base58(&r.owner),
+                        capabilities: r.capabilities,
+                        state_hash: hex::encode(r.state_hash),
+                        is_active: r.is_active,
+                        created_at_ms: r.created_at.saturating_mul(1000),
+                        request_id: String::new(),
+                        slot: Some(slot),
+                        signature: String::new(),
+                    })
+                    .await
+            }
+            Record::Session(r) => {
+                self.store
+                    .upsert_session(&session_record(id, r, slot))
+                    .await
+            }
+            Record::SessionConsumption(r) => {
+                let signature = if r.transaction_signature == [0; 64] {
+                    String::new()
+                } else {
+                    bs58::encode(r.transaction_signature).into_string()
+                };
+                self.store
+                    .record_consumption(&ConsumptionRecord {
+                        consumed_session: base58(&r.consumed_session),
+                        created_sessions: r.created_sessions.iter().map(base58).collect(),
+                        transaction_signature: signature,
+                        consumed_at_ms: r.consumed_at.saturating_mul(1000),
+                        slot: Some(slot),
+                    })
+                    .await
+            }
+            // Singleton state belongs to singleton administration.
+            Record::SingletonState(_) => Ok(false),
+        }
+    }
+
+    /// Counts and logs an undecodable account once per distinct content;
+    /// it never stops the monitor.
+    async fn decode_failed(&self, key: Pubkey, data: &[u8], error: &DecodeError) {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        data.hash(&mut hasher);
+        let mut seen = self.failures_seen.lock().await;
+        if seen.len() >= MAX_REMEMBERED_FAILURES {
+            seen.clear();
+        }
+        if seen.insert((key, hasher.finish())) {
+            self.metrics
+                .chain_decode_failures
+                .get_or_create(&DecodeLabels {
+                    kind: error.label().to_string(),
+                })
+                .inc();
+            tracing::warn!(account = %key, error = %error, "skipping undecodable account of the shard program");
+        }
+    }
+
+    /// Applies the program's events in one transaction's logs.
+    pub(super) async fn apply_logs(
+        &self,
+        signature: &str,
+        slot: u64,
+        logs: &[String],
+        failed: bool,
+    ) {
+        let labels = SourceLabels {
+            source: "logs".into(),
+        };
+        self.metrics
+            .chain_updates_received
+            .get_or_create(&labels)
+            .inc();
+        if failed {
+            // A failed transaction changed nothing, whatever it logged first.
+            return;
+        }
+        let program = self.chain.program_id.to_string();
+        for (index, data) in codec::program_data(logs, &program).into_iter().enumerate() {
+            match ChainEvent::decode(&data) {
+                Ok(event) => {
+                    if let Err(e) = self.apply_event(event, signature, slot, index as u32).await {
+                        tracing::warn!(signature, error = %e, "applying a chain event failed");
+                    }
+                }
+                Err(e) => {
+                    self.metrics
+                        .chain_decode_failures
+                        .get_or_create(&DecodeLabels {
+                            kind: format!("event_{}", e.label()),
+                        })
+                        .inc();
+                    tracing::warn!(signature, index, error = %e, "skipping undecodable program event");
+                }
+            }
+        }
+        self.metrics
+            .chain_updates_processed
+            .get_or_create(&labels)
+            .inc();
+    }
+
+    async fn apply_event(
+        &self,
+        event: ChainEvent,
+        signature: &str,
+        slot: u64,
+        index: u32,
+    ) -> ApiResult<()> {
+        let chain_event = |entity: &codec::Key, payload: Payload| {
+            NewEvent::new(base58(entity), payload).on_chain(Some(slot), signature)
+        };
+        match event {
+            ChainEvent::AccountRequested(e) => {
+                self.store
+                    .upsert_account_request(&AccountRequestRecord {
+                        id: base58(&e.request_id),
+                        owner: base58(&e.owner),
+                        capabilities: e.capabilities,
+                        init_state_hash: hex::encode(e.init_state_hash),
+                        created_at_ms: e.created_at.saturating_mul(1000),
+                        slot: Some(slot),
+                    })
+                    .await?;
+            }
+            ChainEvent::PdaComputed(e) => {
+                let payload = Payload::PdaComputed(api::PdaComputedEvent {
+                    request_id: base58(&e.request_id),
+                    owner: base58(&e.owner),
+                    account_space: e.account_space,
+                    init_state_hash: hex::encode(e.init_state_hash),
+                });
+                self.store
+                    .record_chain_event(signature, index, chain_event(&e.request_id, payload))
+                    .await?;
+            }
+            ChainEvent::AccountInitialized(e) => {
+                self.store
+                    .upsert_account(&AccountRecord {
+                        id: base58(&e.account_id),
+                        owner: base58(&e.owner),
+                        capabilities: e.capabilities,
+                        state_hash: hex::encode(e.state_hash),
+                        is_active: true,
+                        created_at_ms: e.created_at.saturating_mul(1000),
+                        request_id: base58(&e.request_id),
+                        slot: Some(slot),
+                        signature: signature.to_string(),
+                    })
+                    .await?;
+            }
+            ChainEvent::SessionCreated(e) => {
+                let payload = Payload::ChainSessionCreated(api::SessionCreatedEvent {
+                    session_id: base58(&e.session_id),
+                    owner: base58(&e.owner),
+                    accounts: e.accounts.iter().map(base58).collect(),
+                    namespace: e.namespace.clone(),
+                    nonce: e.nonce,
+                    created_at: e.created_at,
+                });
+                let event = chain_event(&e.session_id, payload).in_namespace(&e.namespace);
+                self.store
+                    .record_chain_event(signature, index, event)
+                    .await?;
+                self.refresh(&[e.session_id]).await;
+            }
+            ChainEvent::SessionActivated(e) => {
+                let payload = Payload::SessionActivated(api::SessionActivatedEvent {
+                    session_id: base58(&e.session_id),
+                    activated_at: e.activated_at,
+                    owner: base58(&e.owner),
+                });
+                self.store
+                    .record_chain_event(signature, index, chain_event(&e.session_id, payload))
+                    .await?;
+            }
+            ChainEvent::SessionConsumed(e) => {
+                let mut keys = vec![e.consumption_record, e.consumed_session];
+                keys.extend(e.created_sessions.iter().copied());
+                self.refresh(&keys).await;
+                self.store
+                    .set_consumption_signature(&base58(&e.consumed_session), signature)
+                    .await?;
+            }
+            other => {
+                self.record_queue_event(other, signature, slot, index)
+                    .await?
+            }
+        }
+        Ok(())
+    }
+
+    /// Seed 001's queue events, recorded as they are.
+    async fn record_queue_event(
+        &self,
+        event: ChainEvent,
+        signature: &str,
+        slot: u64,
+        index: u32,
+    ) -> ApiResult<()> {
+        let (entity, payload) = match event {
+            ChainEvent::SessionQueued(e) => (
+                base58(&e.session_id),
+                Payload::SessionQueued(api::SessionQueuedEvent {
+                    session_id: base58(&e.session_id),
+                    queue_position: e.queue_position,
+                    deadline: e.deadline,
+                }),
+            ),
+            ChainEvent::QueueProcessed(e) => (
+                self.chain.program_id.to_string(),
+                Payload::QueueProcessed(api::QueueProcessedEvent {
+                    processed: e.processed,
+                    succeeded: e.succeeded,
+                    failed: e.failed,
+                    remaining: e.remaining,
+                }),
+            ),
+            ChainEvent::SessionReserved(e) => (
+                base58(&e.session_id),
+                Payload::SessionReserved(api::SessionReservedEvent {
+                    session_id: base58(&e.session_id),
+                    owner: base58(&e.owner),
+                    expires_at: e.expires_at,
+                }),
+            ),
+            ChainEvent::SessionInitializedFromQueue(e) => (
+                base58(&e.session_id),
+                Payload::SessionInitializedFromQueue(api::SessionInitializedFromQueueEvent {
+                    session_id: base58(&e.session_id),
+                    queue_position: e.queue_position,
+                }),
+            ),
+            ChainEvent::ManualSessionInitialized(e) => (
+                base58(&e.session_id),
+                Payload::ManualSessionInitialized(api::ManualSessionInitializedEvent {
+                    session_id: base58(&e.session_id),
+                    initializer: base58(&e.initializer),
+                }),
+            ),
+            ChainEvent::EmergencySessionReset(e) => (
+                base58(&e.session_id),
+                Payload::EmergencySessionReset(api::EmergencySessionResetEvent {
+                    session_id: base58(&e.session_id),
+                    authority: base58(&e.authority),
+                    reason: e.reason,
+                }),
+            ),
+            // Bundle and singleton events belong to other components.
+            _ => return Ok(()),
+        };
+        let event = NewEvent::new(entity, payload).on_chain(Some(slot), signature);
+        self.store
+            .record_chain_event(signature, index, event)
+            .await
+            .map(|_| ())
+    }
+
+    /// Fetches accounts named by an event and applies them now, rather than
+    /// waiting for their own notification or the next reconciliation.
+    async fn refresh(&self, keys: &[codec::Key]) {
+        let keys: Vec<Pubkey> = keys.iter().map(|k| Pubkey::new_from_array(*k)).collect();
+        match self.chain.accounts(&keys).await {
+            Ok((slot, data)) => {
+                for (key, data) in keys.iter().zip(data) {
+                    if let Some(data) = data {
+                        self.apply_account(*key, &data, slot, Source::Logs).await;
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(
+                error = format!("{e:#}"),
+                "fetching accounts named by an event failed"
+            ),
+        }
+    }
+}
+
+fn session_record(id: String, r: codec::SessionRecord, slot: u64) -> SessionRecord {
+    SessionRecord {
+        id,
+        owner: base58(&r.owner),
+        accounts: r.accounts.iter().map(base58).collect(),
+        namespace: r.namespace,
+        is_consumed: r.is_consumed,
+        nonce: r.nonce,
+        created_at_ms: r.created_at.saturating_mul(1000),
+        metadata: r.metadata,
+        slot: Some(slot),
+    }
+}

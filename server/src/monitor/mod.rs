@@ -1,0 +1,164 @@
+//! The monitor: turns the shard program's on-chain state into stored
+//! records, linear progressions and lifecycle events.
+//!
+//! It reconciles at start and every POLL_INTERVAL (getProgramAccounts
+//! filtered by record discriminator), and in between applies live updates
+//! from programSubscribe and logsSubscribe. Everything it applies is
+//! idempotent (the store's upserts and the log-event dedupe table), so the
+//! same state seen twice, or again after a restart, changes nothing.
+
+mod apply;
+
+use std::{collections::HashSet, sync::Arc, time::Duration};
+
+use tokio::sync::{mpsc, Mutex};
+use tokio_util::sync::CancellationToken;
+use valence_lifecycle_api::v1::ComponentState;
+
+use crate::{
+    chain::{
+        codec::{record_discriminator, RECORD_NAMES},
+        pubsub::{self, Feed, Update},
+        Chain,
+    },
+    store::Store,
+    supervisor::StatusBoard,
+    telemetry::Metrics,
+};
+
+/// Status board name of the RPC connection.
+pub const RPC_COMPONENT: &str = "chain-rpc";
+
+/// Live updates buffered between the websockets and the monitor; when full,
+/// the websocket tasks wait (and the reconciliation catches up).
+const UPDATE_BUFFER: usize = 1024;
+
+/// Distinct undecodable (account, data) pairs remembered, so each is counted
+/// and logged once rather than at every reconciliation.
+const MAX_REMEMBERED_FAILURES: usize = 10_000;
+
+/// Where an update came from (a metric label).
+#[derive(Debug, Clone, Copy)]
+pub enum Source {
+    /// A getProgramAccounts pass.
+    Reconciliation,
+    /// A websocket notification.
+    Websocket,
+    /// An account fetched because a transaction's events named it.
+    Logs,
+}
+
+impl Source {
+    fn label(self) -> &'static str {
+        match self {
+            Source::Reconciliation => "reconciliation",
+            Source::Websocket => "websocket",
+            Source::Logs => "logs",
+        }
+    }
+}
+
+/// The monitor component.
+pub struct Monitor {
+    chain: Chain,
+    store: Store,
+    metrics: Arc<Metrics>,
+    board: Arc<StatusBoard>,
+    poll: Duration,
+    failures_seen: Mutex<HashSet<(solana_sdk::pubkey::Pubkey, u64)>>,
+}
+
+impl Monitor {
+    /// A monitor of `chain` writing to `store`.
+    pub fn new(
+        chain: Chain,
+        store: Store,
+        metrics: Arc<Metrics>,
+        board: Arc<StatusBoard>,
+        poll: Duration,
+    ) -> Arc<Self> {
+        board.register(RPC_COMPONENT);
+        Arc::new(Monitor {
+            chain,
+            store,
+            metrics,
+            board,
+            poll,
+            failures_seen: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// Runs until `cancel` fires.
+    pub async fn run(self: Arc<Self>, cancel: CancellationToken) -> anyhow::Result<()> {
+        let (tx, mut rx) = mpsc::channel(UPDATE_BUFFER);
+        let feeds = cancel.child_token();
+        for feed in [Feed::Accounts, Feed::Logs] {
+            tokio::spawn(pubsub::run(
+                self.chain.clone(),
+                feed,
+                tx.clone(),
+                self.board.clone(),
+                feeds.clone(),
+            ));
+        }
+        drop(tx);
+        tracing::info!(program = %self.chain.program_id, rpc = %self.chain.rpc_url, "monitor started");
+        let mut tick = tokio::time::interval(self.poll);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = tick.tick() => self.reconcile().await,
+                Some(update) = rx.recv() => self.apply_update(update).await,
+            }
+        }
+        feeds.cancel();
+        Ok(())
+    }
+
+    /// Reads every record of the program and applies it.
+    async fn reconcile(&self) {
+        let discriminators: Vec<[u8; 8]> = RECORD_NAMES[..4]
+            .iter()
+            .map(|n| record_discriminator(n))
+            .collect();
+        match self.chain.program_accounts(&discriminators).await {
+            Ok((slot, accounts)) => {
+                self.rpc_state(true, "").await;
+                for (key, data) in accounts {
+                    self.apply_account(key, &data, slot, Source::Reconciliation)
+                        .await;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = format!("{e:#}"), "reconciliation failed");
+                self.rpc_state(false, &format!("{e:#}")).await;
+            }
+        }
+    }
+
+    async fn apply_update(&self, update: Update) {
+        match update {
+            Update::Account { key, data, slot } => {
+                self.apply_account(key, &data, slot, Source::Websocket)
+                    .await
+            }
+            Update::Logs {
+                signature,
+                slot,
+                logs,
+                failed,
+            } => self.apply_logs(&signature, slot, &logs, failed).await,
+        }
+    }
+
+    async fn rpc_state(&self, healthy: bool, message: &str) {
+        self.metrics.rpc_connection_status.set(u64::from(healthy));
+        let state = if healthy {
+            ComponentState::Running
+        } else {
+            ComponentState::Degraded
+        };
+        self.board.set(RPC_COMPONENT, state, message).await;
+    }
+}

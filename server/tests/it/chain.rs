@@ -1,0 +1,630 @@
+//! The chain adapter and the monitor against a real in-process Surfnet with
+//! the stand-in shard program deployed: records placed on chain (cheatcode)
+//! and written by real transactions reach the store, the progressions and
+//! the event stream; faults injected by TCP proxies are survived.
+
+use std::time::{Duration, Instant};
+
+use solana_sdk::{
+    instruction::{AccountMeta, Instruction},
+    pubkey::Pubkey,
+    signature::{Keypair, Signer},
+    transaction::Transaction,
+};
+use surfpool_sdk::{cheatcodes::builders::DeployProgram, Surfnet};
+use tonic::Code;
+use valence_lifecycle_api::v1::{
+    subscribe_response::Message, EventType, GetProgressionRequest, GetSessionRequest, LinearState,
+    ListEventsRequest, SubscribeRequest,
+};
+use valence_lifecycle_server::{
+    chain::codec::{self, AccountRequestRecord, Record, SessionConsumptionRecord, SessionRecord},
+    config::Config,
+};
+
+use crate::{
+    common::{test_config, Db, TestDb, TestServer},
+    proxy::Proxy,
+};
+
+const STAND_IN: &[u8] = include_bytes!("../../shard-program/shard_program.so");
+
+/// A Surfnet with the stand-in deployed.
+struct Net {
+    surfnet: Surfnet,
+    program: Pubkey,
+}
+
+impl Net {
+    async fn start() -> Net {
+        let surfnet = Surfnet::start().await.unwrap();
+        let program = Pubkey::new_unique();
+        tokio::task::block_in_place(|| {
+            surfnet
+                .cheatcodes()
+                .deploy(DeployProgram::new(program).so_bytes(STAND_IN.to_vec()))
+                .unwrap();
+        });
+        Net { surfnet, program }
+    }
+
+    /// Places `data` at `key`, owned by the program (the cheatcode).
+    fn place(&self, key: &Pubkey, data: &[u8]) {
+        tokio::task::block_in_place(|| {
+            self.surfnet
+                .cheatcodes()
+                .set_account(key, 10_000_000, data, &self.program)
+                .unwrap();
+        });
+    }
+
+    fn config(&self, db: &TestDb) -> Config {
+        let mut c = test_config(&db.url);
+        c.rpc.url = self.surfnet.rpc_url().to_string();
+        c.rpc.ws_url = self.surfnet.ws_url().to_string();
+        c.lifecycle.shard_program_id = self.program.to_string();
+        c.lifecycle.poll_interval_secs = 1;
+        c.retry.max_retries = 2;
+        c
+    }
+}
+
+fn key_bytes(k: &Pubkey) -> [u8; 32] {
+    k.to_bytes()
+}
+
+fn request(id: &Pubkey) -> Vec<u8> {
+    Record::AccountRequest(AccountRequestRecord {
+        id: key_bytes(id),
+        owner: [7; 32],
+        capabilities: vec!["transfer".into()],
+        init_state_hash: [1; 32],
+        created_at: 1_700_000_000,
+    })
+    .encode()
+}
+
+fn session(id: &Pubkey, accounts: &[Pubkey], consumed: bool) -> Vec<u8> {
+    Record::Session(SessionRecord {
+        id: key_bytes(id),
+        owner: [7; 32],
+        accounts: accounts.iter().map(key_bytes).collect(),
+        namespace: "ns".into(),
+        is_consumed: consumed,
+        nonce: 1,
+        created_at: 1_700_000_000,
+        metadata: vec![1, 2],
+    })
+    .encode()
+}
+
+/// Polls `check` until it holds or `within` passes; returns the time taken.
+async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    while started.elapsed() < within {
+        if check().await {
+            return started.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what} did not happen within {within:?}");
+}
+
+async fn has_progression(server: &TestServer, id: &Pubkey) -> bool {
+    let mut client = server.lifecycle().await;
+    client
+        .get_progression(GetProgressionRequest {
+            entity_id: id.to_string(),
+        })
+        .await
+        .is_ok()
+}
+
+async fn metric(server: &TestServer, prefix: &str) -> f64 {
+    let text = reqwest::get(format!("{}/metrics", server.http()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn placed_records_reach_store_progression_and_stream_within_two_seconds() {
+    let net = Net::start().await;
+    let db = TestDb::new(Db::Sqlite).await.unwrap();
+    let config = net.config(&db);
+    let server = TestServer::start_with(db, config).await;
+    let mut events = server.events().await;
+    let mut stream = events
+        .subscribe(SubscribeRequest {
+            event_types: vec![EventType::SessionCreated as i32],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // Let the websocket subscriptions come up, then place records.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (req, sess, member) = (
+        Pubkey::new_unique(),
+        Pubkey::new_unique(),
+        Pubkey::new_unique(),
+    );
+    net.place(&req, &request(&req));
+    net.place(&sess, &session(&sess, &[member], false));
+    let took = eventually(Duration::from_secs(2), "the request progression", || {
+        has_progression(&server, &req)
+    })
+    .await;
+    eprintln!("request seen after {took:?}");
+    let event = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            if let Some(Message::Event(e)) = stream.message().await.unwrap().unwrap().message {
+                return e;
+            }
+        }
+    })
+    .await
+    .expect("SessionCreated on the stream within 2 s");
+    assert_eq!(event.entity_id, sess.to_string());
+    assert!(event.slot.is_some(), "chain events carry the slot");
+    let p = server
+        .lifecycle()
+        .await
+        .get_progression(GetProgressionRequest {
+            entity_id: req.to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .progression
+        .unwrap();
+    assert_eq!(p.current_state, LinearState::AccountRequest as i32);
+    assert!(p.history[0].slot.is_some());
+    assert!(server.stop().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_consumption_moves_the_session_to_consumed_linked_to_its_successors() {
+    let net = Net::start().await;
+    let db = TestDb::new(Db::Sqlite).await.unwrap();
+    let config = net.config(&db);
+    let server = TestServer::start_with(db, config).await;
+    let (s1, s2, record) = (
+        Pubkey::new_unique(),
+        Pubkey::new_unique(),
+        Pubkey::new_unique(),
+    );
+    net.place(&s1, &session(&s1, &[], false));
+    eventually(Duration::from_secs(3), "session 1", || {
+        has_progression(&server, &s1)
+    })
+    .await;
+    net.place(&s2, &session(&s2, &[], false));
+    net.place(&s1, &session(&s1, &[], true));
+    let consumption = Record::SessionConsumption(SessionConsumptionRecord {
+        consumed_session: key_bytes(&s1),
+        created_sessions: vec![key_bytes(&s2)],
+        transaction_signature: [0; 64],
+        consumed_at: 1_700_000_100,
+    });
+    net.place(&record, &consumption.encode());
+    let mut lifecycle = server.lifecycle().await;
+    eventually(Duration::from_secs(3), "consumption", || {
+        let mut lifecycle = lifecycle.clone();
+        async move {
+            let s = lifecycle
+                .get_session(GetSessionRequest { id: s1.to_string() })
+                .await;
+            s.is_ok_and(|s| {
+                s.into_inner()
+                    .session
+                    .is_some_and(|s| !s.created_sessions.is_empty())
+            })
+        }
+    })
+    .await;
+    let s = lifecycle
+        .get_session(GetSessionRequest { id: s1.to_string() })
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap();
+    assert!(s.is_consumed);
+    assert_eq!(s.state, LinearState::ConsumedSession as i32);
+    assert_eq!(s.created_sessions, vec![s2.to_string()]);
+    assert!(
+        lifecycle
+            .get_session(GetSessionRequest { id: s2.to_string() })
+            .await
+            .is_ok(),
+        "the new session exists"
+    );
+    assert!(server.stop().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restart_re_emits_nothing_and_garbage_is_skipped_and_counted() {
+    let net = Net::start().await;
+    let db = TestDb::new(Db::Sqlite).await.unwrap();
+    let config = net.config(&db);
+    let server = TestServer::start_with(db, config.clone()).await;
+    let (req, garbage, broken) = (
+        Pubkey::new_unique(),
+        Pubkey::new_unique(),
+        Pubkey::new_unique(),
+    );
+    net.place(&req, &request(&req));
+    net.place(&garbage, &[0xee; 48]);
+    let mut truncated = codec::record_discriminator("Session").to_vec();
+    truncated.extend([3; 10]);
+    net.place(&broken, &truncated);
+    eventually(Duration::from_secs(3), "the request", || {
+        has_progression(&server, &req)
+    })
+    .await;
+    eventually(
+        Duration::from_secs(3),
+        "decode failures counted",
+        || async { metric(&server, "chain_decode_failures_total").await >= 1.0 },
+    )
+    .await;
+    let chain_events = |server: &TestServer| {
+        let server_grpc = server.grpc;
+        async move {
+            let channel = tonic::transport::Channel::from_shared(format!("http://{server_grpc}"))
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+            let mut client =
+                valence_lifecycle_api::v1::lifecycle_service_client::LifecycleServiceClient::new(
+                    channel,
+                );
+            let events = client
+                .list_events(ListEventsRequest {
+                    limit: 1000,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .events;
+            events.into_iter().filter(|e| e.slot.is_some()).count()
+        }
+    };
+    let before = chain_events(&server).await;
+    assert!(before >= 2, "request events recorded");
+    let (clean, db) = server.stop_and_keep().await;
+    assert!(clean);
+
+    // Same database, same chain: a new server reconciles and finds nothing new.
+    let server = TestServer::start_with(db, config).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        chain_events(&server).await,
+        before,
+        "restart re-emitted chain events"
+    );
+    let ok = reqwest::get(format!("{}/health", server.http()))
+        .await
+        .unwrap();
+    assert_eq!(
+        ok.status(),
+        reqwest::StatusCode::OK,
+        "garbage does not make the server unhealthy"
+    );
+    assert!(server.stop().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn faults_between_server_and_chain_degrade_health_then_heal_and_lose_nothing() {
+    let net = Net::start().await;
+    let rpc_addr: std::net::SocketAddr = net
+        .surfnet
+        .rpc_url()
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    let ws_addr: std::net::SocketAddr = net
+        .surfnet
+        .ws_url()
+        .trim_start_matches("ws://")
+        .parse()
+        .unwrap();
+    let (rpc_proxy, ws_proxy) = (Proxy::start(rpc_addr).await, Proxy::start(ws_addr).await);
+    let db = TestDb::new(Db::Sqlite).await.unwrap();
+    let mut config = net.config(&db);
+    config.rpc.url = format!("http://{}", rpc_proxy.addr);
+    config.rpc.ws_url = format!("ws://{}", ws_proxy.addr);
+    config.rpc.timeout_secs = 2;
+    let server = TestServer::start_with(db, config).await;
+    let health = |server: &TestServer| {
+        let url = format!("{}/health", server.http());
+        async move {
+            reqwest::get(url)
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    eventually(
+        Duration::from_secs(5),
+        "healthy with both websockets up",
+        || async { health(&server).await["status"] == "healthy" },
+    )
+    .await;
+
+    // Websockets cut and refused: live updates stop; reconciliation still
+    // finds what was placed, within one POLL_INTERVAL (1 s) plus margin.
+    ws_proxy.refuse(true);
+    ws_proxy.cut();
+    eventually(Duration::from_secs(5), "degraded", || async {
+        health(&server).await["status"] == "degraded"
+    })
+    .await;
+    let during_ws_outage = Pubkey::new_unique();
+    net.place(&during_ws_outage, &request(&during_ws_outage));
+    eventually(
+        Duration::from_millis(2500),
+        "reconciliation without websockets",
+        || has_progression(&server, &during_ws_outage),
+    )
+    .await;
+
+    // RPC refused as well: nothing can be read; the server keeps serving.
+    rpc_proxy.refuse(true);
+    rpc_proxy.cut();
+    let during_rpc_outage = Pubkey::new_unique();
+    net.place(&during_rpc_outage, &request(&during_rpc_outage));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let body = health(&server).await;
+    let rpc = body["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "chain-rpc")
+        .unwrap()
+        .clone();
+    assert_eq!(rpc["state"], "degraded", "{body}");
+    assert!(!has_progression(&server, &during_rpc_outage).await);
+
+    // Everything back: health recovers and what was placed meanwhile arrives.
+    rpc_proxy.refuse(false);
+    ws_proxy.refuse(false);
+    eventually(
+        Duration::from_secs(10),
+        "the record placed during the outage",
+        || has_progression(&server, &during_rpc_outage),
+    )
+    .await;
+    eventually(Duration::from_secs(15), "healthy again", || async {
+        health(&server).await["status"] == "healthy"
+    })
+    .await;
+    assert!(server.stop().await);
+}
+
+/// A record-target account created by a real system-program transaction.
+fn create_owned(net: &Net, space: u64) -> (Keypair, Instruction) {
+    let account = Keypair::new();
+    let rpc = net.surfnet.rpc_client();
+    let lamports = rpc
+        .get_minimum_balance_for_rent_exemption(space as usize)
+        .unwrap();
+    let ix = solana_system_interface::instruction::create_account(
+        &net.surfnet.payer().pubkey(),
+        &account.pubkey(),
+        lamports,
+        space,
+        &net.program,
+    );
+    (account, ix)
+}
+
+fn send(net: &Net, instructions: &[Instruction], signers: &[&Keypair]) -> String {
+    let rpc = net.surfnet.rpc_client();
+    let payer = net.surfnet.payer();
+    let mut all = vec![payer];
+    all.extend_from_slice(signers);
+    let tx = Transaction::new_signed_with_payer(
+        instructions,
+        Some(&payer.pubkey()),
+        &all,
+        rpc.get_latest_blockhash().unwrap(),
+    );
+    rpc.send_and_confirm_transaction(&tx).unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn real_transactions_emit_events_the_monitor_records_with_signatures() {
+    let net = Net::start().await;
+    let db = TestDb::new(Db::Sqlite).await.unwrap();
+    let config = net.config(&db);
+    let server = TestServer::start_with(db, config).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    #[derive(borsh::BorshSerialize)]
+    struct RequestArgs {
+        owner: [u8; 32],
+        capabilities: Vec<String>,
+        init_state_hash: [u8; 32],
+    }
+    #[derive(borsh::BorshSerialize)]
+    struct InitArgs {
+        request_id: [u8; 32],
+        init_state_data: Vec<u8>,
+    }
+    let (request_kp, create_request) = create_owned(&net, 256);
+    let data = codec::instruction_data(
+        "request_account",
+        &RequestArgs {
+            owner: [7; 32],
+            capabilities: vec!["transfer".into()],
+            init_state_hash: [0; 32],
+        },
+    );
+    let ix = Instruction {
+        program_id: net.program,
+        accounts: vec![AccountMeta::new(request_kp.pubkey(), false)],
+        data,
+    };
+    let request_signature =
+        tokio::task::block_in_place(|| send(&net, &[create_request, ix], &[&request_kp]));
+
+    let (account_kp, create_account) = create_owned(&net, 256);
+    let data = codec::instruction_data(
+        "initialize_account",
+        &InitArgs {
+            request_id: request_kp.pubkey().to_bytes(),
+            init_state_data: b"state".to_vec(),
+        },
+    );
+    let ix = Instruction {
+        program_id: net.program,
+        accounts: vec![
+            AccountMeta::new(account_kp.pubkey(), false),
+            AccountMeta::new_readonly(request_kp.pubkey(), false),
+        ],
+        data,
+    };
+    let init_signature =
+        tokio::task::block_in_place(|| send(&net, &[create_account, ix], &[&account_kp]));
+
+    let mut lifecycle = server.lifecycle().await;
+    eventually(Duration::from_secs(5), "PDAComputed from the logs", || {
+        let mut lifecycle = lifecycle.clone();
+        let sig = request_signature.clone();
+        async move {
+            let request = ListEventsRequest {
+                event_type: EventType::PdaComputed as i32,
+                ..Default::default()
+            };
+            let events = lifecycle
+                .list_events(request)
+                .await
+                .unwrap()
+                .into_inner()
+                .events;
+            events.iter().any(|e| e.signature == sig)
+        }
+    })
+    .await;
+    let account = account_kp.pubkey().to_string();
+    eventually(
+        Duration::from_secs(5),
+        "the account linked to its request",
+        || {
+            let mut lifecycle = lifecycle.clone();
+            let account = account.clone();
+            async move {
+                let p = lifecycle
+                    .get_progression(GetProgressionRequest { entity_id: account })
+                    .await;
+                p.is_ok_and(|p| {
+                    p.into_inner()
+                        .progression
+                        .is_some_and(|p| p.history.len() >= 2)
+                })
+            }
+        },
+    )
+    .await;
+    let p = lifecycle
+        .get_progression(GetProgressionRequest {
+            entity_id: account.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .progression
+        .unwrap();
+    let states: Vec<i32> = p.history.iter().map(|t| t.to_state).collect();
+    assert_eq!(
+        states,
+        vec![
+            LinearState::AccountRequest as i32,
+            LinearState::Account as i32
+        ]
+    );
+    assert_eq!(
+        p.history[1].signature, init_signature,
+        "the transition names its transaction"
+    );
+    let err = lifecycle
+        .get_progression(GetProgressionRequest {
+            entity_id: "nope".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(server.stop().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_no_rpc_configured_the_server_runs_an_embedded_chain_that_dev_commands_feed() {
+    let db = TestDb::new(Db::Sqlite).await.unwrap();
+    let server = crate::process::ServerProcess::start(
+        &db.url,
+        &[
+            ("VALENCE_LIFECYCLE_RPC__EMBEDDED", "true"),
+            ("POLL_INTERVAL", "1"),
+        ],
+    )
+    .await;
+    let api = format!("http://{}", server.api);
+    let stats: serde_json::Value = reqwest::get(format!("{api}/stats"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["chain"]["embedded"], true, "{stats}");
+    assert!(
+        stats["chain"]["rpc_url"]
+            .as_str()
+            .unwrap()
+            .starts_with("http://127.0.0.1"),
+        "{stats}"
+    );
+    assert!(!stats["chain"]["shard_program_id"]
+        .as_str()
+        .unwrap()
+        .is_empty());
+
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_valence-lifecycle"))
+        .args(["dev", "request-account", "--capability", "mint"])
+        .env("GRPC_PORT", server.grpc.port().to_string())
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    eventually(
+        Duration::from_secs(5),
+        "the placed request in the store",
+        || {
+            let url = format!("{api}/progressions/{key}");
+            async move { reqwest::get(url).await.unwrap().status().is_success() }
+        },
+    )
+    .await;
+    assert_eq!(server.terminate().await, Some(0));
+}
