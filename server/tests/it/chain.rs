@@ -414,6 +414,38 @@ async fn faults_between_server_and_chain_degrade_health_then_heal_and_lose_nothi
         health(&server).await["status"] == "healthy"
     })
     .await;
+
+    // A stalled RPC (connections open, nothing answers): calls time out
+    // (rpc.timeout_secs = 2), health degrades; once it flows again, healed.
+    rpc_proxy.stall(true);
+    let during_stall = Pubkey::new_unique();
+    net.place(&during_stall, &request(&during_stall));
+    eventually(
+        Duration::from_secs(20),
+        "degraded by a stalled RPC",
+        || async {
+            let body = health(&server).await;
+            body["components"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["name"] == "chain-rpc" && c["state"] == "degraded")
+        },
+    )
+    .await;
+    rpc_proxy.stall(false);
+    eventually(
+        Duration::from_secs(20),
+        "the record placed during the stall",
+        || has_progression(&server, &during_stall),
+    )
+    .await;
+    eventually(
+        Duration::from_secs(20),
+        "healthy after the stall",
+        || async { health(&server).await["status"] == "healthy" },
+    )
+    .await;
     assert!(server.stop().await);
 }
 
