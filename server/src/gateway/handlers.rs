@@ -120,9 +120,19 @@ pub async fn get_account(
 ) -> ApiResult<Json<Value>> {
     validate::pubkey("id", &id)?;
     let account = state.store.get_account(&id).await?;
-    let progression = state.store.get_progression(&id).await.ok();
+    with_progression(&state, "account", &account, &id).await
+}
+
+/// `{"<kind>": entity, "progression": …}`; the progression is null when none is recorded.
+async fn with_progression<T: serde::Serialize>(
+    state: &AppState,
+    kind: &str,
+    entity: &T,
+    id: &str,
+) -> ApiResult<Json<Value>> {
+    let progression = state.store.get_progression(id).await.ok();
     Ok(Json(
-        json!({ "account": to_json(&account), "progression": progression.as_ref().map(to_json) }),
+        json!({ kind: to_json(entity), "progression": progression.as_ref().map(to_json) }),
     ))
 }
 
@@ -183,10 +193,7 @@ pub async fn get_session(
 ) -> ApiResult<Json<Value>> {
     validate::pubkey("id", &id)?;
     let session = state.store.get_session(&id).await?;
-    let progression = state.store.get_progression(&id).await.ok();
-    Ok(Json(
-        json!({ "session": to_json(&session), "progression": progression.as_ref().map(to_json) }),
-    ))
+    with_progression(&state, "session", &session, &id).await
 }
 
 /// `GET /sessions`: live sessions (all with `include_consumed=true`), newest first.

@@ -664,24 +664,16 @@ impl Store {
         limit: u32,
         offset: u64,
     ) -> ApiResult<Vec<Account>> {
-        let filter = if owner.is_some() {
-            "WHERE owner = $3"
-        } else {
-            ""
-        };
-        let sql = format!(
-            "SELECT {ACCOUNT_COLUMNS} FROM accounts {filter} ORDER BY created_at DESC, id DESC LIMIT $1 OFFSET $2"
-        );
-        let mut query = sqlx::query(&sql).bind(limit as i64).bind(offset as i64);
-        if let Some(owner) = owner {
-            query = query.bind(owner.to_string());
-        }
-        query
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(decode_account)
-            .collect()
+        let filter = owner.map(|o| ("owner", o.to_string()));
+        self.newest_first(
+            ACCOUNT_COLUMNS,
+            "accounts",
+            filter,
+            limit,
+            offset,
+            decode_account,
+        )
+        .await
     }
 
     /// One account request.
@@ -703,23 +695,44 @@ impl Store {
         limit: u32,
         offset: u64,
     ) -> ApiResult<Vec<AccountRequest>> {
-        let filter = if status.is_some() {
-            "WHERE status = $3"
-        } else {
-            ""
-        };
+        let filter = status.map(|st| ("status", status_name(st)));
+        self.newest_first(
+            REQUEST_COLUMNS,
+            "account_requests",
+            filter,
+            limit,
+            offset,
+            decode_request,
+        )
+        .await
+    }
+
+    /// A page of `table`, newest first, optionally where `column = value`.
+    async fn newest_first<T>(
+        &self,
+        columns: &str,
+        table: &str,
+        filter: Option<(&str, String)>,
+        limit: u32,
+        offset: u64,
+        decode: fn(&AnyRow) -> ApiResult<T>,
+    ) -> ApiResult<Vec<T>> {
+        let condition = filter
+            .as_ref()
+            .map(|(column, _)| format!("WHERE {column} = $3"))
+            .unwrap_or_default();
         let sql = format!(
-            "SELECT {REQUEST_COLUMNS} FROM account_requests {filter} ORDER BY created_at DESC, id DESC LIMIT $1 OFFSET $2"
+            "SELECT {columns} FROM {table} {condition} ORDER BY created_at DESC, id DESC LIMIT $1 OFFSET $2"
         );
         let mut query = sqlx::query(&sql).bind(limit as i64).bind(offset as i64);
-        if let Some(status) = status {
-            query = query.bind(status_name(status));
+        if let Some((_, value)) = filter {
+            query = query.bind(value);
         }
         query
             .fetch_all(&self.pool)
             .await?
             .iter()
-            .map(decode_request)
+            .map(decode)
             .collect()
     }
 
