@@ -122,7 +122,7 @@ async fn run_dev(command: DevCommand, config: &config::Config) -> anyhow::Result
                 Some(v) => v.parse().map_err(|_| {
                     anyhow::anyhow!("invalid {field}: {v:?} is not a base58 public key")
                 }),
-                None => Ok(solana_sdk::pubkey::Pubkey::new_unique()),
+                None => Ok(dev::random_key()),
             }
         };
     let key = match command {

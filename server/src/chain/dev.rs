@@ -39,7 +39,7 @@ pub async fn place(
     chain: &ChainInfo,
     record: impl FnOnce(Pubkey) -> Record,
 ) -> anyhow::Result<Pubkey> {
-    let key = Pubkey::new_unique();
+    let key = random_key();
     let program: Pubkey = chain.shard_program_id.parse().context("shard program id")?;
     let data = record(key).encode();
     let params = serde_json::json!([
@@ -96,4 +96,10 @@ pub fn session(
 
 fn now_secs() -> i64 {
     crate::store::now_ms() / 1000
+}
+
+/// A fresh random address. (`Pubkey::new_unique` counts from the same
+/// start in every process, so two dev commands would collide.)
+pub fn random_key() -> Pubkey {
+    Pubkey::new_from_array(rand::random())
 }

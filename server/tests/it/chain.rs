@@ -636,27 +636,52 @@ async fn with_no_rpc_configured_the_server_runs_an_embedded_chain_that_dev_comma
         .unwrap()
         .is_empty());
 
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_valence-lifecycle"))
-        .args(["dev", "request-account", "--capability", "mint"])
-        .env("GRPC_PORT", server.grpc.port().to_string())
-        .env("RUST_LOG", "warn")
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    eventually(
-        Duration::from_secs(5),
-        "the placed request in the store",
-        || {
-            let url = format!("{api}/progressions/{key}");
-            async move { reqwest::get(url).await.unwrap().status().is_success() }
-        },
+    let dev = |args: &'static [&'static str], extra: Option<String>| {
+        let port = server.grpc.port().to_string();
+        async move {
+            let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_valence-lifecycle"));
+            command
+                .args(args)
+                .env("GRPC_PORT", port)
+                .env("RUST_LOG", "warn");
+            if let Some(extra) = extra {
+                command.arg(extra);
+            }
+            let out = command.output().await.unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout).unwrap().trim().to_string()
+        }
+    };
+    let key = dev(&["dev", "request-account", "--capability", "mint"], None).await;
+    let other = dev(&["dev", "request-account"], None).await;
+    assert_ne!(key, other, "each dev command places a new address");
+    let session = dev(
+        &["dev", "create-session", "--namespace", "demo", "--account"],
+        Some(key.clone()),
     )
     .await;
+    for id in [&key, &session] {
+        eventually(
+            Duration::from_secs(5),
+            "the placed record in the store",
+            || {
+                let url = format!("{api}/progressions/{id}");
+                async move { reqwest::get(url).await.unwrap().status().is_success() }
+            },
+        )
+        .await;
+    }
+    let body: serde_json::Value = reqwest::get(format!("{api}/sessions/{session}"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["session"]["accounts"][0], key.as_str(), "{body}");
+    assert_eq!(body["session"]["namespace"], "demo");
     assert_eq!(server.terminate().await, Some(0));
 }
