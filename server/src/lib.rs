@@ -87,6 +87,11 @@ impl AppState {
                 ws_url: c.ws_url.clone(),
                 shard_program_id: c.program_id.to_string(),
                 embedded: c.embedded,
+                wallet: c
+                    .wallet
+                    .as_ref()
+                    .map(|w| solana_sdk::signature::Signer::pubkey(w.as_ref()).to_string())
+                    .unwrap_or_default(),
                 commitment: self.config.rpc.commitment.clone(),
                 last_processed_slot: self.metrics.last_processed_slot.get(),
             }),
@@ -232,7 +237,12 @@ async fn connect_chain(config: &Config) -> anyhow::Result<(Option<Chain>, Embedd
         };
         let program =
             configured_program.context("lifecycle.shard_program_id is required with rpc.url")?;
-        let chain = Chain::new(config, config.rpc.url.clone(), ws, program, false);
+        let mut chain = Chain::new(config, config.rpc.url.clone(), ws, program, false);
+        if !config.service.keypair_path.is_empty() {
+            chain = chain.with_wallet(chain::wallet::load(std::path::Path::new(
+                &config.service.keypair_path,
+            ))?);
+        }
         tracing::info!(rpc = %chain.rpc_url, ws = %chain.ws_url, program = %program, "watching a Solana cluster");
         return Ok((Some(chain), None));
     }
@@ -253,6 +263,13 @@ async fn start_embedded(
     let program = program.unwrap_or_else(chain::embedded::default_program_id);
     let embedded = chain::embedded::EmbeddedChain::start(program).await?;
     let chain = Chain::new(config, embedded.rpc_url(), embedded.ws_url(), program, true);
+    let wallet = if config.service.keypair_path.is_empty() {
+        // 100 SOL: plenty for rent of the accounts a local demo creates.
+        chain::wallet::funded(chain.rpc(), 100_000_000_000).await?
+    } else {
+        chain::wallet::load(std::path::Path::new(&config.service.keypair_path))?
+    };
+    let chain = chain.with_wallet(wallet);
     tracing::info!(
         rpc = %chain.rpc_url,
         ws = %chain.ws_url,
@@ -333,6 +350,7 @@ async fn start_components(
             state.metrics.clone(),
             state.board.clone(),
             poll,
+            state.config.service.min_wallet_balance_lamports,
         );
         supervisor
             .start("monitor", move |cancel| monitor.run(cancel))

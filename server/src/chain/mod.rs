@@ -9,6 +9,7 @@ pub mod dev;
 pub mod embedded;
 pub mod pubsub;
 pub mod retry;
+pub mod wallet;
 
 use std::{str::FromStr, sync::Arc, time::Duration};
 
@@ -41,6 +42,9 @@ pub struct Chain {
     pub retry: RetryPolicy,
     /// Whether this is the embedded local network.
     pub embedded: bool,
+    /// The service wallet, when one is configured (or generated on the
+    /// embedded network).
+    pub wallet: Option<Arc<solana_sdk::signature::Keypair>>,
 }
 
 /// Parses `processed`/`confirmed`/`finalized` (validated in config).
@@ -89,7 +93,14 @@ impl Chain {
             commitment,
             retry: RetryPolicy::from(&config.retry),
             embedded,
+            wallet: None,
         }
+    }
+
+    /// Sets the service wallet.
+    pub fn with_wallet(mut self, wallet: solana_sdk::signature::Keypair) -> Chain {
+        self.wallet = Some(Arc::new(wallet));
+        self
     }
 
     /// The RPC client (for callers that build their own requests).

@@ -28,6 +28,8 @@ use crate::{
 
 /// Status board name of the RPC connection.
 pub const RPC_COMPONENT: &str = "chain-rpc";
+/// Status board name of the service wallet's balance.
+pub const WALLET_COMPONENT: &str = "chain-wallet";
 
 /// Live updates buffered between the websockets and the monitor; when full,
 /// the websocket tasks wait (and the reconciliation catches up).
@@ -65,6 +67,8 @@ pub struct Monitor {
     metrics: Arc<Metrics>,
     board: Arc<StatusBoard>,
     poll: Duration,
+    /// Wallet balance below which health is degraded.
+    min_balance: u64,
     failures_seen: Mutex<HashSet<(solana_sdk::pubkey::Pubkey, u64)>>,
 }
 
@@ -76,14 +80,19 @@ impl Monitor {
         metrics: Arc<Metrics>,
         board: Arc<StatusBoard>,
         poll: Duration,
+        min_balance: u64,
     ) -> Arc<Self> {
         board.register(RPC_COMPONENT);
+        if chain.wallet.is_some() {
+            board.register(WALLET_COMPONENT);
+        }
         Arc::new(Monitor {
             chain,
             store,
             metrics,
             board,
             poll,
+            min_balance,
             failures_seen: Mutex::new(HashSet::new()),
         })
     }
@@ -129,6 +138,7 @@ impl Monitor {
                     self.apply_account(key, &data, slot, Source::Reconciliation)
                         .await;
                 }
+                self.check_wallet().await;
             }
             Err(e) => {
                 tracing::warn!(error = format!("{e:#}"), "reconciliation failed");
@@ -149,6 +159,33 @@ impl Monitor {
                 logs,
                 failed,
             } => self.apply_logs(&signature, slot, &logs, failed).await,
+        }
+    }
+
+    /// Seed 001's wallet check: the balance as a metric, and degraded
+    /// health below the configured minimum.
+    async fn check_wallet(&self) {
+        let Some(wallet) = &self.chain.wallet else {
+            return;
+        };
+        use solana_sdk::signature::Signer as _;
+        match self.chain.balance(&wallet.pubkey()).await {
+            Ok(balance) => {
+                self.metrics.wallet_balance_lamports.set(balance);
+                let (state, message) = if balance < self.min_balance {
+                    (
+                        ComponentState::Degraded,
+                        format!("balance {balance} lamports is below {}", self.min_balance),
+                    )
+                } else {
+                    (ComponentState::Running, String::new())
+                };
+                self.board.set(WALLET_COMPONENT, state, message).await;
+            }
+            Err(e) => tracing::warn!(
+                error = format!("{e:#}"),
+                "reading the wallet balance failed"
+            ),
         }
     }
 

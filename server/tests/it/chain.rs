@@ -685,3 +685,60 @@ async fn with_no_rpc_configured_the_server_runs_an_embedded_chain_that_dev_comma
     assert_eq!(body["session"]["namespace"], "demo");
     assert_eq!(server.terminate().await, Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_wallet_balance_is_watched_and_a_low_one_degrades_health() {
+    let net = Net::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let wallet = Keypair::new();
+    let path = dir.path().join("service-keypair.json");
+    std::fs::write(
+        &path,
+        serde_json::to_string(&wallet.to_bytes().to_vec()).unwrap(),
+    )
+    .unwrap();
+    tokio::task::block_in_place(|| {
+        net.surfnet
+            .cheatcodes()
+            .fund_sol(&wallet.pubkey(), 5_000_000)
+            .unwrap()
+    });
+    let db = TestDb::new(Db::Sqlite).await.unwrap();
+    let mut config = net.config(&db);
+    config.service.keypair_path = path.display().to_string();
+    config.service.min_wallet_balance_lamports = 1_000_000_000;
+    let server = TestServer::start_with(db, config).await;
+    eventually(
+        Duration::from_secs(5),
+        "the balance as a metric",
+        || async { metric(&server, "wallet_balance_lamports").await == 5_000_000.0 },
+    )
+    .await;
+    let health: serde_json::Value = reqwest::get(format!("{}/health", server.http()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let wallet_status = health["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "chain-wallet")
+        .unwrap()
+        .clone();
+    assert_eq!(wallet_status["state"], "degraded", "{health}");
+    assert!(
+        wallet_status["message"].as_str().unwrap().contains("below"),
+        "{health}"
+    );
+    assert_eq!(health["status"], "degraded");
+    let stats: serde_json::Value = reqwest::get(format!("{}/stats", server.http()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["chain"]["wallet"], wallet.pubkey().to_string());
+    assert!(server.stop().await);
+}
