@@ -635,6 +635,10 @@ async fn with_no_rpc_configured_the_server_runs_an_embedded_chain_that_dev_comma
         .as_str()
         .unwrap()
         .is_empty());
+    assert!(
+        !stats["chain"]["wallet"].as_str().unwrap().is_empty(),
+        "a funded wallet is generated"
+    );
 
     let dev = |args: &'static [&'static str], extra: Option<String>| {
         let port = server.grpc.port().to_string();
