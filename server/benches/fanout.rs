@@ -6,13 +6,20 @@
 //! tasks, gRPC middleware) beside a bare tonic server-streaming service that
 //! forwards a `tokio::sync::broadcast` channel (no store, no log):
 //!
-//! * fan-out throughput: events delivered to all subscribers divided by the
-//!   time from the first append to the last delivery, with the writer
-//!   appending as fast as it can;
-//! * end-to-end latency, append to delivery, p50 and p99 over every
-//!   (event, subscriber) pair, both in that saturated run (which includes
-//!   queueing behind the burst) and in a paced run at the same offered rate
-//!   for both systems (which shows the pipeline's own delay).
+//! * saturated: the writer appends as fast as it can (for the server, one
+//!   CreateRule call per event); fan-out throughput is events delivered to
+//!   all subscribers over the time from the first append to the last
+//!   delivery, and latency is append to delivery, p50 and p99 over every
+//!   (event, subscriber) pair;
+//! * burst: a whole batch becomes visible at once (the baseline's saturated
+//!   run already is one; the server gets a batch committed in one
+//!   transaction), which shows the fan-out's own capacity when the server's
+//!   write path is not the limit;
+//! * paced: both systems get the same modest append rate, which shows the
+//!   pipeline's own delay rather than queueing.
+//!
+//! Every subscriber also checks what it received: each bench event exactly
+//! once, sequences strictly increasing, no gaps.
 //!
 //! Run with
 //! `cargo bench -p valence-lifecycle-server --bench fanout`.
@@ -105,8 +112,8 @@ const PACED_SHARE: f64 = 0.25;
 const PACED_MAX_RATE: f64 = 1_000.0;
 const PACED_MIN_RATE: f64 = 5.0;
 
-/// The log holds every appended event; the live buffer must hold a whole
-/// burst, or the measurement would mix in catch-up reads from the store.
+/// The server's default, large enough for a whole burst: the measurement
+/// is of the live path, not of catch-up reads from the store.
 const LIVE_BUFFER: usize = 4_096;
 
 /// Generous limits: they exist so a bug fails loudly instead of hanging.
@@ -742,8 +749,9 @@ async fn server_counters(url: &str) -> anyhow::Result<ServerCounters> {
     Ok(counters)
 }
 
-/// Subscribes `n` clients, warms up, runs the saturated phase and the paced
-/// phase. `paced_rate` None derives it from this system's own result.
+/// Subscribes the scenario's clients, warms up, then runs the saturated, the
+/// paced and (Valence only) the burst phase. `paced_rate` None derives it
+/// from this system's own saturated result.
 async fn measure(
     system: &System,
     s: &Scenario,
