@@ -288,11 +288,15 @@ async fn start_embedded(
 }
 
 /// Stops the embedded network off the async threads (it waits for its ports).
+#[cfg(feature = "embedded-chain")]
 async fn drop_embedded(embedded: Embedded) {
     if let Some(e) = embedded {
         let _ = tokio::task::spawn_blocking(move || drop(e)).await;
     }
 }
+
+#[cfg(not(feature = "embedded-chain"))]
+async fn drop_embedded(_embedded: Embedded) {}
 
 fn build_state(config: Config, store: Store, chain: Option<Chain>) -> Arc<AppState> {
     let metrics = Arc::new(Metrics::new());

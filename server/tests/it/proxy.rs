@@ -25,6 +25,8 @@ pub struct Proxy {
     pub addr: SocketAddr,
     cut: broadcast::Sender<()>,
     refusing: Arc<AtomicBool>,
+    // Only the chain tests (feature embedded-chain) stall connections.
+    #[cfg_attr(not(feature = "embedded-chain"), allow(dead_code))]
     stalled: Arc<AtomicBool>,
 }
 
@@ -66,6 +68,7 @@ impl Proxy {
 
     /// While set, connections stay open but no byte goes through either
     /// way: the peer hangs, as behind a broken middlebox.
+    #[cfg_attr(not(feature = "embedded-chain"), allow(dead_code))]
     pub fn stall(&self, stalled: bool) {
         self.stalled.store(stalled, Ordering::SeqCst);
     }
