@@ -16,7 +16,11 @@ use std::{str::FromStr, sync::Arc, time::Duration};
 use anyhow::{anyhow, Context as _};
 use solana_client::{
     nonblocking::rpc_client::RpcClient,
-    rpc_config::{RpcAccountInfoConfig, RpcProgramAccountsConfig, UiAccountEncoding},
+    rpc_client::GetConfirmedSignaturesForAddress2Config,
+    rpc_config::{
+        RpcAccountInfoConfig, RpcProgramAccountsConfig, RpcTransactionConfig, UiAccountEncoding,
+        UiTransactionEncoding,
+    },
     rpc_filter::{Memcmp, RpcFilterType},
 };
 use solana_commitment_config::CommitmentConfig;
@@ -200,6 +204,90 @@ impl Chain {
             .map(|a| a.map(|a| a.data))
             .collect();
         Ok((response.context.slot, data))
+    }
+}
+
+/// A transaction of the shard program, as getSignaturesForAddress lists it.
+#[derive(Debug, Clone)]
+pub struct ProgramTransaction {
+    /// Base58 signature.
+    pub signature: String,
+    /// Its slot.
+    pub slot: u64,
+    /// Whether it failed.
+    pub failed: bool,
+}
+
+impl Chain {
+    /// Transactions that mention the program, newer than `until` (or the
+    /// newest `limit` when there is no `until`), oldest first. Pages back
+    /// through at most `max_pages` pages of `limit`.
+    pub async fn transactions_since(
+        &self,
+        until: Option<&str>,
+        limit: usize,
+        max_pages: usize,
+    ) -> anyhow::Result<Vec<ProgramTransaction>> {
+        let until = until
+            .map(|s| s.parse())
+            .transpose()
+            .context("backfill cursor")?;
+        let mut before = None;
+        let mut out = Vec::new();
+        for _ in 0..max_pages {
+            // The config is not Clone; build one per attempt.
+            let config = || GetConfirmedSignaturesForAddress2Config {
+                before,
+                until,
+                limit: Some(limit),
+                commitment: Some(self.commitment),
+            };
+            let page = self
+                .retry
+                .run(
+                    "getSignaturesForAddress",
+                    || {
+                        self.rpc
+                            .get_signatures_for_address_with_config(&self.program_id, config())
+                    },
+                    |_| true,
+                )
+                .await
+                .context("getSignaturesForAddress")?;
+            let full = page.len() == limit;
+            before = page.last().and_then(|t| t.signature.parse().ok());
+            out.extend(page.into_iter().map(|t| ProgramTransaction {
+                signature: t.signature,
+                slot: t.slot,
+                failed: t.err.is_some(),
+            }));
+            if !full || until.is_none() {
+                break;
+            }
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    /// The log lines of a confirmed transaction.
+    pub async fn transaction_logs(&self, signature: &str) -> anyhow::Result<Vec<String>> {
+        let signature = signature.parse().context("signature")?;
+        let config = RpcTransactionConfig {
+            encoding: Some(UiTransactionEncoding::Json),
+            commitment: Some(self.commitment),
+            max_supported_transaction_version: Some(0),
+        };
+        let tx = self
+            .retry
+            .run(
+                "getTransaction",
+                || self.rpc.get_transaction_with_config(&signature, config),
+                |_| true,
+            )
+            .await
+            .context("getTransaction")?;
+        let logs: Option<Vec<String>> = tx.transaction.meta.and_then(|m| m.log_messages.into());
+        Ok(logs.unwrap_or_default())
     }
 }
 

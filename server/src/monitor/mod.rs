@@ -35,6 +35,10 @@ pub const WALLET_COMPONENT: &str = "chain-wallet";
 /// the websocket tasks wait (and the reconciliation catches up).
 const UPDATE_BUFFER: usize = 1024;
 
+/// Signatures read per getSignaturesForAddress page, and pages per pass.
+const BACKFILL_PAGE: usize = 200;
+const BACKFILL_PAGES: usize = 10;
+
 /// Distinct undecodable (account, data) pairs remembered, so each is counted
 /// and logged once rather than at every reconciliation.
 const MAX_REMEMBERED_FAILURES: usize = 10_000;
@@ -69,6 +73,8 @@ pub struct Monitor {
     poll: Duration,
     /// Wallet balance below which health is degraded.
     min_balance: u64,
+    /// Newest transaction the backfill has read.
+    backfill_cursor: Mutex<Option<String>>,
     failures_seen: Mutex<HashSet<(solana_sdk::pubkey::Pubkey, u64)>>,
 }
 
@@ -93,6 +99,7 @@ impl Monitor {
             board,
             poll,
             min_balance,
+            backfill_cursor: Mutex::new(None),
             failures_seen: Mutex::new(HashSet::new()),
         })
     }
@@ -138,6 +145,7 @@ impl Monitor {
                     self.apply_account(key, &data, slot, Source::Reconciliation)
                         .await;
                 }
+                self.backfill().await;
                 self.check_wallet().await;
             }
             Err(e) => {
@@ -159,6 +167,41 @@ impl Monitor {
                 logs,
                 failed,
             } => self.apply_logs(&signature, slot, &logs, failed).await,
+        }
+    }
+
+    /// Reads the logs of every program transaction since the last pass
+    /// (getSignaturesForAddress + getTransaction), so events a dropped
+    /// logsSubscribe missed are still recorded. Applying twice is harmless
+    /// (events are deduplicated by signature and position).
+    async fn backfill(&self) {
+        let mut cursor = self.backfill_cursor.lock().await;
+        let transactions = match self
+            .chain
+            .transactions_since(cursor.as_deref(), BACKFILL_PAGE, BACKFILL_PAGES)
+            .await
+        {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "listing program transactions failed"
+                );
+                return;
+            }
+        };
+        for tx in transactions {
+            if !tx.failed {
+                match self.chain.transaction_logs(&tx.signature).await {
+                    Ok(logs) => self.apply_logs(&tx.signature, tx.slot, &logs, false).await,
+                    Err(e) => {
+                        // Keep the cursor here: the next pass retries from this one.
+                        tracing::warn!(signature = %tx.signature, error = format!("{e:#}"), "reading transaction logs failed");
+                        return;
+                    }
+                }
+            }
+            *cursor = Some(tx.signature);
         }
     }
 

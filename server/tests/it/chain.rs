@@ -746,3 +746,86 @@ async fn the_wallet_balance_is_watched_and_a_low_one_degrades_health() {
     assert_eq!(stats["chain"]["wallet"], wallet.pubkey().to_string());
     assert!(server.stop().await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn events_a_dropped_websocket_missed_are_backfilled_from_transaction_history() {
+    let net = Net::start().await;
+    let ws_addr: std::net::SocketAddr = net
+        .surfnet
+        .ws_url()
+        .trim_start_matches("ws://")
+        .parse()
+        .unwrap();
+    let ws_proxy = Proxy::start(ws_addr).await;
+    let db = TestDb::new(Db::Sqlite).await.unwrap();
+    let mut config = net.config(&db);
+    config.rpc.ws_url = format!("ws://{}", ws_proxy.addr);
+    let server = TestServer::start_with(db, config).await;
+    ws_proxy.refuse(true);
+    ws_proxy.cut();
+
+    #[derive(borsh::BorshSerialize)]
+    struct RequestArgs {
+        owner: [u8; 32],
+        capabilities: Vec<String>,
+        init_state_hash: [u8; 32],
+    }
+    let (request_kp, create_request) = create_owned(&net, 256);
+    let data = codec::instruction_data(
+        "request_account",
+        &RequestArgs {
+            owner: [9; 32],
+            capabilities: vec![],
+            init_state_hash: [0; 32],
+        },
+    );
+    let ix = Instruction {
+        program_id: net.program,
+        accounts: vec![AccountMeta::new(request_kp.pubkey(), false)],
+        data,
+    };
+    let signature =
+        tokio::task::block_in_place(|| send(&net, &[create_request, ix], &[&request_kp]));
+
+    let mut lifecycle = server.lifecycle().await;
+    eventually(
+        Duration::from_secs(5),
+        "PDAComputed recorded without websockets",
+        || {
+            let mut lifecycle = lifecycle.clone();
+            let signature = signature.clone();
+            async move {
+                let request = ListEventsRequest {
+                    event_type: EventType::PdaComputed as i32,
+                    ..Default::default()
+                };
+                let events = lifecycle
+                    .list_events(request)
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .events;
+                events.iter().filter(|e| e.signature == signature).count() == 1
+            }
+        },
+    )
+    .await;
+    // Later passes and the websocket coming back add nothing twice.
+    ws_proxy.refuse(false);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let request = ListEventsRequest {
+        event_type: EventType::PdaComputed as i32,
+        ..Default::default()
+    };
+    let events = lifecycle
+        .list_events(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert_eq!(
+        events.iter().filter(|e| e.signature == signature).count(),
+        1
+    );
+    assert!(server.stop().await);
+}
