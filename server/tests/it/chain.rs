@@ -480,6 +480,48 @@ fn send(net: &Net, instructions: &[Instruction], signers: &[&Keypair]) -> String
     rpc.send_and_confirm_transaction(&tx).unwrap().to_string()
 }
 
+/// Sends a real request_account transaction; returns the request record's
+/// keypair and the transaction's signature.
+fn request_account(net: &Net, capabilities: Vec<String>) -> (Keypair, String) {
+    #[derive(borsh::BorshSerialize)]
+    struct RequestArgs {
+        owner: [u8; 32],
+        capabilities: Vec<String>,
+        init_state_hash: [u8; 32],
+    }
+    let (request_kp, create_request) = create_owned(net, 256);
+    let args = RequestArgs {
+        owner: [7; 32],
+        capabilities,
+        init_state_hash: [0; 32],
+    };
+    let ix = Instruction {
+        program_id: net.program,
+        accounts: vec![AccountMeta::new(request_kp.pubkey(), false)],
+        data: codec::instruction_data("request_account", &args),
+    };
+    let signature =
+        tokio::task::block_in_place(|| send(net, &[create_request, ix], &[&request_kp]));
+    (request_kp, signature)
+}
+
+/// How many PDAComputed events the server recorded for `signature`.
+async fn pda_computed_count(server: &TestServer, signature: &str) -> usize {
+    let request = ListEventsRequest {
+        event_type: EventType::PdaComputed as i32,
+        ..Default::default()
+    };
+    let events = server
+        .lifecycle()
+        .await
+        .list_events(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    events.iter().filter(|e| e.signature == signature).count()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn real_transactions_emit_events_the_monitor_records_with_signatures() {
     let net = Net::start().await;
@@ -489,32 +531,11 @@ async fn real_transactions_emit_events_the_monitor_records_with_signatures() {
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     #[derive(borsh::BorshSerialize)]
-    struct RequestArgs {
-        owner: [u8; 32],
-        capabilities: Vec<String>,
-        init_state_hash: [u8; 32],
-    }
-    #[derive(borsh::BorshSerialize)]
     struct InitArgs {
         request_id: [u8; 32],
         init_state_data: Vec<u8>,
     }
-    let (request_kp, create_request) = create_owned(&net, 256);
-    let data = codec::instruction_data(
-        "request_account",
-        &RequestArgs {
-            owner: [7; 32],
-            capabilities: vec!["transfer".into()],
-            init_state_hash: [0; 32],
-        },
-    );
-    let ix = Instruction {
-        program_id: net.program,
-        accounts: vec![AccountMeta::new(request_kp.pubkey(), false)],
-        data,
-    };
-    let request_signature =
-        tokio::task::block_in_place(|| send(&net, &[create_request, ix], &[&request_kp]));
+    let (request_kp, request_signature) = request_account(&net, vec!["transfer".into()]);
 
     let (account_kp, create_account) = create_owned(&net, 256);
     let data = codec::instruction_data(
@@ -536,23 +557,11 @@ async fn real_transactions_emit_events_the_monitor_records_with_signatures() {
         tokio::task::block_in_place(|| send(&net, &[create_account, ix], &[&account_kp]));
 
     let mut lifecycle = server.lifecycle().await;
-    eventually(Duration::from_secs(5), "PDAComputed from the logs", || {
-        let mut lifecycle = lifecycle.clone();
-        let sig = request_signature.clone();
-        async move {
-            let request = ListEventsRequest {
-                event_type: EventType::PdaComputed as i32,
-                ..Default::default()
-            };
-            let events = lifecycle
-                .list_events(request)
-                .await
-                .unwrap()
-                .into_inner()
-                .events;
-            events.iter().any(|e| e.signature == sig)
-        }
-    })
+    eventually(
+        Duration::from_secs(5),
+        "PDAComputed from the logs",
+        || async { pda_computed_count(&server, &request_signature).await == 1 },
+    )
     .await;
     let account = account_kp.pubkey().to_string();
     eventually(
@@ -764,68 +773,16 @@ async fn events_a_dropped_websocket_missed_are_backfilled_from_transaction_histo
     ws_proxy.refuse(true);
     ws_proxy.cut();
 
-    #[derive(borsh::BorshSerialize)]
-    struct RequestArgs {
-        owner: [u8; 32],
-        capabilities: Vec<String>,
-        init_state_hash: [u8; 32],
-    }
-    let (request_kp, create_request) = create_owned(&net, 256);
-    let data = codec::instruction_data(
-        "request_account",
-        &RequestArgs {
-            owner: [9; 32],
-            capabilities: vec![],
-            init_state_hash: [0; 32],
-        },
-    );
-    let ix = Instruction {
-        program_id: net.program,
-        accounts: vec![AccountMeta::new(request_kp.pubkey(), false)],
-        data,
-    };
-    let signature =
-        tokio::task::block_in_place(|| send(&net, &[create_request, ix], &[&request_kp]));
-
-    let mut lifecycle = server.lifecycle().await;
+    let (_, signature) = request_account(&net, vec![]);
     eventually(
         Duration::from_secs(5),
         "PDAComputed recorded without websockets",
-        || {
-            let mut lifecycle = lifecycle.clone();
-            let signature = signature.clone();
-            async move {
-                let request = ListEventsRequest {
-                    event_type: EventType::PdaComputed as i32,
-                    ..Default::default()
-                };
-                let events = lifecycle
-                    .list_events(request)
-                    .await
-                    .unwrap()
-                    .into_inner()
-                    .events;
-                events.iter().filter(|e| e.signature == signature).count() == 1
-            }
-        },
+        || async { pda_computed_count(&server, &signature).await == 1 },
     )
     .await;
     // Later passes and the websocket coming back add nothing twice.
     ws_proxy.refuse(false);
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let request = ListEventsRequest {
-        event_type: EventType::PdaComputed as i32,
-        ..Default::default()
-    };
-    let events = lifecycle
-        .list_events(request)
-        .await
-        .unwrap()
-        .into_inner()
-        .events;
-    assert_eq!(
-        events.iter().filter(|e| e.signature == signature).count(),
-        1
-    );
+    assert_eq!(pda_computed_count(&server, &signature).await, 1);
     assert!(server.stop().await);
 }
