@@ -100,6 +100,7 @@ pub(crate) async fn stats(ctx: &Context) -> Result<(), ClientError> {
         .add("head sequence", stats.head_sequence.to_string())
         .print();
     println!();
+    print_chain(stats.chain.as_ref());
     let mut table = Table::new(&["COMPONENT", "STATE", "SINCE", "RESTARTS", "MESSAGE"]);
     for component in &stats.components {
         table.row(vec![
@@ -112,4 +113,28 @@ pub(crate) async fn stats(ctx: &Context) -> Result<(), ClientError> {
     }
     table.print("components");
     Ok(())
+}
+
+/// The watched chain, or a line saying there is none.
+fn print_chain(chain: Option<&v1::ChainInfo>) {
+    let Some(chain) = chain else {
+        println!("chain: none (the server runs without a Solana network)");
+        println!();
+        return;
+    };
+    let kind = if chain.embedded {
+        "embedded Surfnet"
+    } else {
+        "cluster"
+    };
+    Fields::default()
+        .add("chain", kind.to_string())
+        .add("rpc url", chain.rpc_url.clone())
+        .add("ws url", chain.ws_url.clone())
+        .add("shard program", chain.shard_program_id.clone())
+        .add("wallet", output::or_dash(&chain.wallet))
+        .add("commitment", chain.commitment.clone())
+        .add("last slot", chain.last_processed_slot.to_string())
+        .print();
+    println!();
 }

@@ -696,6 +696,21 @@ async fn with_no_rpc_configured_the_server_runs_an_embedded_chain_that_dev_comma
         .unwrap();
     assert_eq!(body["session"]["accounts"][0], key.as_str(), "{body}");
     assert_eq!(body["session"]["namespace"], "demo");
+    // lifecyclectl shows where the embedded network is.
+    let ctl = std::path::Path::new(env!("CARGO_BIN_EXE_valence-lifecycle"))
+        .with_file_name("lifecyclectl");
+    let out = tokio::process::Command::new(ctl)
+        .arg("stats")
+        .env("VALENCE_ENDPOINT", format!("http://{}", server.grpc))
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("embedded Surfnet"), "{text}");
+    assert!(
+        text.contains(stats["chain"]["rpc_url"].as_str().unwrap()),
+        "{text}"
+    );
     assert_eq!(server.terminate().await, Some(0));
 }
 
