@@ -186,6 +186,12 @@ pub async fn serve_with_listeners(
     shutdown: CancellationToken,
 ) -> anyhow::Result<bool> {
     check_exposure(&config, &grpc_listener, &api_listener)?;
+    // One server per SQLite file; held until this function returns.
+    let _sqlite_lock = if config.database.url.starts_with("sqlite:") {
+        store::sqlite::ProcessLock::acquire(&config.database.url)?
+    } else {
+        None
+    };
     let store = Store::connect(&config.database)
         .await
         .context("the store is required at start (database.url / DATABASE_URL)")?;

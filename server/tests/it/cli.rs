@@ -390,3 +390,28 @@ async fn lifecyclectl_events_watch_prints_events_as_they_arrive() {
     watch.kill().await.unwrap();
     assert!(server.stop().await);
 }
+
+#[tokio::test]
+async fn a_second_server_on_the_same_sqlite_file_is_refused() {
+    let db = TestDb::new(Db::Sqlite).await.unwrap();
+    let first = ServerProcess::start(&db.url, &[]).await;
+    let grpc = crate::process::free_port().to_string();
+    let api = crate::process::free_port().to_string();
+    let env = [
+        ("DATABASE_URL", db.url.as_str()),
+        ("GRPC_PORT", grpc.as_str()),
+        ("API_PORT", api.as_str()),
+        ("VALENCE_LIFECYCLE_RPC__EMBEDDED", "false"),
+    ];
+    let (code, _, stderr) = run(SERVER, &[], &env).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("another valence-lifecycle server") && stderr.contains("PostgreSQL"),
+        "{stderr}"
+    );
+    assert_eq!(
+        first.terminate().await,
+        Some(0),
+        "the first one was not disturbed"
+    );
+}
