@@ -58,6 +58,24 @@ impl Net {
         });
     }
 
+    /// Surfnet's JSON-RPC address (for a proxy in front of it).
+    fn rpc_addr(&self) -> std::net::SocketAddr {
+        self.surfnet
+            .rpc_url()
+            .trim_start_matches("http://")
+            .parse()
+            .unwrap()
+    }
+
+    /// Surfnet's websocket address.
+    fn ws_addr(&self) -> std::net::SocketAddr {
+        self.surfnet
+            .ws_url()
+            .trim_start_matches("ws://")
+            .parse()
+            .unwrap()
+    }
+
     fn config(&self, db: &TestDb) -> Config {
         let mut c = test_config(&db.url);
         c.rpc.url = self.surfnet.rpc_url().to_string();
@@ -330,18 +348,8 @@ async fn a_restart_re_emits_nothing_and_garbage_is_skipped_and_counted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn faults_between_server_and_chain_degrade_health_then_heal_and_lose_nothing() {
     let net = Net::start().await;
-    let rpc_addr: std::net::SocketAddr = net
-        .surfnet
-        .rpc_url()
-        .trim_start_matches("http://")
-        .parse()
-        .unwrap();
-    let ws_addr: std::net::SocketAddr = net
-        .surfnet
-        .ws_url()
-        .trim_start_matches("ws://")
-        .parse()
-        .unwrap();
+    let rpc_addr = net.rpc_addr();
+    let ws_addr = net.ws_addr();
     let (rpc_proxy, ws_proxy) = (Proxy::start(rpc_addr).await, Proxy::start(ws_addr).await);
     let db = TestDb::new(Db::Sqlite).await.unwrap();
     let mut config = net.config(&db);
@@ -774,12 +782,7 @@ async fn the_wallet_balance_is_watched_and_a_low_one_degrades_health() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn events_a_dropped_websocket_missed_are_backfilled_from_transaction_history() {
     let net = Net::start().await;
-    let ws_addr: std::net::SocketAddr = net
-        .surfnet
-        .ws_url()
-        .trim_start_matches("ws://")
-        .parse()
-        .unwrap();
+    let ws_addr = net.ws_addr();
     let ws_proxy = Proxy::start(ws_addr).await;
     let db = TestDb::new(Db::Sqlite).await.unwrap();
     let mut config = net.config(&db);
