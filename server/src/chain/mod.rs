@@ -9,6 +9,7 @@ pub mod dev;
 pub mod embedded;
 pub mod pubsub;
 pub mod retry;
+pub mod tx;
 pub mod wallet;
 
 use std::{str::FromStr, sync::Arc, time::Duration};

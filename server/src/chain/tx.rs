@@ -1,0 +1,87 @@
+//! Sending transactions: one place that signs with the service wallet,
+//! takes a fresh blockhash per attempt and waits for confirmation at the
+//! configured commitment within a bound. Callers (the builder, singleton
+//! administration, the orchestrator) decide whether and when to retry.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, Context as _};
+use solana_sdk::{
+    account::Account,
+    instruction::Instruction,
+    pubkey::Pubkey,
+    signature::{Keypair, Signature, Signer as _},
+    transaction::Transaction,
+};
+
+use super::Chain;
+
+/// How long a sent transaction may take to confirm. A blockhash expires
+/// after about 150 slots (~60-90 s); past that the transaction can no longer
+/// land, so waiting longer only delays the retry.
+pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(90);
+
+impl Chain {
+    /// The service wallet, or an error naming the setting that provides it.
+    pub fn payer(&self) -> anyhow::Result<&Keypair> {
+        self.wallet.as_deref().ok_or_else(|| {
+            anyhow!("no service wallet is configured (service.keypair_path / WALLET_PATH)")
+        })
+    }
+
+    /// Signs `instructions` with the service wallet (fee payer) and
+    /// `signers`, sends them with a fresh blockhash and waits for
+    /// confirmation. One attempt.
+    pub async fn send(
+        &self,
+        instructions: &[Instruction],
+        signers: &[&Keypair],
+    ) -> anyhow::Result<Signature> {
+        let payer = self.payer()?;
+        let blockhash = self
+            .rpc
+            .get_latest_blockhash()
+            .await
+            .context("getLatestBlockhash")?;
+        let mut all: Vec<&Keypair> = vec![payer];
+        all.extend_from_slice(signers);
+        let tx = Transaction::new_signed_with_payer(
+            instructions,
+            Some(&payer.pubkey()),
+            &all,
+            blockhash,
+        );
+        let confirm = self
+            .rpc
+            .send_and_confirm_transaction_with_spinner_and_commitment(&tx, self.commitment);
+        match tokio::time::timeout(CONFIRM_TIMEOUT, confirm).await {
+            Ok(result) => result.map_err(|e| anyhow!("{e}")),
+            Err(_) => Err(anyhow!(
+                "transaction {} not confirmed within {CONFIRM_TIMEOUT:?}",
+                tx.signatures[0]
+            )),
+        }
+    }
+
+    /// The account at `key` (None when it does not exist), one attempt.
+    pub async fn account(&self, key: &Pubkey) -> anyhow::Result<Option<Account>> {
+        Ok(self
+            .rpc
+            .get_account_with_commitment(key, self.commitment)
+            .await
+            .with_context(|| format!("getAccountInfo {key}"))?
+            .value)
+    }
+
+    /// Lamports that make an account of `space` bytes rent-exempt.
+    pub async fn rent_exempt(&self, space: usize) -> anyhow::Result<u64> {
+        self.retry
+            .run(
+                "getMinimumBalanceForRentExemption",
+                || self.rpc.get_minimum_balance_for_rent_exemption(space),
+                |_| true,
+            )
+            .await
+            .context("getMinimumBalanceForRentExemption")
+    }
+}
