@@ -11,6 +11,7 @@ pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/enum_names.rs"));
 }
 
+pub mod initial_state;
 pub mod json;
 pub mod rule_json;
 

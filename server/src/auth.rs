@@ -128,6 +128,10 @@ pub fn grpc_role(path: &str) -> Option<Role> {
         | "grpc.reflection.v1.ServerReflection"
         | "grpc.reflection.v1alpha.ServerReflection" => None,
         "valence.lifecycle.v1.SingletonAdminService" => Some(Role::Admin),
+        "valence.lifecycle.v1.LifecycleService" => Some(match method {
+            "RequestAccount" | "RetryAccountRequest" => Role::Operator,
+            _ => Role::Reader,
+        }),
         "valence.lifecycle.v1.RuleService" => Some(match method {
             "GetRule" | "ListRules" | "EvaluateRule" => Role::Reader,
             _ => Role::Operator,

@@ -138,6 +138,10 @@ pub struct ServiceConfig {
     pub keypair_path: String,
     /// Wallet balance below which health warns.
     pub min_wallet_balance_lamports: u64,
+    /// Send the shard program's initialize_account with each new account
+    /// (false: only create the account, for programs that initialize
+    /// accounts some other way).
+    pub initialize_accounts: bool,
 }
 
 impl Default for ServiceConfig {
@@ -146,6 +150,7 @@ impl Default for ServiceConfig {
             max_concurrent_creations: 10,
             keypair_path: String::new(),
             min_wallet_balance_lamports: 100_000_000,
+            initialize_accounts: true,
         }
     }
 }

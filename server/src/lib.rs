@@ -5,6 +5,7 @@
 //! on listeners the caller bound (tests bind `127.0.0.1:0`).
 
 pub mod auth;
+pub mod builder;
 pub mod chain;
 pub mod config;
 pub mod error;
@@ -364,6 +365,16 @@ async fn start_components(
         );
         supervisor
             .start("monitor", move |cancel| monitor.run(cancel))
+            .await;
+        let builder = builder::Builder::new(
+            chain.clone(),
+            state.store.clone(),
+            state.metrics.clone(),
+            &state.config,
+        );
+        let head = state.hub.watch_head();
+        supervisor
+            .start("builder", move |cancel| builder.run(head, cancel))
             .await;
     }
     let s = state.clone();

@@ -37,6 +37,18 @@ impl Chain {
         instructions: &[Instruction],
         signers: &[&Keypair],
     ) -> anyhow::Result<Signature> {
+        let tx = self.sign(instructions, signers).await?;
+        self.submit(&tx).await
+    }
+
+    /// A transaction of `instructions` signed by the service wallet (fee
+    /// payer) and `signers`, with a fresh blockhash. Its signature is known
+    /// before it is sent, so callers can note it first.
+    pub async fn sign(
+        &self,
+        instructions: &[Instruction],
+        signers: &[&Keypair],
+    ) -> anyhow::Result<Transaction> {
         let payer = self.payer()?;
         let blockhash = self
             .rpc
@@ -45,15 +57,19 @@ impl Chain {
             .context("getLatestBlockhash")?;
         let mut all: Vec<&Keypair> = vec![payer];
         all.extend_from_slice(signers);
-        let tx = Transaction::new_signed_with_payer(
+        Ok(Transaction::new_signed_with_payer(
             instructions,
             Some(&payer.pubkey()),
             &all,
             blockhash,
-        );
-        let confirm = self
-            .rpc
-            .send_and_confirm_transaction_with_spinner_and_commitment(&tx, self.commitment);
+        ))
+    }
+
+    /// Sends a signed transaction and waits for confirmation at our
+    /// commitment, at most [`CONFIRM_TIMEOUT`].
+    pub async fn submit(&self, tx: &Transaction) -> anyhow::Result<Signature> {
+        // The client was built with our commitment, which this waits for.
+        let confirm = self.rpc.send_and_confirm_transaction(tx);
         match tokio::time::timeout(CONFIRM_TIMEOUT, confirm).await {
             Ok(result) => result.map_err(|e| anyhow!("{e}")),
             Err(_) => Err(anyhow!(

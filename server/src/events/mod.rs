@@ -56,6 +56,12 @@ impl EventHub {
         *self.head.borrow()
     }
 
+    /// Follows the published head: wakes whoever waits on it after each
+    /// batch of new events (the builder uses it to notice new requests).
+    pub fn watch_head(&self) -> watch::Receiver<u64> {
+        self.head.subscribe()
+    }
+
     /// Waits until the tailer has published `sequence` (used by tests and
     /// start-up ordering).
     pub async fn wait_for(&self, sequence: u64) {

@@ -14,6 +14,7 @@ pub fn event_type_of(payload: &Payload) -> EventType {
         Payload::SessionConsumed(_) => EventType::SessionConsumed,
         Payload::StateTransition(_) => EventType::StateTransition,
         Payload::ProgressionChanged(_) => EventType::ProgressionChanged,
+        Payload::AccountRequestRequeued(_) => EventType::AccountRequestRequeued,
         Payload::PdaComputed(_) => EventType::PdaComputed,
         Payload::SessionQueued(_) => EventType::SessionQueued,
         Payload::QueueProcessed(_) => EventType::QueueProcessed,

@@ -1,5 +1,6 @@
 //! `LifecycleService`: read access to accounts, requests, sessions,
-//! progressions, the event log and statistics.
+//! progressions, the event log and statistics; account requests placed
+//! and retried for clients (operator role).
 
 use std::sync::Arc;
 
@@ -9,10 +10,12 @@ use valence_lifecycle_api::v1::{
     GetAccountResponse, GetProgressionRequest, GetProgressionResponse, GetSessionRequest,
     GetSessionResponse, GetStatsRequest, GetStatsResponse, ListAccountRequestsRequest,
     ListAccountRequestsResponse, ListAccountsRequest, ListAccountsResponse, ListEventsRequest,
-    ListEventsResponse, ListSessionsRequest, ListSessionsResponse,
+    ListEventsResponse, ListSessionsRequest, ListSessionsResponse, RequestAccountRequest,
+    RequestAccountResponse, RetryAccountRequestRequest, RetryAccountRequestResponse,
 };
 
 use crate::{
+    builder::placing,
     error::{ApiError, ApiResult},
     store::{EventQuery, SessionFilter},
     validate, AppState,
@@ -134,6 +137,36 @@ impl LifecycleService for LifecycleApi {
         Ok(Response::new(ListAccountRequestsResponse {
             requests,
             next_page_token,
+        }))
+    }
+
+    async fn request_account(
+        &self,
+        request: Request<RequestAccountRequest>,
+    ) -> Result<Response<RequestAccountResponse>, Status> {
+        let new = placing::validate(request.get_ref())?;
+        let chain = self.state.chain.as_ref().ok_or_else(|| {
+            ApiError::FailedPrecondition(
+                "this server watches no chain (rpc.url empty and rpc.embedded false)".into(),
+            )
+        })?;
+        let (request, signature) = placing::place(chain, &self.state.store, new).await?;
+        Ok(Response::new(RequestAccountResponse {
+            request: Some(request),
+            signature,
+        }))
+    }
+
+    async fn retry_account_request(
+        &self,
+        request: Request<RetryAccountRequestRequest>,
+    ) -> Result<Response<RetryAccountRequestResponse>, Status> {
+        let id = &request.get_ref().id;
+        validate::pubkey("id", id)?;
+        let request = self.state.store.requeue_failed(id).await?;
+        tracing::info!(request = %id, "account request put back in the queue");
+        Ok(Response::new(RetryAccountRequestResponse {
+            request: Some(request),
         }))
     }
 

@@ -27,6 +27,11 @@ impl Monitor {
             .get_or_create(&labels)
             .inc();
         let started = Instant::now();
+        if data.iter().all(|b| *b == 0) {
+            // Created but not written yet (the builder's accounts between
+            // creation and initialization): nothing to record, not garbage.
+            return;
+        }
         let record = match Record::decode(data) {
             Ok(r) => r,
             Err(e) => return self.decode_failed(key, data, &e).await,

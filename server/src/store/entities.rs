@@ -138,7 +138,7 @@ fn parse_state(name: &str) -> LinearState {
         .unwrap_or(LinearState::Unspecified)
 }
 
-fn status_name(status: AccountRequestStatus) -> String {
+pub(super) fn status_name(status: AccountRequestStatus) -> String {
     short_name::<AccountRequestStatus>(status as i32)
 }
 
@@ -163,6 +163,7 @@ impl Store {
     /// append AccountRequested.
     pub async fn upsert_account_request(&self, r: &AccountRequestRecord) -> ApiResult<bool> {
         let mut tx = self.begin().await?;
+        self.lock_entity(&mut tx, &r.id).await?;
         let exists = sqlx::query("SELECT 1 FROM account_requests WHERE id = $1")
             .bind(&r.id)
             .fetch_optional(tx.conn())
@@ -215,6 +216,30 @@ impl Store {
     /// initialized and append AccountInitialized.
     pub async fn upsert_account(&self, a: &AccountRecord) -> ApiResult<bool> {
         let mut tx = self.begin().await?;
+        self.lock_entity(&mut tx, &a.id).await?;
+        // The record alone does not name its request; the builder noted
+        // the address it initializes, so whoever records it first links it.
+        let resolved;
+        let a = if a.request_id.is_empty() {
+            match self.request_for_account(&mut tx, &a.id).await? {
+                Some((request_id, signature)) => {
+                    let signature = if a.signature.is_empty() {
+                        signature
+                    } else {
+                        a.signature.clone()
+                    };
+                    resolved = AccountRecord {
+                        request_id,
+                        signature,
+                        ..a.clone()
+                    };
+                    &resolved
+                }
+                None => a,
+            }
+        } else {
+            a
+        };
         let stored = sqlx::query("SELECT state_hash, CAST(CASE WHEN is_active THEN 1 ELSE 0 END AS BIGINT), request_id FROM accounts WHERE id = $1")
             .bind(&a.id)
             .fetch_optional(tx.conn())
@@ -365,6 +390,7 @@ impl Store {
     /// SessionCreated; a stored session seen consumed is marked consumed.
     pub async fn upsert_session(&self, s: &SessionRecord) -> ApiResult<bool> {
         let mut tx = self.begin().await?;
+        self.lock_entity(&mut tx, &s.id).await?;
         let stored = sqlx::query("SELECT CAST(CASE WHEN is_consumed THEN 1 ELSE 0 END AS BIGINT) FROM sessions WHERE id = $1")
             .bind(&s.id)
             .fetch_optional(tx.conn())
@@ -445,6 +471,7 @@ impl Store {
     /// to the sessions it created.
     pub async fn record_consumption(&self, c: &ConsumptionRecord) -> ApiResult<bool> {
         let mut tx = self.begin().await?;
+        self.lock_entity(&mut tx, &c.consumed_session).await?;
         let exists = sqlx::query("SELECT 1 FROM session_consumptions WHERE consumed_session = $1")
             .bind(&c.consumed_session)
             .fetch_optional(tx.conn())

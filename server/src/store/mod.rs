@@ -12,6 +12,7 @@ mod chain;
 mod entities;
 mod events;
 pub mod postgres;
+mod requests;
 mod rules;
 pub mod sqlite;
 
@@ -26,6 +27,7 @@ pub use entities::{
     StoreStats,
 };
 pub use events::{EventQuery, NewEvent};
+pub use requests::{AttemptFailure, ClaimedRequest};
 pub use rules::StoredRule;
 
 use crate::{config::DatabaseConfig, error::ApiResult};
@@ -154,6 +156,18 @@ impl Store {
             _turn: turn,
             appended_events: false,
         })
+    }
+
+    /// Makes writers of entity `id` take turns until `tx` ends (PostgreSQL;
+    /// SQLite writers already take turns for the whole transaction).
+    pub(crate) async fn lock_entity(&self, tx: &mut WriteTx<'_>, id: &str) -> ApiResult<()> {
+        if self.backend == Backend::Postgres {
+            sqlx::query(postgres::ENTITY_LOCK)
+                .bind(id)
+                .execute(tx.conn())
+                .await?;
+        }
+        Ok(())
     }
 
     /// Commits, then wakes the event tailer if events were appended.

@@ -11,6 +11,12 @@ pub const EVENTS_CHANNEL: &str = "valence_lifecycle_events";
 /// following `sequence > cursor` can never skip an event that commits late.
 pub const EVENT_APPEND_LOCK: &str = "SELECT pg_advisory_xact_lock(7746001)";
 
+/// Transaction-scoped advisory lock on one entity id (two-int4 key space,
+/// apart from the event lock). Writers of the same entity (the monitor,
+/// the builder, an RPC, another replica) take turns, so "read, then insert
+/// if missing" cannot race into a duplicate key.
+pub const ENTITY_LOCK: &str = "SELECT pg_advisory_xact_lock(7746002, hashtext($1))";
+
 /// Applies migrations.
 pub async fn migrate(pool: &AnyPool) -> anyhow::Result<()> {
     sqlx::migrate!("../migrations/postgres").run(pool).await?;

@@ -61,6 +61,14 @@ pub struct DecodeLabels {
     pub kind: String,
 }
 
+/// Labels of builder attempt outcomes.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// initialized, already_initialized, failed, unreachable,
+    /// permanent_failure or hash_mismatch.
+    pub outcome: String,
+}
+
 type GaugeU64 = Gauge<u64, AtomicU64>;
 
 /// All metrics; clone the fields (they are shared handles) to update them.
@@ -100,6 +108,12 @@ pub struct Metrics {
     pub queue_size: GaugeU64,
     /// Service wallet balance (seed 001).
     pub wallet_balance_lamports: GaugeU64,
+    /// Account creations talking to the chain now.
+    pub builder_in_flight: GaugeU64,
+    /// Most account creations in flight at once since start.
+    pub builder_in_flight_peak: GaugeU64,
+    /// Builder attempts by outcome.
+    pub builder_attempts: Family<OutcomeLabels, Counter>,
     /// gRPC requests by method and code.
     pub grpc_requests: Family<RpcLabels, Counter>,
     /// gRPC latency by method.
@@ -166,6 +180,9 @@ impl Metrics {
             service_uptime_seconds: Gauge::default(),
             queue_size: Gauge::default(),
             wallet_balance_lamports: Gauge::default(),
+            builder_in_flight: Gauge::default(),
+            builder_in_flight_peak: Gauge::default(),
+            builder_attempts: Family::default(),
             grpc_requests: Family::default(),
             grpc_request_duration: Family::new_with_constructor(latency_histogram),
             http_requests: Family::default(),
@@ -273,6 +290,21 @@ impl Metrics {
             "wallet_balance_lamports",
             "Service wallet balance",
             self.wallet_balance_lamports.clone(),
+        );
+        r.register(
+            "valence_builder_in_flight",
+            "Account creations talking to the chain now",
+            self.builder_in_flight.clone(),
+        );
+        r.register(
+            "valence_builder_in_flight_peak",
+            "Most account creations in flight at once since start",
+            self.builder_in_flight_peak.clone(),
+        );
+        r.register(
+            "valence_builder_attempts",
+            "Builder attempts by outcome",
+            self.builder_attempts.clone(),
         );
         r.register(
             "grpc_requests",

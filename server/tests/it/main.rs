@@ -2,6 +2,8 @@
 //! per area, sharing helpers that start real servers on loopback ports.
 
 #[cfg(feature = "embedded-chain")]
+mod builder;
+#[cfg(feature = "embedded-chain")]
 mod chain;
 mod cli;
 mod common;

@@ -1,0 +1,733 @@
+//! The builder against a real in-process Surfnet with the stand-in shard
+//! program: requests become accounts on chain exactly once, hash mismatches
+//! send nothing, failing transactions are retried then parked and re-queued,
+//! a crash between sending and confirming creates nothing twice, and the
+//! concurrency limit holds.
+
+use std::{
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use solana_sdk::{
+    pubkey::Pubkey,
+    signature::{Keypair, Signer},
+};
+use surfpool_sdk::cheatcodes::builders::DeployProgram;
+use tonic::{transport::Channel, Code};
+use valence_lifecycle_api::{
+    initial_state::InitialState,
+    v1::{
+        lifecycle_event::Payload, lifecycle_service_client::LifecycleServiceClient, AccountRequest,
+        AccountRequestStatus, EventType, GetAccountRequest, GetProgressionRequest, GetStatsRequest,
+        LinearState, ListAccountRequestsRequest, ListEventsRequest, RequestAccountRequest,
+        RetryAccountRequestRequest,
+    },
+};
+use valence_lifecycle_server::{
+    builder::plan::{account_space, Plan},
+    chain::{
+        codec::{AccountRecord as ChainAccount, Record},
+        dev,
+    },
+    config::Config,
+};
+
+use crate::{
+    chain::{eventually, metric, Net, STAND_IN},
+    common::{Db, TestDb, TestServer},
+    process::ServerProcess,
+};
+
+fn caps(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+/// A funded service wallet in a Solana CLI keypair file.
+struct Wallet {
+    keypair: Keypair,
+    path: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Wallet {
+    fn funded(net: &Net) -> Wallet {
+        let keypair = Keypair::new();
+        tokio::task::block_in_place(|| {
+            net.surfnet
+                .cheatcodes()
+                .fund_sol(&keypair.pubkey(), 50_000_000_000)
+                .unwrap()
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wallet.json");
+        std::fs::write(
+            &path,
+            serde_json::to_string(&keypair.to_bytes().to_vec()).unwrap(),
+        )
+        .unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        Wallet {
+            keypair,
+            path,
+            _dir: dir,
+        }
+    }
+
+    fn pubkey(&self) -> Pubkey {
+        self.keypair.pubkey()
+    }
+}
+
+fn builder_config(net: &Net, db: &TestDb, wallet: &Wallet) -> Config {
+    let mut c = net.config(db);
+    c.service.keypair_path = wallet.path.display().to_string();
+    c.retry.max_retries = 5;
+    c.retry.initial_delay_ms = 200;
+    c.retry.multiplier = 2.0;
+    c.retry.max_delay_ms = 5_000;
+    c
+}
+
+/// Places an AccountRequest record (cheatcode) owned by `program`.
+fn place_request(net: &Net, program: &Pubkey, capabilities: &[String], hash: [u8; 32]) -> Pubkey {
+    let key = dev::random_key();
+    let data = dev::account_request(
+        key,
+        Pubkey::new_from_array([7; 32]),
+        capabilities.to_vec(),
+        hash,
+    )
+    .encode();
+    tokio::task::block_in_place(|| {
+        net.surfnet
+            .cheatcodes()
+            .set_account(&key, 10_000_000, &data, program)
+            .unwrap()
+    });
+    key
+}
+
+fn expected_hash(capabilities: &[String]) -> [u8; 32] {
+    InitialState::for_capabilities(capabilities).hash()
+}
+
+fn chain_account(net: &Net, key: &Pubkey) -> Option<solana_sdk::account::Account> {
+    tokio::task::block_in_place(|| net.surfnet.rpc_client().get_account(key).ok())
+}
+
+fn balance(net: &Net, key: &Pubkey) -> u64 {
+    tokio::task::block_in_place(|| net.surfnet.rpc_client().get_balance(key).unwrap())
+}
+
+async fn request(client: &mut LifecycleServiceClient<Channel>, id: &Pubkey) -> AccountRequest {
+    client
+        .list_account_requests(ListAccountRequestsRequest {
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .requests
+        .into_iter()
+        .find(|r| r.id == id.to_string())
+        .unwrap_or_else(|| panic!("request {id} is not stored"))
+}
+
+async fn wait_status(
+    client: &LifecycleServiceClient<Channel>,
+    id: &Pubkey,
+    status: AccountRequestStatus,
+    within: Duration,
+) -> AccountRequest {
+    eventually(within, &format!("request {id} {status:?}"), || {
+        let mut client = client.clone();
+        async move {
+            let r = client
+                .list_account_requests(ListAccountRequestsRequest {
+                    page_size: 1000,
+                    status: status as i32,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            r.requests.iter().any(|r| r.id == id.to_string())
+        }
+    })
+    .await;
+    let mut client = client.clone();
+    request(&mut client, id).await
+}
+
+async fn events_of(
+    client: &mut LifecycleServiceClient<Channel>,
+    entity: &str,
+    event_type: EventType,
+) -> Vec<valence_lifecycle_api::v1::LifecycleEvent> {
+    client
+        .list_events(ListEventsRequest {
+            limit: 1000,
+            event_type: event_type as i32,
+            entity_id: entity.to_string(),
+            after_sequence: Some(0),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events
+}
+
+/// Checks the account the builder made for `request` on chain and in the store.
+async fn assert_initialized(
+    net: &Net,
+    client: &mut LifecycleServiceClient<Channel>,
+    request_id: &Pubkey,
+    capabilities: &[String],
+    wallet: &Pubkey,
+) -> Pubkey {
+    let plan = Plan::new(*request_id, capabilities, net.program, *wallet);
+    let account = chain_account(net, &plan.address).expect("the account exists on chain");
+    assert_eq!(account.owner, net.program);
+    assert_eq!(account.data.len(), account_space(capabilities));
+    let rent = tokio::task::block_in_place(|| {
+        net.surfnet
+            .rpc_client()
+            .get_minimum_balance_for_rent_exemption(account.data.len())
+            .unwrap()
+    });
+    assert!(account.lamports >= rent, "rent-exempt");
+    let Ok(Record::Account(ChainAccount {
+        id,
+        state_hash,
+        capabilities: on_chain_caps,
+        is_active,
+        ..
+    })) = Record::decode(&account.data)
+    else {
+        panic!("the Account record is written")
+    };
+    assert_eq!(id, plan.address.to_bytes());
+    assert_eq!(state_hash, expected_hash(capabilities));
+    assert_eq!(on_chain_caps, capabilities);
+    assert!(is_active);
+
+    let stored = client
+        .get_account(GetAccountRequest {
+            id: plan.address.to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .account
+        .unwrap();
+    assert_eq!(stored.request_id, request_id.to_string());
+    assert_eq!(stored.state_hash, hex::encode(expected_hash(capabilities)));
+    let progression = client
+        .get_progression(GetProgressionRequest {
+            entity_id: plan.address.to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .progression
+        .unwrap();
+    assert_eq!(progression.current_state, LinearState::Account as i32);
+    let initialized = events_of(
+        client,
+        &plan.address.to_string(),
+        EventType::AccountInitialized,
+    )
+    .await;
+    assert_eq!(initialized.len(), 1, "AccountInitialized exactly once");
+    plan.address
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn valid_requests_become_initialized_accounts_on_chain_and_in_the_store() {
+    let net = Net::start().await;
+    let wallet = Wallet::funded(&net);
+    let db = TestDb::new(Db::Sqlite).await.unwrap();
+    let config = builder_config(&net, &db, &wallet);
+    let server = TestServer::start_with(db, config).await;
+    let mut client = server.lifecycle().await;
+
+    // A request placed on chain by someone else, with the hash stated.
+    let on_chain_caps = caps(&["transfer", "mint"]);
+    let placed = place_request(
+        &net,
+        &net.program,
+        &on_chain_caps,
+        expected_hash(&on_chain_caps),
+    );
+    let r = wait_status(
+        &client,
+        &placed,
+        AccountRequestStatus::Initialized,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(r.attempts, 1);
+    assert!(!r.signature.is_empty());
+    let account =
+        assert_initialized(&net, &mut client, &placed, &on_chain_caps, &wallet.pubkey()).await;
+    assert_eq!(r.account_id, account.to_string());
+
+    // A request the server places itself (RequestAccount), idempotent per key.
+    let rpc_caps = caps(&["admin"]);
+    let ask = RequestAccountRequest {
+        owner: Pubkey::new_from_array([9; 32]).to_string(),
+        capabilities: rpc_caps.clone(),
+        init_state_hash: String::new(),
+        idempotency_key: "order-42".into(),
+    };
+    let first = client
+        .request_account(ask.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    let placed_by_rpc: Pubkey = first.request.as_ref().unwrap().id.parse().unwrap();
+    assert!(!first.signature.is_empty());
+    assert_eq!(
+        first.request.unwrap().init_state_hash,
+        hex::encode(expected_hash(&rpc_caps)),
+        "the server states the hash it computed"
+    );
+    wait_status(
+        &client,
+        &placed_by_rpc,
+        AccountRequestStatus::Initialized,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_initialized(
+        &net,
+        &mut client,
+        &placed_by_rpc,
+        &rpc_caps,
+        &wallet.pubkey(),
+    )
+    .await;
+    let again = client
+        .request_account(ask.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.request.unwrap().id, placed_by_rpc.to_string());
+    assert!(again.signature.is_empty(), "a repeat sends nothing");
+    let mut other = ask.clone();
+    other.capabilities = caps(&["mint"]);
+    let err = client.request_account(other).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().contains("idempotency_key"),
+        "{}",
+        err.message()
+    );
+
+    // Bad input names the field and stores nothing.
+    for (bad, field) in [
+        (
+            RequestAccountRequest {
+                owner: "not-a-key".into(),
+                ..ask.clone()
+            },
+            "owner",
+        ),
+        (
+            RequestAccountRequest {
+                capabilities: caps(&["ok", "bad cap"]),
+                ..ask.clone()
+            },
+            "capabilities[1]",
+        ),
+        (
+            RequestAccountRequest {
+                init_state_hash: "abc".into(),
+                ..ask.clone()
+            },
+            "init_state_hash",
+        ),
+    ] {
+        let err = client.request_account(bad).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(err.message().contains(field), "{field}: {}", err.message());
+    }
+    let stats = client
+        .get_stats(GetStatsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stats.accounts_created, 2);
+    assert_eq!(stats.accounts, 2);
+    assert!(metric(&server, "valence_accounts_initialized_total").await >= 2.0);
+    assert!(server.stop().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hash_mismatch_is_parked_without_any_transaction() {
+    let net = Net::start().await;
+    let wallet = Wallet::funded(&net);
+    let before = balance(&net, &wallet.pubkey());
+    let db = TestDb::new(Db::Sqlite).await.unwrap();
+    let config = builder_config(&net, &db, &wallet);
+    let server = TestServer::start_with(db, config).await;
+    let mut client = server.lifecycle().await;
+
+    let capabilities = caps(&["transfer"]);
+    let id = place_request(&net, &net.program, &capabilities, [0xab; 32]);
+    let r = wait_status(
+        &client,
+        &id,
+        AccountRequestStatus::Failed,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(r.failure_reason, "hash_mismatch");
+    assert_eq!(r.attempts, 0);
+    let failed = events_of(
+        &mut client,
+        &id.to_string(),
+        EventType::AccountInitializationFailed,
+    )
+    .await;
+    assert_eq!(failed.len(), 1);
+    let Some(Payload::AccountInitializationFailed(f)) = &failed[0].payload else {
+        panic!("payload")
+    };
+    assert!(f.parked);
+    assert_eq!(f.reason, "hash_mismatch");
+
+    let plan = Plan::new(id, &capabilities, net.program, wallet.pubkey());
+    assert!(
+        chain_account(&net, &plan.address).is_none(),
+        "no account created"
+    );
+    assert_eq!(
+        balance(&net, &wallet.pubkey()),
+        before,
+        "no fee paid: nothing was sent"
+    );
+    assert!(server.stop().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failing_transactions_are_retried_with_growing_delays_parked_and_requeued() {
+    let net = Net::start().await;
+    let wallet = Wallet::funded(&net);
+    let db = TestDb::new(Db::Sqlite).await.unwrap();
+    let mut config = builder_config(&net, &db, &wallet);
+    // A shard program id with nothing deployed: every transaction fails.
+    let missing = dev::random_key();
+    config.lifecycle.shard_program_id = missing.to_string();
+    let server = TestServer::start_with(db, config).await;
+    let mut client = server.lifecycle().await;
+
+    let capabilities = caps(&["transfer"]);
+    let id = place_request(&net, &missing, &capabilities, expected_hash(&capabilities));
+    let r = wait_status(
+        &client,
+        &id,
+        AccountRequestStatus::Failed,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(r.attempts, 5);
+    assert!(!r.failure_reason.is_empty());
+    let failed = events_of(
+        &mut client,
+        &id.to_string(),
+        EventType::AccountInitializationFailed,
+    )
+    .await;
+    let parked: Vec<bool> = failed
+        .iter()
+        .map(|e| match &e.payload {
+            Some(Payload::AccountInitializationFailed(f)) => f.parked,
+            _ => panic!("payload"),
+        })
+        .collect();
+    assert_eq!(parked, [false, false, false, false, true]);
+    // Delays 200, 400, 800, 1600 ms (±10%): each gap longer than the last.
+    let times: Vec<i64> = failed
+        .iter()
+        .map(|e| {
+            let t = e.time.unwrap();
+            t.seconds * 1000 + t.nanos as i64 / 1_000_000
+        })
+        .collect();
+    let gaps: Vec<i64> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    for (i, gap) in gaps.iter().enumerate() {
+        let delay = 200 * (1 << i);
+        assert!(
+            *gap >= delay * 85 / 100,
+            "gap {i} = {gap} ms, delay {delay} ms: {gaps:?}"
+        );
+    }
+    assert!(gaps.windows(2).all(|w| w[1] > w[0]), "growing: {gaps:?}");
+    let plan = Plan::new(id, &capabilities, missing, wallet.pubkey());
+    assert!(chain_account(&net, &plan.address).is_none());
+
+    // RetryAccountRequest: field errors, not found, wrong state.
+    let err = client
+        .retry_account_request(RetryAccountRequestRequest { id: "nope".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("id"));
+    let err = client
+        .retry_account_request(RetryAccountRequestRequest {
+            id: dev::random_key().to_string(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+
+    // Deploy the program where it was missing, then re-queue.
+    tokio::task::block_in_place(|| {
+        net.surfnet
+            .cheatcodes()
+            .deploy(DeployProgram::new(missing).so_bytes(STAND_IN.to_vec()))
+            .unwrap();
+    });
+    let requeued = client
+        .retry_account_request(RetryAccountRequestRequest { id: id.to_string() })
+        .await
+        .unwrap()
+        .into_inner()
+        .request
+        .unwrap();
+    assert_eq!(requeued.attempts, 0);
+    let r = wait_status(
+        &client,
+        &id,
+        AccountRequestStatus::Initialized,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(r.attempts, 1);
+    assert!(chain_account(&net, &plan.address).is_some());
+    assert_eq!(
+        events_of(
+            &mut client,
+            &id.to_string(),
+            EventType::AccountRequestRequeued
+        )
+        .await
+        .len(),
+        1
+    );
+    let err = client
+        .retry_account_request(RetryAccountRequestRequest { id: id.to_string() })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Code::FailedPrecondition,
+        "only FAILED requests are retried"
+    );
+    assert!(server.stop().await);
+}
+
+/// A JSON-RPC proxy in front of Surfnet that counts sendTransaction calls
+/// and, while armed, SIGKILLs the server right after Surfnet accepted one:
+/// the transaction is on its way, the server never learns the answer.
+struct KillingProxy {
+    url: String,
+    sends: Arc<AtomicUsize>,
+    victim: Arc<Mutex<Option<u32>>>,
+    signatures: Arc<Mutex<Vec<String>>>,
+}
+
+impl KillingProxy {
+    async fn start(upstream: String) -> KillingProxy {
+        let sends = Arc::new(AtomicUsize::new(0));
+        let victim: Arc<Mutex<Option<u32>>> = Arc::new(Mutex::new(None));
+        let signatures = Arc::new(Mutex::new(Vec::new()));
+        let http = reqwest::Client::new();
+        let (s, v, sig) = (sends.clone(), victim.clone(), signatures.clone());
+        let app = axum::Router::new().route(
+            "/",
+            axum::routing::post(move |body: axum::body::Bytes| {
+                let (http, upstream, s, v, sig) = (
+                    http.clone(),
+                    upstream.clone(),
+                    s.clone(),
+                    v.clone(),
+                    sig.clone(),
+                );
+                async move {
+                    let response = http
+                        .post(&upstream)
+                        .header("content-type", "application/json")
+                        .body(body.clone())
+                        .send()
+                        .await
+                        .unwrap()
+                        .bytes()
+                        .await
+                        .unwrap();
+                    if body.windows(15).any(|w| w == b"sendTransaction") {
+                        s.fetch_add(1, Ordering::SeqCst);
+                        let answer: serde_json::Value = serde_json::from_slice(&response).unwrap();
+                        if let Some(signature) = answer["result"].as_str() {
+                            sig.lock().unwrap().push(signature.to_string());
+                        }
+                        if let Some(pid) = v.lock().unwrap().take() {
+                            let _ = std::process::Command::new("kill")
+                                .args(["-KILL", &pid.to_string()])
+                                .status();
+                        }
+                    }
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        response,
+                    )
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        KillingProxy {
+            url,
+            sends,
+            victim,
+            signatures,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_crash_between_sending_and_confirming_creates_one_account_counted_once() {
+    let net = Net::start().await;
+    let wallet = Wallet::funded(&net);
+    let proxy = KillingProxy::start(net.surfnet.rpc_url().to_string()).await;
+    let db = TestDb::new(Db::Sqlite).await.unwrap();
+    let program = net.program.to_string();
+    let wallet_path = wallet.path.display().to_string();
+    let env = [
+        ("RPC_URL", proxy.url.as_str()),
+        ("WS_URL", net.surfnet.ws_url()),
+        ("SHARD_PROGRAM_ID", program.as_str()),
+        ("WALLET_PATH", wallet_path.as_str()),
+        ("POLL_INTERVAL", "1"),
+    ];
+    let first = ServerProcess::start(&db.url, &env).await;
+    *proxy.victim.lock().unwrap() = first.child.id();
+    let mut first = first;
+
+    let capabilities = caps(&["transfer"]);
+    let id = place_request(
+        &net,
+        &net.program,
+        &capabilities,
+        expected_hash(&capabilities),
+    );
+    let plan = Plan::new(id, &capabilities, net.program, wallet.pubkey());
+    let exit = tokio::time::timeout(Duration::from_secs(60), first.child.wait())
+        .await
+        .expect("the server was killed after sending")
+        .unwrap();
+    assert!(!exit.success());
+    eventually(
+        Duration::from_secs(30),
+        "the sent transaction landed",
+        || async { chain_account(&net, &plan.address).is_some() },
+    )
+    .await;
+    assert_eq!(proxy.sends.load(Ordering::SeqCst), 1);
+
+    let second = ServerProcess::start(&db.url, &env).await;
+    let client = LifecycleServiceClient::connect(format!("http://{}", second.grpc))
+        .await
+        .unwrap();
+    let r = wait_status(
+        &client,
+        &id,
+        AccountRequestStatus::Initialized,
+        Duration::from_secs(30),
+    )
+    .await;
+    let mut client = client;
+    assert_eq!(proxy.sends.load(Ordering::SeqCst), 1, "nothing sent again");
+    assert_eq!(r.attempts, 1);
+    assert_eq!(r.signature, proxy.signatures.lock().unwrap()[0]);
+    assert_initialized(&net, &mut client, &id, &capabilities, &wallet.pubkey()).await;
+    let stats = client
+        .get_stats(GetStatsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stats.accounts_created, 1);
+    assert_eq!(second.terminate().await, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_requests_at_once_never_exceed_the_concurrency_limit() {
+    let net = Net::start().await;
+    let wallet = Wallet::funded(&net);
+    // PostgreSQL here (SQLite in the tests above): the queue works on both.
+    let Some(db) = TestDb::new(Db::Postgres).await else {
+        return;
+    };
+    let mut config = builder_config(&net, &db, &wallet);
+    config.service.max_concurrent_creations = 3;
+    let server = TestServer::start_with(db, config).await;
+    let client = server.lifecycle().await;
+
+    let asks = (0..50).map(|i| {
+        let mut client = client.clone();
+        async move {
+            client
+                .request_account(RequestAccountRequest {
+                    owner: Pubkey::new_from_array([i as u8 + 1; 32]).to_string(),
+                    capabilities: caps(&["transfer"]),
+                    init_state_hash: String::new(),
+                    idempotency_key: format!("burst-{i}"),
+                })
+                .await
+                .unwrap()
+        }
+    });
+    futures::future::join_all(asks).await;
+    eventually(Duration::from_secs(180), "50 accounts initialized", || {
+        let mut client = client.clone();
+        async move {
+            let stats = client
+                .get_stats(GetStatsRequest {})
+                .await
+                .unwrap()
+                .into_inner();
+            stats.accounts_created == 50
+        }
+    })
+    .await;
+    let peak = metric(&server, "valence_builder_in_flight_peak").await;
+    assert!(peak <= 3.0, "at most 3 in flight, saw {peak}");
+    assert!(peak >= 2.0, "creations did overlap (peak {peak})");
+    let mut client = client;
+    let stats = client
+        .get_stats(GetStatsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stats.accounts, 50);
+    assert_eq!(stats.pending_account_requests, 0);
+    // The monitor may record an account before the builder's attempt has
+    // returned from confirmation; the gauge drops once every attempt has.
+    eventually(Duration::from_secs(30), "no creation in flight", || async {
+        metric(&server, "valence_builder_in_flight ").await == 0.0
+    })
+    .await;
+    assert!(server.stop().await);
+}
