@@ -40,6 +40,26 @@ pub(crate) enum AccountRequestsCommand {
         #[command(flatten)]
         page: Page,
     },
+    /// Ask the server to place an account request on chain (operator role).
+    Create {
+        /// Base58 public key of the account's owner.
+        #[arg(long)]
+        owner: String,
+        /// A capability (repeat for several), e.g. --capability transfer.
+        #[arg(long = "capability")]
+        capabilities: Vec<String>,
+        /// Expected initial state hash (64 hex); the server computes it when omitted.
+        #[arg(long, default_value = "")]
+        init_state_hash: String,
+        /// Makes the command safe to repeat: the same key returns the same request.
+        #[arg(long, default_value = "")]
+        idempotency_key: String,
+    },
+    /// Put a failed (parked) request back in the builder's queue (operator role).
+    Retry {
+        /// Request id.
+        id: String,
+    },
 }
 
 /// `sessions` subcommands.
@@ -144,7 +164,24 @@ pub(crate) async fn account_requests(
     ctx: &Context,
     command: AccountRequestsCommand,
 ) -> Result<(), ClientError> {
-    let AccountRequestsCommand::List { status, page } = command;
+    let (status, page) = match command {
+        AccountRequestsCommand::List { status, page } => (status, page),
+        AccountRequestsCommand::Create {
+            owner,
+            capabilities,
+            init_state_hash,
+            idempotency_key,
+        } => {
+            let request = v1::RequestAccountRequest {
+                owner,
+                capabilities,
+                init_state_hash,
+                idempotency_key,
+            };
+            return create_account_request(ctx, request).await;
+        }
+        AccountRequestsCommand::Retry { id } => return retry_account_request(ctx, id).await,
+    };
     let (page_size, page_token) = page.parts();
     let request = v1::ListAccountRequestsRequest {
         page_size,
@@ -178,6 +215,59 @@ pub(crate) async fn account_requests(
     }
     table.print("account requests");
     output::next_page_hint(&response.next_page_token);
+    Ok(())
+}
+
+async fn create_account_request(
+    ctx: &Context,
+    request: v1::RequestAccountRequest,
+) -> Result<(), ClientError> {
+    let response = ctx
+        .client()
+        .await?
+        .lifecycle()
+        .request_account(request)
+        .await?
+        .into_inner();
+    if ctx.json {
+        output::print_json(&response);
+        return Ok(());
+    }
+    let r = response.request.unwrap_or_default();
+    if response.signature.is_empty() {
+        println!(
+            "request {} already placed ({})",
+            r.id,
+            output::name::<v1::AccountRequestStatus>(r.status)
+        );
+    } else {
+        println!(
+            "request {} placed by transaction {}",
+            r.id, response.signature
+        );
+    }
+    println!("init_state_hash {}", r.init_state_hash);
+    Ok(())
+}
+
+async fn retry_account_request(ctx: &Context, id: String) -> Result<(), ClientError> {
+    let response = ctx
+        .client()
+        .await?
+        .lifecycle()
+        .retry_account_request(v1::RetryAccountRequestRequest { id })
+        .await?
+        .into_inner();
+    if ctx.json {
+        output::print_json(&response);
+        return Ok(());
+    }
+    let r = response.request.unwrap_or_default();
+    println!(
+        "request {} is {} again",
+        r.id,
+        output::name::<v1::AccountRequestStatus>(r.status)
+    );
     Ok(())
 }
 

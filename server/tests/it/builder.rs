@@ -38,6 +38,7 @@ use valence_lifecycle_server::{
 
 use crate::{
     chain::{eventually, metric, Net, STAND_IN},
+    cli,
     common::{Db, TestDb, TestServer},
     process::ServerProcess,
 };
@@ -362,14 +363,62 @@ async fn valid_requests_become_initialized_accounts_on_chain_and_in_the_store() 
         assert_eq!(err.code(), Code::InvalidArgument);
         assert!(err.message().contains(field), "{field}: {}", err.message());
     }
+    // lifecyclectl places one too, and lists it initialized.
+    let ctl = cli::lifecyclectl();
+    let endpoint = format!("http://{}", server.grpc);
+    let env = [("VALENCE_ENDPOINT", endpoint.as_str())];
+    let owner = Pubkey::new_from_array([5; 32]).to_string();
+    let args = [
+        "account-requests",
+        "create",
+        "--owner",
+        &owner,
+        "--capability",
+        "transfer",
+        "--idempotency-key",
+        "from-the-cli",
+    ];
+    let (code, stdout, stderr) = cli::run(&ctl, &args, &env).await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("placed by transaction"), "{stdout}");
+    eventually(
+        Duration::from_secs(30),
+        "the CLI's request initialized",
+        || async {
+            let (_, stdout, _) = cli::run(
+                &ctl,
+                &[
+                    "--json",
+                    "account-requests",
+                    "list",
+                    "--status",
+                    "initialized",
+                ],
+                &env,
+            )
+            .await;
+            let listed: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+            listed["requests"].as_array().unwrap().len() == 3
+        },
+    )
+    .await;
+    let (code, _, stderr) = cli::run(
+        &ctl,
+        &["account-requests", "retry", &placed.to_string()],
+        &env,
+    )
+    .await;
+    assert_eq!(code, Some(1), "an initialized request is not retried");
+    assert!(stderr.contains("not FAILED"), "{stderr}");
+
     let stats = client
         .get_stats(GetStatsRequest {})
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(stats.accounts_created, 2);
-    assert_eq!(stats.accounts, 2);
-    assert!(metric(&server, "valence_accounts_initialized_total").await >= 2.0);
+    assert_eq!(stats.accounts_created, 3);
+    assert_eq!(stats.accounts, 3);
+    assert!(metric(&server, "valence_accounts_initialized_total").await >= 3.0);
     assert!(server.stop().await);
 }
 
