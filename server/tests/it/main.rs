@@ -12,5 +12,6 @@ mod grpc_api;
 mod process;
 mod proxy;
 mod rest;
+mod shard_program;
 mod store;
 mod telemetry;
