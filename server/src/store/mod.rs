@@ -13,6 +13,7 @@ mod entities;
 mod events;
 pub mod postgres;
 mod rules;
+mod singletons;
 pub mod sqlite;
 
 use std::{sync::Arc, time::Duration};
@@ -27,6 +28,7 @@ pub use entities::{
 };
 pub use events::{EventQuery, NewEvent};
 pub use rules::StoredRule;
+pub use singletons::{ConfigVersionRow, SingletonRow, SingletonSuccess};
 
 use crate::{config::DatabaseConfig, error::ApiResult};
 
