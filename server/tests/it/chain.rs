@@ -30,13 +30,13 @@ use crate::{
 const STAND_IN: &[u8] = include_bytes!("../../shard-program/shard_program.so");
 
 /// A Surfnet with the stand-in deployed.
-struct Net {
-    surfnet: Surfnet,
-    program: Pubkey,
+pub(crate) struct Net {
+    pub(crate) surfnet: Surfnet,
+    pub(crate) program: Pubkey,
 }
 
 impl Net {
-    async fn start() -> Net {
+    pub(crate) async fn start() -> Net {
         let surfnet = Surfnet::start().await.unwrap();
         let program = Pubkey::new_unique();
         tokio::task::block_in_place(|| {
@@ -76,7 +76,7 @@ impl Net {
             .unwrap()
     }
 
-    fn config(&self, db: &TestDb) -> Config {
+    pub(crate) fn config(&self, db: &TestDb) -> Config {
         let mut c = test_config(&db.url);
         c.rpc.url = self.surfnet.rpc_url().to_string();
         c.rpc.ws_url = self.surfnet.ws_url().to_string();
@@ -117,7 +117,7 @@ fn session(id: &Pubkey, accounts: &[Pubkey], consumed: bool) -> Vec<u8> {
 }
 
 /// Polls `check` until it holds or `within` passes; returns the time taken.
-async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F) -> Duration
+pub(crate) async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F) -> Duration
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -142,7 +142,7 @@ async fn has_progression(server: &TestServer, id: &Pubkey) -> bool {
         .is_ok()
 }
 
-async fn metric(server: &TestServer, prefix: &str) -> f64 {
+pub(crate) async fn metric(server: &TestServer, prefix: &str) -> f64 {
     let text = reqwest::get(format!("{}/metrics", server.http()))
         .await
         .unwrap()

@@ -16,7 +16,11 @@ use crate::{
 
 const SERVER: &str = env!("CARGO_BIN_EXE_valence-lifecycle");
 
-async fn run(program: &str, args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
+pub(crate) async fn run(
+    program: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (Option<i32>, String, String) {
     let mut command = Command::new(program);
     command
         .args(args)
@@ -39,7 +43,7 @@ async fn run(program: &str, args: &[&str], env: &[(&str, &str)]) -> (Option<i32>
 
 /// The lifecyclectl binary, built next to the server's (`cargo build
 /// --workspace --bins`, which `.ci/test` runs first).
-fn lifecyclectl() -> String {
+pub(crate) fn lifecyclectl() -> String {
     let dir = std::path::Path::new(SERVER).parent().unwrap();
     let path = dir.join("lifecyclectl");
     assert!(

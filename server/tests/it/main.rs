@@ -10,5 +10,7 @@ mod grpc_api;
 mod process;
 mod proxy;
 mod rest;
+#[cfg(feature = "embedded-chain")]
+mod singletons;
 mod store;
 mod telemetry;
