@@ -38,11 +38,18 @@ struct SingletonNet {
     net: Net,
     programs: [Pubkey; 3],
     wallet: Keypair,
+    /// A separate singleton authority, when the test configures one.
+    authority: Option<Keypair>,
     dir: tempfile::TempDir,
 }
 
 impl SingletonNet {
     async fn start() -> SingletonNet {
+        Self::start_with(10_000_000_000, None).await
+    }
+
+    /// With `lamports` in the service wallet and, optionally, a separate authority.
+    async fn start_with(lamports: u64, authority: Option<Keypair>) -> SingletonNet {
         let net = Net::start().await;
         let programs = [
             Pubkey::new_unique(),
@@ -63,13 +70,14 @@ impl SingletonNet {
             }
             net.surfnet
                 .cheatcodes()
-                .fund_sol(&wallet.pubkey(), 10_000_000_000)
+                .fund_sol(&wallet.pubkey(), lamports)
                 .unwrap();
         });
         SingletonNet {
             net,
             programs,
             wallet,
+            authority,
             dir: tempfile::tempdir().unwrap(),
         }
     }
@@ -86,13 +94,26 @@ impl SingletonNet {
         c.singletons.processor_program_id = self.programs[0].to_string();
         c.singletons.scheduler_program_id = self.programs[1].to_string();
         c.singletons.diff_program_id = self.programs[2].to_string();
+        if let Some(authority) = &self.authority {
+            let path = self.dir.path().join("authority.json");
+            std::fs::write(
+                &path,
+                serde_json::to_string(&authority.to_bytes().to_vec()).unwrap(),
+            )
+            .unwrap();
+            c.singletons.authority_keypair_path = path.display().to_string();
+        }
         c
+    }
+
+    fn authority(&self) -> Pubkey {
+        self.authority.as_ref().unwrap_or(&self.wallet).pubkey()
     }
 
     /// The decoded SingletonState of `kind`, or None when its account does not exist.
     fn state(&self, kind: Kind) -> Option<SingletonStateRecord> {
         let program = self.programs[kind.code() as usize - 1];
-        let key = state_address(kind, &self.wallet.pubkey(), &program);
+        let key = state_address(kind, &self.authority(), &program);
         let account = tokio::task::block_in_place(|| {
             self.net
                 .surfnet
@@ -655,7 +676,116 @@ async fn lifecyclectl_singletons_init_pause_update_and_status() {
     assert_eq!(diff["status"], "paused", "{stdout}");
     assert_eq!(diff["version"], 2, "{stdout}");
     assert_eq!(diff["config"]["diff"]["max_batch_size"], 64, "{stdout}");
-    assert_eq!(diff["config"]["diff"]["optimization_level"], "aggressive", "{stdout}");
+    assert_eq!(
+        diff["config"]["diff"]["optimization_level"], "aggressive",
+        "{stdout}"
+    );
     assert_eq!(net.chain_statuses(), vec![2, 2, 2]);
+    assert!(server.stop().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_operation_shows_in_health_and_the_log_and_a_separate_authority_signs() {
+    // Enough for fees, not for the state account's rent: initialize fails on chain.
+    let authority = Keypair::new();
+    let net = SingletonNet::start_with(1_000_000, Some(authority.insecure_clone())).await;
+    let db = TestDb::new(Db::Sqlite).await.unwrap();
+    let config = net.config(&db);
+    let server = TestServer::start_with(db, config).await;
+    let mut client = admin(&server).await;
+    let request = InitializeSingletonsRequest {
+        processor: Some(processor()),
+        ..Default::default()
+    };
+    let before = head(&server).await;
+    let err = client
+        .initialize_singletons(request.clone())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err.code(), Code::FailedPrecondition | Code::Unavailable),
+        "{err:?}"
+    );
+    assert!(
+        err.message().contains("processor initialize"),
+        "{}",
+        err.message()
+    );
+    let infos = get(&server).await;
+    assert_eq!(statuses(&infos)[0], SingletonStatus::Error);
+    let health = infos[0].health.clone().unwrap();
+    assert_eq!((health.operations_total, health.failures_total), (1, 1));
+    assert_eq!(health.success_rate, 0.0);
+    assert!(!health.last_error.is_empty());
+    let events = server
+        .lifecycle()
+        .await
+        .list_events(ListEventsRequest {
+            after_sequence: Some(before),
+            event_type: EventType::SingletonOperation as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    let Some(Payload::SingletonOperation(op)) = &events[0].payload else {
+        panic!("{events:?}");
+    };
+    assert_eq!(
+        (op.singleton.as_str(), op.operation.as_str()),
+        ("processor", "initialize")
+    );
+    assert!(!op.error.is_empty());
+    assert!(net.state(Kind::Processor).is_none());
+
+    // Funded, the retry succeeds; the configured authority owns the state.
+    tokio::task::block_in_place(|| {
+        net.net
+            .surfnet
+            .cheatcodes()
+            .fund_sol(&net.wallet.pubkey(), 10_000_000_000)
+            .unwrap()
+    });
+    let infos = client
+        .initialize_singletons(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .singletons;
+    assert_eq!(statuses(&infos), vec![SingletonStatus::Active]);
+    let health = infos[0].health.clone().unwrap();
+    assert_eq!(health.success_rate, 0.5);
+    assert!(health.last_error.is_empty());
+    let state = net.state(Kind::Processor).unwrap();
+    assert_eq!(state.authority, authority.pubkey().to_bytes());
+    assert_ne!(authority.pubkey(), net.wallet.pubkey());
+    assert!(server.stop().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_embedded_chain_has_the_singleton_programs_out_of_the_box() {
+    let db = TestDb::new(Db::Sqlite).await.unwrap();
+    let mut config = crate::common::test_config(&db.url);
+    config.rpc.embedded = true;
+    let server = TestServer::start_with(db, config).await;
+    let infos = admin(&server)
+        .await
+        .initialize_singletons(InitializeSingletonsRequest {
+            processor: Some(processor()),
+            scheduler: Some(scheduler()),
+            diff: Some(diff()),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .singletons;
+    assert_eq!(statuses(&infos), vec![SingletonStatus::Active; 3]);
+    for (info, kind) in infos.iter().zip(KINDS) {
+        assert_eq!(
+            info.program_id,
+            valence_lifecycle_server::singletons::default_program_id(kind).to_string()
+        );
+    }
     assert!(server.stop().await);
 }
