@@ -744,10 +744,55 @@ fn with_progress(error: ApiError, verb: &str, done: &[Kind]) -> ApiError {
         return error;
     }
     let names: Vec<&str> = done.iter().map(|k| k.name()).collect();
-    let suffix = format!(" ({} already {verb})", names.join(", "));
+    let suffix = format!(" ({verb} before the failure: {})", names.join(", "));
     match error {
         ApiError::FailedPrecondition(m) => ApiError::FailedPrecondition(m + &suffix),
         ApiError::Unavailable(m) => ApiError::Unavailable(m + &suffix),
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_rates_and_error_mapping() {
+        let mut row = SingletonRow {
+            kind: "diff".into(),
+            status: "active".into(),
+            program_id: String::new(),
+            version: 1,
+            config_json: String::new(),
+            updated_at_ms: 0,
+            last_signature: String::new(),
+            operations_total: 0,
+            failures_total: 0,
+            last_error: String::new(),
+            last_operation_at_ms: None,
+        };
+        assert_eq!(health(&row).success_rate, 1.0);
+        row.operations_total = 4;
+        row.failures_total = 1;
+        assert_eq!(health(&row).success_rate, 0.75);
+
+        let refused = send_error(Kind::Diff, PAUSE, "custom program error: 0x1780");
+        assert_eq!(refused.grpc_code(), tonic::Code::FailedPrecondition);
+        let down = send_error(Kind::Diff, PAUSE, "connection refused");
+        assert_eq!(down.grpc_code(), tonic::Code::Unavailable);
+        let partial = with_progress(down, "paused", &[Kind::Processor, Kind::Scheduler]);
+        assert!(
+            partial
+                .to_string()
+                .ends_with("(paused before the failure: processor, scheduler)"),
+            "{partial}"
+        );
+    }
+
+    #[test]
+    fn default_program_ids_differ_and_are_stable() {
+        let ids: Vec<Pubkey> = INIT_ORDER.into_iter().map(default_program_id).collect();
+        assert_eq!(ids[0], default_program_id(Kind::Processor));
+        assert!(ids[0] != ids[1] && ids[1] != ids[2] && ids[0] != ids[2]);
     }
 }
