@@ -41,6 +41,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Logs and traces.
     pub telemetry: TelemetryConfig,
+    /// The singleton programs and their authority (seed 002).
+    pub singletons: SingletonsConfig,
 }
 
 /// `[server]`: listeners and request limits.
@@ -335,6 +337,20 @@ impl Default for TelemetryConfig {
     }
 }
 
+/// `[singletons]`: the processor, scheduler and diff programs (seed 002).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SingletonsConfig {
+    /// Base58 processor program id (env PROCESSOR_PROGRAM_ID); empty means the stand-in on the embedded chain.
+    pub processor_program_id: String,
+    /// Base58 scheduler program id (env SCHEDULER_PROGRAM_ID); empty means the stand-in on the embedded chain.
+    pub scheduler_program_id: String,
+    /// Base58 diff program id (env DIFF_PROGRAM_ID); empty means the stand-in on the embedded chain.
+    pub diff_program_id: String,
+    /// Solana CLI keypair of the singleton authority (env SINGLETON_AUTHORITY_PATH); empty means the service wallet.
+    pub authority_keypair_path: String,
+}
+
 /// Prefix of environment variables that set any key:
 /// `VALENCE_LIFECYCLE_EVENTS__RETENTION_MAX_COUNT` is `events.retention_max_count`.
 /// (Not plain `VALENCE_`, which `lifecyclectl` uses for its own settings.)
@@ -360,6 +376,13 @@ const ENV_KEYS: &[(&str, &str)] = &[
     ("RUST_LOG", "telemetry.log_filter"),
     ("LOG_FORMAT", "telemetry.log_format"),
     ("OTEL_EXPORTER_OTLP_ENDPOINT", "telemetry.otlp_endpoint"),
+    ("PROCESSOR_PROGRAM_ID", "singletons.processor_program_id"),
+    ("SCHEDULER_PROGRAM_ID", "singletons.scheduler_program_id"),
+    ("DIFF_PROGRAM_ID", "singletons.diff_program_id"),
+    (
+        "SINGLETON_AUTHORITY_PATH",
+        "singletons.authority_keypair_path",
+    ),
 ];
 
 impl Config {
@@ -445,6 +468,25 @@ impl Config {
     }
 
     fn validate_lifecycle(&self) -> anyhow::Result<()> {
+        let sg = &self.singletons;
+        for (key, value) in [
+            (
+                "singletons.processor_program_id (PROCESSOR_PROGRAM_ID)",
+                &sg.processor_program_id,
+            ),
+            (
+                "singletons.scheduler_program_id (SCHEDULER_PROGRAM_ID)",
+                &sg.scheduler_program_id,
+            ),
+            (
+                "singletons.diff_program_id (DIFF_PROGRAM_ID)",
+                &sg.diff_program_id,
+            ),
+        ] {
+            if !value.is_empty() {
+                crate::validate::pubkey(key, value).map_err(|e| anyhow::anyhow!("{e}"))?;
+            }
+        }
         let l = &self.lifecycle;
         if !l.shard_program_id.is_empty() {
             crate::validate::pubkey(

@@ -14,6 +14,7 @@ pub mod gateway;
 pub mod grpc;
 pub mod monitor;
 pub mod orchestrator;
+pub mod singletons;
 pub mod store;
 pub mod supervisor;
 pub mod telemetry;
@@ -60,6 +61,8 @@ pub struct AppState {
     pub streams: CancellationToken,
     /// The Solana network watched, if any.
     pub chain: Option<Chain>,
+    /// Singleton administration.
+    pub singletons: Arc<singletons::Singletons>,
     started: Instant,
     started_at_ms: i64,
 }
@@ -112,6 +115,7 @@ impl AppState {
             }
             Err(e) => tracing::warn!(error = %e, "could not refresh gauges from the store"),
         }
+        self.singletons.refresh_gauges().await;
     }
 }
 
@@ -198,7 +202,8 @@ pub async fn serve_with_listeners(
         .context("the store is required at start (database.url / DATABASE_URL)")?;
     tracing::info!(backend = store.backend().name(), "store ready");
     let (chain, embedded) = connect_chain(&config).await?;
-    let state = build_state(config, store.clone(), chain);
+    let singletons = singletons::Setup::resolve(&config, embedded.is_some())?;
+    let state = build_state(config, store.clone(), chain, singletons);
     // The store answered (connect ran the migrations), so the services can
     // serve as soon as the listener is up; the store watcher turns this
     // NotServing whenever the store stops answering.
@@ -269,6 +274,9 @@ async fn start_embedded(
 ) -> anyhow::Result<(Option<Chain>, Embedded)> {
     let program = program.unwrap_or_else(chain::embedded::default_program_id);
     let embedded = chain::embedded::EmbeddedChain::start(program).await?;
+    for singleton in singletons::Setup::embedded_programs(config)? {
+        embedded.deploy_stand_in(singleton)?;
+    }
     let chain = Chain::new(config, embedded.rpc_url(), embedded.ws_url(), program, true);
     let wallet = if config.service.keypair_path.is_empty() {
         // 100 SOL: plenty for rent of the accounts a local demo creates.
@@ -305,8 +313,19 @@ async fn drop_embedded(embedded: Embedded) {
 #[cfg(not(feature = "embedded-chain"))]
 async fn drop_embedded(_embedded: Embedded) {}
 
-fn build_state(config: Config, store: Store, chain: Option<Chain>) -> Arc<AppState> {
+fn build_state(
+    config: Config,
+    store: Store,
+    chain: Option<Chain>,
+    singletons: singletons::Setup,
+) -> Arc<AppState> {
     let metrics = Arc::new(Metrics::new());
+    let singletons = Arc::new(singletons::Singletons::new(
+        singletons,
+        store.clone(),
+        chain.clone(),
+        metrics.clone(),
+    ));
     let board = StatusBoard::new(store.clone(), metrics.clone());
     let hub = EventHub::new(store.clone(), config.events.clone(), metrics.clone());
     let health = tonic_health::server::HealthReporter::new();
@@ -324,6 +343,7 @@ fn build_state(config: Config, store: Store, chain: Option<Chain>) -> Arc<AppSta
         health_service,
         streams: CancellationToken::new(),
         chain,
+        singletons,
         started: Instant::now(),
         started_at_ms: now_ms(),
     })

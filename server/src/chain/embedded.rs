@@ -33,15 +33,21 @@ impl EmbeddedChain {
             surfnet,
             program_id,
         };
+        chain.deploy_stand_in(program_id)?;
+        Ok(chain)
+    }
+
+    /// Deploys the stand-in program at `program_id` too (it also plays the
+    /// singleton programs).
+    pub fn deploy_stand_in(&self, program_id: Pubkey) -> anyhow::Result<()> {
         // The cheatcodes use a blocking RPC client.
         tokio::task::block_in_place(|| {
-            chain
-                .surfnet
+            self.surfnet
                 .cheatcodes()
                 .deploy(DeployProgram::new(program_id).so_bytes(SHARD_PROGRAM.to_vec()))
         })
-        .map_err(|e| anyhow::anyhow!("deploying the stand-in shard program: {e}"))?;
-        Ok(chain)
+        .map_err(|e| anyhow::anyhow!("deploying the stand-in program at {program_id}: {e}"))?;
+        Ok(())
     }
 
     /// JSON-RPC URL.

@@ -10,25 +10,29 @@ use solana_sdk::signature::{Keypair, Signer as _};
 /// Reads a Solana CLI keypair file (a JSON array of 64 numbers). A file
 /// readable by others than its owner is a warning: it holds a secret key.
 pub fn load(path: &Path) -> anyhow::Result<Keypair> {
-    let text = std::fs::read_to_string(path).with_context(|| {
+    load_as(path, "service.keypair_path (WALLET_PATH)")
+}
+
+/// [`load`] for another setting: errors name `setting`.
+pub fn load_as(path: &Path, setting: &str) -> anyhow::Result<Keypair> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading {setting} {}", path.display()))?;
+    warn_if_exposed(path);
+    let bytes: Vec<u8> = serde_json::from_str(&text).with_context(|| {
         format!(
-            "reading service.keypair_path (WALLET_PATH) {}",
+            "{setting} {} is not a Solana CLI keypair (a JSON array of 64 numbers)",
             path.display()
         )
     })?;
-    warn_if_exposed(path);
-    let bytes: Vec<u8> = serde_json::from_str(&text).with_context(|| {
-        format!("service.keypair_path (WALLET_PATH) {} is not a Solana CLI keypair (a JSON array of 64 numbers)", path.display())
-    })?;
     if bytes.len() != 64 {
         bail!(
-            "service.keypair_path (WALLET_PATH) {} holds {} bytes; a keypair has 64",
+            "{setting} {} holds {} bytes; a keypair has 64",
             path.display(),
             bytes.len()
         );
     }
     Keypair::try_from(bytes.as_slice())
-        .map_err(|e| anyhow::anyhow!("service.keypair_path (WALLET_PATH) {}: {e}", path.display()))
+        .map_err(|e| anyhow::anyhow!("{setting} {}: {e}", path.display()))
 }
 
 #[cfg(unix)]

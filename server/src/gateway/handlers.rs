@@ -34,10 +34,20 @@ type AppStateRef = State<Arc<AppState>>;
 pub async fn health(State(state): AppStateRef) -> Response {
     let components = state.board.snapshot();
     let status = overall_status(&components);
+    // Singleton health comes from the store; a store that does not answer
+    // quickly leaves it out rather than slowing the probe.
+    let singletons = tokio::time::timeout(
+        std::time::Duration::from_millis(300),
+        state.singletons.health_json(),
+    )
+    .await
+    .ok()
+    .and_then(Result::ok);
     let body = json!({
         "status": status,
         "timestamp": crate::store::timestamp(crate::store::now_ms()).to_string(),
         "components": components,
+        "singletons": singletons,
     });
     let code = if status == "unhealthy" {
         StatusCode::SERVICE_UNAVAILABLE

@@ -74,7 +74,7 @@ pub async fn serve(
                 .max_decoding_message_size(limit),
         )
         .add_service(
-            SingletonAdminServiceServer::new(singletons::SingletonApi)
+            SingletonAdminServiceServer::new(singletons::SingletonApi::new(state.clone()))
                 .max_decoding_message_size(limit),
         )
         .add_service(

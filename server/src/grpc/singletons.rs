@@ -1,7 +1,8 @@
 //! `SingletonAdminService`: administration of the processor, scheduler and
-//! diff singleton programs. It needs on-chain transactions to those
-//! programs, which arrive with the chain adapter; until then every call
-//! answers UNIMPLEMENTED rather than pretending to succeed.
+//! diff singleton programs. The logic lives in [`crate::singletons`]; this
+//! file maps requests and responses.
+
+use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 use valence_lifecycle_api::v1::{
@@ -11,53 +12,92 @@ use valence_lifecycle_api::v1::{
     UpdateSingletonConfigRequest, UpdateSingletonConfigResponse,
 };
 
-use crate::error::ApiError;
+use crate::{
+    error::{ApiError, ApiResult},
+    singletons::Kind,
+    AppState,
+};
 
 /// The SingletonAdminService implementation.
-#[derive(Default)]
-pub struct SingletonApi;
+pub struct SingletonApi {
+    state: Arc<AppState>,
+}
 
-fn not_yet(rpc: &str) -> Status {
-    ApiError::Unimplemented(format!(
-        "{rpc} needs on-chain transactions to the singleton programs, which this release does not send yet"
-    ))
-    .into()
+impl SingletonApi {
+    /// The service over the shared state.
+    pub fn new(state: Arc<AppState>) -> Self {
+        SingletonApi { state }
+    }
+}
+
+/// One singleton, or None for all; `singleton` is ignored when `all` is set.
+fn target(singleton: i32, all: bool) -> ApiResult<Option<Kind>> {
+    if all {
+        return Ok(None);
+    }
+    Kind::from_proto("singleton", singleton).map(Some)
 }
 
 #[tonic::async_trait]
 impl SingletonAdminService for SingletonApi {
     async fn initialize_singletons(
         &self,
-        _request: Request<InitializeSingletonsRequest>,
+        request: Request<InitializeSingletonsRequest>,
     ) -> Result<Response<InitializeSingletonsResponse>, Status> {
-        Err(not_yet("InitializeSingletons"))
+        let singletons = self.state.singletons.initialize(request.get_ref()).await?;
+        Ok(Response::new(InitializeSingletonsResponse { singletons }))
     }
 
     async fn get_singletons(
         &self,
         _request: Request<GetSingletonsRequest>,
     ) -> Result<Response<GetSingletonsResponse>, Status> {
-        Err(not_yet("GetSingletons"))
+        let singletons = self.state.singletons.get().await?;
+        Ok(Response::new(GetSingletonsResponse { singletons }))
     }
 
     async fn pause_singleton(
         &self,
-        _request: Request<PauseSingletonRequest>,
+        request: Request<PauseSingletonRequest>,
     ) -> Result<Response<PauseSingletonResponse>, Status> {
-        Err(not_yet("PauseSingleton"))
+        let r = request.get_ref();
+        let (singletons, message) = self
+            .state
+            .singletons
+            .pause(target(r.singleton, r.all)?)
+            .await?;
+        Ok(Response::new(PauseSingletonResponse {
+            singletons,
+            message,
+        }))
     }
 
     async fn resume_singleton(
         &self,
-        _request: Request<ResumeSingletonRequest>,
+        request: Request<ResumeSingletonRequest>,
     ) -> Result<Response<ResumeSingletonResponse>, Status> {
-        Err(not_yet("ResumeSingleton"))
+        let r = request.get_ref();
+        let (singletons, message) = self
+            .state
+            .singletons
+            .resume(target(r.singleton, r.all)?)
+            .await?;
+        Ok(Response::new(ResumeSingletonResponse {
+            singletons,
+            message,
+        }))
     }
 
     async fn update_singleton_config(
         &self,
-        _request: Request<UpdateSingletonConfigRequest>,
+        request: Request<UpdateSingletonConfigRequest>,
     ) -> Result<Response<UpdateSingletonConfigResponse>, Status> {
-        Err(not_yet("UpdateSingletonConfig"))
+        let update = request.get_ref().update.as_ref().ok_or_else(|| {
+            ApiError::invalid("update", "give a processor, scheduler or diff update")
+        })?;
+        let singleton = self.state.singletons.update(update).await?;
+        Ok(Response::new(UpdateSingletonConfigResponse {
+            singleton: Some(singleton),
+        }))
     }
 }

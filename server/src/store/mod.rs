@@ -14,6 +14,7 @@ mod events;
 pub mod postgres;
 mod requests;
 mod rules;
+mod singletons;
 pub mod sqlite;
 
 use std::{sync::Arc, time::Duration};
@@ -29,6 +30,7 @@ pub use entities::{
 pub use events::{EventQuery, NewEvent};
 pub use requests::{AttemptFailure, ClaimedRequest};
 pub use rules::StoredRule;
+pub use singletons::{ConfigVersionRow, SingletonRow, SingletonSuccess};
 
 use crate::{config::DatabaseConfig, error::ApiResult};
 

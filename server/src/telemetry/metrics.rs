@@ -69,6 +69,24 @@ pub struct OutcomeLabels {
     pub outcome: String,
 }
 
+/// Labels of singleton operations.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SingletonOpLabels {
+    /// processor, scheduler or diff.
+    pub kind: String,
+    /// initialize, pause, resume or update_config.
+    pub operation: String,
+    /// success or failure.
+    pub outcome: String,
+}
+
+/// Labels naming a singleton.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SingletonLabels {
+    /// processor, scheduler or diff.
+    pub kind: String,
+}
+
 type GaugeU64 = Gauge<u64, AtomicU64>;
 
 /// All metrics; clone the fields (they are shared handles) to update them.
@@ -146,6 +164,10 @@ pub struct Metrics {
     pub component_state: Family<ComponentLabels, GaugeU64>,
     /// Component restarts.
     pub component_restarts: Family<ComponentLabels, Counter>,
+    /// Singleton operations by singleton, operation and outcome.
+    pub singleton_operations: Family<SingletonOpLabels, Counter>,
+    /// Singleton status (the SingletonStatus enum number).
+    pub singleton_status: Family<SingletonLabels, GaugeU64>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -199,6 +221,8 @@ impl Metrics {
             last_processed_slot: Gauge::default(),
             component_state: Family::default(),
             component_restarts: Family::default(),
+            singleton_operations: Family::default(),
+            singleton_status: Family::default(),
         };
         m.register_all();
         m
@@ -386,6 +410,25 @@ impl Metrics {
             "Component restarts",
             self.component_restarts.clone(),
         );
+        r.register(
+            "valence_singleton_operations",
+            "Singleton operations by singleton, operation and outcome",
+            self.singleton_operations.clone(),
+        );
+        r.register(
+            "valence_singleton_status",
+            "Singleton status (SingletonStatus number: 1 uninitialized, 2 active, 3 paused, 4 error)",
+            self.singleton_status.clone(),
+        );
+    }
+
+    /// Sets a singleton's status gauge.
+    pub fn set_singleton_status(&self, kind: &str, status: i32) {
+        self.singleton_status
+            .get_or_create(&SingletonLabels {
+                kind: kind.to_string(),
+            })
+            .set(status.max(0) as u64);
     }
 
     /// Counts an event of the log in the lifecycle counters it feeds.
@@ -410,6 +453,20 @@ impl Metrics {
             }
             Some(Payload::RuleMatched(_)) => {
                 self.rules_matched.inc();
+            }
+            Some(Payload::SingletonOperation(op)) => {
+                let outcome = if op.error.is_empty() {
+                    "success"
+                } else {
+                    "failure"
+                };
+                self.singleton_operations
+                    .get_or_create(&SingletonOpLabels {
+                        kind: op.singleton.clone(),
+                        operation: op.operation.clone(),
+                        outcome: outcome.into(),
+                    })
+                    .inc();
             }
             _ => {}
         }

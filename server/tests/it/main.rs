@@ -13,5 +13,7 @@ mod process;
 mod proxy;
 mod rest;
 mod shard_program;
+#[cfg(feature = "embedded-chain")]
+mod singletons;
 mod store;
 mod telemetry;
