@@ -43,6 +43,69 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// The singleton programs and their authority (seed 002).
     pub singletons: SingletonsConfig,
+    /// Heartbeats and restarts of components (seeds 003 and 004).
+    pub supervision: SupervisionConfig,
+    /// Leader election among replicas sharing one PostgreSQL.
+    pub leader: LeaderConfig,
+}
+
+/// `[supervision]`: how components are kept alive (seed 003's defaults).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SupervisionConfig {
+    /// How often a component reports that it is alive.
+    pub heartbeat_interval_ms: u64,
+    /// Silence after which a component is considered hung and restarted.
+    pub heartbeat_timeout_ms: u64,
+    /// Restarts after a failure before the component stays in error.
+    pub max_restarts: u32,
+    /// Delay before the first restart.
+    pub restart_initial_delay_ms: u64,
+    /// Largest delay between restarts.
+    pub restart_max_delay_ms: u64,
+    /// Growth of the delay per restart.
+    pub restart_multiplier: f64,
+    /// Random spread of each delay, as a fraction (0.1 = ±10%).
+    pub restart_jitter: f64,
+}
+
+impl Default for SupervisionConfig {
+    fn default() -> Self {
+        SupervisionConfig {
+            heartbeat_interval_ms: 30_000,
+            heartbeat_timeout_ms: 90_000,
+            max_restarts: 5,
+            restart_initial_delay_ms: 1_000,
+            restart_max_delay_ms: 30_000,
+            restart_multiplier: 2.0,
+            restart_jitter: 0.1,
+        }
+    }
+}
+
+/// `[leader]`: one replica (the leader) runs the monitor, the builder and
+/// the orchestrator; the others serve reads and event streams.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LeaderConfig {
+    /// This replica's name in events, /health and GetStats (env REPLICA_ID);
+    /// empty means `<hostname>-<pid>`.
+    pub replica_id: String,
+    /// How often a follower tries to take the lead.
+    pub retry_interval_ms: u64,
+    /// How often the leader checks its lock connection; a failed check
+    /// makes it step down at once.
+    pub check_interval_ms: u64,
+}
+
+impl Default for LeaderConfig {
+    fn default() -> Self {
+        LeaderConfig {
+            replica_id: String::new(),
+            retry_interval_ms: 2_000,
+            check_interval_ms: 3_000,
+        }
+    }
 }
 
 /// `[server]`: listeners and request limits.
@@ -373,6 +436,7 @@ const ENV_KEYS: &[(&str, &str)] = &[
     ),
     ("CONSUMPTION_TIMEOUT", "lifecycle.consumption_timeout_secs"),
     ("AUTO_PROGRESS", "lifecycle.auto_progress"),
+    ("REPLICA_ID", "leader.replica_id"),
     ("RUST_LOG", "telemetry.log_filter"),
     ("LOG_FORMAT", "telemetry.log_format"),
     ("OTEL_EXPORTER_OTLP_ENDPOINT", "telemetry.otlp_endpoint"),
@@ -512,7 +576,53 @@ impl Config {
         )
     }
 
+    fn validate_supervision(&self) -> anyhow::Result<()> {
+        let v = &self.supervision;
+        check(
+            v.heartbeat_interval_ms > 0,
+            "supervision.heartbeat_interval_ms",
+            &v.heartbeat_interval_ms,
+        )?;
+        check(
+            v.heartbeat_timeout_ms > v.heartbeat_interval_ms,
+            "supervision.heartbeat_timeout_ms (must exceed heartbeat_interval_ms)",
+            &v.heartbeat_timeout_ms,
+        )?;
+        check(
+            v.restart_initial_delay_ms > 0,
+            "supervision.restart_initial_delay_ms",
+            &v.restart_initial_delay_ms,
+        )?;
+        check(
+            v.restart_max_delay_ms >= v.restart_initial_delay_ms,
+            "supervision.restart_max_delay_ms",
+            &v.restart_max_delay_ms,
+        )?;
+        check(
+            v.restart_multiplier >= 1.0,
+            "supervision.restart_multiplier",
+            &v.restart_multiplier,
+        )?;
+        check(
+            (0.0..1.0).contains(&v.restart_jitter),
+            "supervision.restart_jitter",
+            &v.restart_jitter,
+        )?;
+        let l = &self.leader;
+        check(
+            l.retry_interval_ms > 0,
+            "leader.retry_interval_ms",
+            &l.retry_interval_ms,
+        )?;
+        check(
+            l.check_interval_ms > 0,
+            "leader.check_interval_ms",
+            &l.check_interval_ms,
+        )
+    }
+
     fn validate_rest(&self) -> anyhow::Result<()> {
+        self.validate_supervision()?;
         let r = &self.retry;
         check(r.max_retries > 0, "retry.max_retries", &r.max_retries)?;
         check(

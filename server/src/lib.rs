@@ -7,11 +7,13 @@
 pub mod auth;
 pub mod builder;
 pub mod chain;
+mod components;
 pub mod config;
 pub mod error;
 pub mod events;
 pub mod gateway;
 pub mod grpc;
+pub mod leader;
 pub mod monitor;
 pub mod orchestrator;
 pub mod singletons;
@@ -25,7 +27,7 @@ use std::{sync::Arc, time::Duration, time::Instant};
 use anyhow::{bail, Context as _};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use valence_lifecycle_api::v1::{ChainInfo, ComponentState, GetStatsResponse};
+use valence_lifecycle_api::v1::{ChainInfo, GetStatsResponse};
 
 use crate::{
     auth::Auth,
@@ -63,6 +65,8 @@ pub struct AppState {
     pub chain: Option<Chain>,
     /// Singleton administration.
     pub singletons: Arc<singletons::Singletons>,
+    /// Whether this replica leads (runs the chain work).
+    pub leadership: Arc<leader::Leadership>,
     started: Instant,
     started_at_ms: i64,
 }
@@ -84,6 +88,7 @@ impl AppState {
             events: s.events,
             head_sequence: s.head_sequence,
             components: self.board.snapshot(),
+            leader: Some(self.leadership.info(&self.store).await),
             started_at: Some(timestamp(self.started_at_ms)),
             store_backend: self.store.backend().name().to_string(),
             chain: self.chain.as_ref().map(|c| ChainInfo {
@@ -209,8 +214,11 @@ pub async fn serve_with_listeners(
     // NotServing whenever the store stops answering.
     grpc::set_health(&state, true).await;
 
-    let mut supervisor = Supervisor::new(state.board.clone());
-    start_components(&mut supervisor, &state, grpc_listener, api_listener).await;
+    let mut supervisor = Supervisor::new(
+        state.board.clone(),
+        supervisor::Policy::from(&state.config.supervision),
+    );
+    components::start(&mut supervisor, &state, grpc_listener, api_listener).await?;
     tracing::info!("valence lifecycle manager running");
 
     shutdown.cancelled().await;
@@ -332,6 +340,7 @@ fn build_state(
     let health_service = tonic_health::pb::health_server::HealthServer::new(
         tonic_health::server::HealthService::from_health_reporter(health.clone()),
     );
+    let (config_leader, metrics_for_leader) = (config.leader.clone(), metrics.clone());
     Arc::new(AppState {
         auth: Arc::new(Auth::new(&config.auth)),
         config: Arc::new(config),
@@ -344,97 +353,8 @@ fn build_state(
         streams: CancellationToken::new(),
         chain,
         singletons,
+        leadership: leader::Leadership::new(&config_leader, metrics_for_leader),
         started: Instant::now(),
         started_at_ms: now_ms(),
     })
-}
-
-async fn start_components(
-    supervisor: &mut Supervisor,
-    state: &Arc<AppState>,
-    grpc_listener: TcpListener,
-    api_listener: TcpListener,
-) {
-    let s = state.clone();
-    supervisor
-        .start("store", move |cancel| watch_store(s, cancel))
-        .await;
-    let hub = state.hub.clone();
-    supervisor
-        .start("events", move |cancel| hub.run_tailer(cancel))
-        .await;
-    let (store, events, metrics) = (
-        state.store.clone(),
-        state.config.events.clone(),
-        state.metrics.clone(),
-    );
-    supervisor
-        .start("retention", move |cancel| {
-            events::retention::run(store, events, metrics, cancel)
-        })
-        .await;
-    if let Some(chain) = &state.chain {
-        let poll = Duration::from_secs(state.config.lifecycle.poll_interval_secs);
-        let monitor = monitor::Monitor::new(
-            chain.clone(),
-            state.store.clone(),
-            state.metrics.clone(),
-            state.board.clone(),
-            poll,
-            state.config.service.min_wallet_balance_lamports,
-        );
-        supervisor
-            .start("monitor", move |cancel| monitor.run(cancel))
-            .await;
-        let builder = builder::Builder::new(
-            chain.clone(),
-            state.store.clone(),
-            state.metrics.clone(),
-            &state.config,
-        );
-        let head = state.hub.watch_head();
-        supervisor
-            .start("builder", move |cancel| builder.run(head, cancel))
-            .await;
-    }
-    let s = state.clone();
-    supervisor
-        .start("grpc", move |cancel| grpc::serve(s, grpc_listener, cancel))
-        .await;
-    let s = state.clone();
-    supervisor
-        .start("gateway", move |cancel| {
-            gateway::serve(s, api_listener, cancel)
-        })
-        .await;
-}
-
-/// The store component: pings the database every health-check interval
-/// and reflects the answer in component state and gRPC health.
-async fn watch_store(state: Arc<AppState>, cancel: CancellationToken) -> anyhow::Result<()> {
-    let every = Duration::from_secs(state.config.monitoring.health_check_interval_secs);
-    let mut tick = tokio::time::interval(every);
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return Ok(()),
-            _ = tick.tick() => {}
-        }
-        let ping = tokio::time::timeout(Duration::from_secs(5), state.store.ping()).await;
-        let healthy = matches!(ping, Ok(Ok(())));
-        let now = state.board.state("store");
-        if healthy && now == ComponentState::Degraded {
-            state
-                .board
-                .set("store", ComponentState::Running, "answering again")
-                .await;
-            grpc::set_health(&state, true).await;
-        } else if !healthy && now == ComponentState::Running {
-            tracing::warn!("store does not answer");
-            grpc::set_health(&state, false).await;
-            state
-                .board
-                .set("store", ComponentState::Degraded, "not answering")
-                .await;
-        }
-    }
 }

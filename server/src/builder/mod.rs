@@ -35,6 +35,7 @@ use crate::{
     chain::{Chain, RetryPolicy},
     config::Config,
     store::Store,
+    supervisor::Ctx,
     telemetry::Metrics,
 };
 
@@ -79,13 +80,15 @@ impl Builder {
     pub async fn run(
         self: Arc<Self>,
         mut head: watch::Receiver<u64>,
-        cancel: CancellationToken,
+        ctx: Ctx,
     ) -> anyhow::Result<()> {
+        let cancel = ctx.cancel.clone();
+        let mut beat = ctx.heartbeat.ticker();
         if self.chain.wallet.is_none() {
             tracing::warn!(
                 "no service wallet (service.keypair_path / WALLET_PATH): the builder is idle"
             );
-            cancel.cancelled().await;
+            ctx.heartbeat.beat_while(cancel.cancelled()).await;
             return Ok(());
         }
         let resumed = self.store.requeue_interrupted().await?;
@@ -97,10 +100,12 @@ impl Builder {
             self.claim(&mut workers, &cancel).await;
             tokio::select! {
                 _ = cancel.cancelled() => break,
+                _ = beat.tick() => {}
                 _ = head.changed() => {}
                 _ = tokio::time::sleep(POLL) => {}
                 Some(done) = workers.join_next(), if !workers.is_empty() => log_worker_end(done),
             }
+            ctx.heartbeat.beat();
         }
         // Workers stop at their next safe point; a request they leave
         // PROCESSING is resumed (after a chain check) at the next start.

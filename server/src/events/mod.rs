@@ -14,12 +14,12 @@ pub mod types;
 use std::{sync::Arc, time::Duration};
 
 use tokio::sync::{broadcast, watch, Semaphore};
-use tokio_util::sync::CancellationToken;
 use valence_lifecycle_api::v1::LifecycleEvent;
 
 use crate::{
     config::EventsConfig,
     store::{postgres::EVENTS_CHANNEL, Backend, Store},
+    supervisor::Ctx,
     telemetry::Metrics,
 };
 
@@ -75,8 +75,15 @@ impl EventHub {
     }
 
     /// Follows the log until cancelled, publishing every new event in order.
-    pub async fn run_tailer(self: Arc<Self>, cancel: CancellationToken) -> anyhow::Result<()> {
-        let mut cursor = self.store.head_sequence().await?;
+    pub async fn run_tailer(self: Arc<Self>, ctx: Ctx) -> anyhow::Result<()> {
+        let cancel = ctx.cancel.clone();
+        let mut beat = ctx.heartbeat.ticker();
+        // After a restart, go on from what was published (events appended
+        // meanwhile are published now); the first run starts at the head.
+        let mut cursor = match self.head() {
+            0 => self.store.head_sequence().await?,
+            published => published,
+        };
         self.head.send_replace(cursor);
         let appended = self.store.appended();
         let mut listener = self.pg_listener().await;
@@ -88,6 +95,7 @@ impl EventHub {
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => break,
+                _ = beat.tick() => {}
                 _ = appended.notified() => {}
                 _ = wait_notification(&mut listener) => {}
                 _ = tokio::time::sleep(poll) => {}
@@ -96,6 +104,7 @@ impl EventHub {
                 Ok(c) => cursor = c,
                 Err(e) => tracing::warn!(error = %e, "reading the event log failed; retrying"),
             }
+            ctx.heartbeat.beat();
         }
         tracing::info!(head = cursor, "event tailer stopped");
         Ok(())

@@ -2,21 +2,21 @@
 
 use std::{sync::Arc, time::Duration};
 
-use tokio_util::sync::CancellationToken;
-
-use crate::{config::EventsConfig, store::Store, telemetry::Metrics};
+use crate::{config::EventsConfig, store::Store, supervisor::Ctx, telemetry::Metrics};
 
 /// Prunes every `prune_interval_secs` until cancelled.
 pub async fn run(
     store: Store,
     config: EventsConfig,
     metrics: Arc<Metrics>,
-    cancel: CancellationToken,
+    ctx: Ctx,
 ) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(Duration::from_secs(config.prune_interval_secs));
+    let mut beat = ctx.heartbeat.ticker();
     loop {
         tokio::select! {
-            _ = cancel.cancelled() => return Ok(()),
+            _ = ctx.cancel.cancelled() => return Ok(()),
+            _ = beat.tick() => { ctx.heartbeat.beat(); continue; }
             _ = tick.tick() => {}
         }
         match store
@@ -33,5 +33,6 @@ pub async fn run(
             }
             Err(e) => tracing::warn!(error = %e, "pruning lifecycle events failed"),
         }
+        ctx.heartbeat.beat();
     }
 }

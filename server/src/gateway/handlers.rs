@@ -43,8 +43,19 @@ pub async fn health(State(state): AppStateRef) -> Response {
     .await
     .ok()
     .and_then(Result::ok);
+    let leader = tokio::time::timeout(
+        std::time::Duration::from_millis(300),
+        state.leadership.info(&state.store),
+    )
+    .await
+    .unwrap_or_else(|_| valence_lifecycle_api::v1::LeaderInfo {
+        replica_id: state.leadership.replica_id().to_string(),
+        is_leader: state.leadership.is_leader(),
+        ..Default::default()
+    });
     let body = json!({
         "status": status,
+        "leader": leader,
         "timestamp": crate::store::timestamp(crate::store::now_ms()).to_string(),
         "components": components,
         "singletons": singletons,

@@ -12,7 +12,6 @@ mod apply;
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use tokio::sync::{mpsc, Mutex};
-use tokio_util::sync::CancellationToken;
 use valence_lifecycle_api::v1::ComponentState;
 
 use crate::{
@@ -22,7 +21,7 @@ use crate::{
         Chain,
     },
     store::Store,
-    supervisor::StatusBoard,
+    supervisor::{Ctx, StatusBoard},
     telemetry::Metrics,
 };
 
@@ -104,8 +103,11 @@ impl Monitor {
         })
     }
 
-    /// Runs until `cancel` fires.
-    pub async fn run(self: Arc<Self>, cancel: CancellationToken) -> anyhow::Result<()> {
+    /// Runs until cancelled, beating between steps (a reconciliation that
+    /// hangs past the heartbeat timeout gets the monitor restarted).
+    pub async fn run(self: Arc<Self>, ctx: Ctx) -> anyhow::Result<()> {
+        let cancel = ctx.cancel.clone();
+        let mut beat = ctx.heartbeat.ticker();
         let (tx, mut rx) = mpsc::channel(UPDATE_BUFFER);
         let feeds = cancel.child_token();
         for feed in [Feed::Accounts, Feed::Logs] {
@@ -124,9 +126,11 @@ impl Monitor {
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => break,
+                _ = beat.tick() => {}
                 _ = tick.tick() => self.reconcile().await,
                 Some(update) = rx.recv() => self.apply_update(update).await,
             }
+            ctx.heartbeat.beat();
         }
         feeds.cancel();
         Ok(())

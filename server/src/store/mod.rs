@@ -11,6 +11,7 @@
 mod chain;
 mod entities;
 mod events;
+mod leadership;
 pub mod postgres;
 mod requests;
 mod rules;

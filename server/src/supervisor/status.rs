@@ -5,6 +5,7 @@
 use std::{
     collections::BTreeMap,
     sync::{Arc, RwLock},
+    time::Duration,
 };
 
 use valence_lifecycle_api::v1::{
@@ -19,6 +20,7 @@ use crate::{
 struct Entry {
     order: usize,
     status: ComponentStatus,
+    heartbeat: Option<super::Heartbeat>,
 }
 
 /// Current state of every component.
@@ -44,12 +46,14 @@ impl StatusBoard {
         let order = entries.len();
         entries.entry(name.to_string()).or_insert(Entry {
             order,
+            heartbeat: None,
             status: ComponentStatus {
                 name: name.to_string(),
                 state: ComponentState::Uninitialized as i32,
                 message: String::new(),
                 since: Some(timestamp(now_ms())),
                 restarts: 0,
+                last_heartbeat: None,
             },
         });
     }
@@ -65,12 +69,7 @@ impl StatusBoard {
         let message = message.into();
         let previous = self.update(name, state, &message);
         if previous != state {
-            self.metrics
-                .component_state
-                .get_or_create(&ComponentLabels {
-                    component: name.to_string(),
-                })
-                .set(state as u64);
+            self.set_state_metric(name, state);
             self.record(name, previous, state, &message).await;
         }
         previous
@@ -81,6 +80,7 @@ impl StatusBoard {
         let order = entries.len();
         let entry = entries.entry(name.to_string()).or_insert_with(|| Entry {
             order,
+            heartbeat: None,
             status: ComponentStatus {
                 name: name.to_string(),
                 ..Default::default()
@@ -94,6 +94,120 @@ impl StatusBoard {
         entry.status.state = state as i32;
         entry.status.message = message.to_string();
         previous
+    }
+
+    /// A failed component will be restarted after `delay` (restart number
+    /// `restart`): ComponentReconnecting, and the restart count grows.
+    pub async fn restarting(&self, name: &str, restart: u32, delay: Duration, why: &str) {
+        {
+            let mut entries = self.entries.write().expect("status board lock");
+            if let Some(entry) = entries.get_mut(name) {
+                entry.status.restarts = restart;
+            }
+        }
+        self.metrics
+            .component_restarts
+            .get_or_create(&ComponentLabels {
+                component: name.to_string(),
+            })
+            .inc();
+        tracing::warn!(
+            component = name,
+            restart,
+            delay_ms = delay.as_millis() as u64,
+            "restarting component"
+        );
+        let body = self.event_body(name, ComponentState::Error, why, restart, delay);
+        self.append(name, Payload::ComponentReconnecting(body))
+            .await;
+    }
+
+    /// A restarted component is running again: ComponentReconnected.
+    pub async fn restarted(&self, name: &str, restart: u32) {
+        let message = format!("restarted (restart {restart})");
+        self.update(name, ComponentState::Running, &message);
+        self.set_state_metric(name, ComponentState::Running);
+        let body = self.event_body(
+            name,
+            ComponentState::Running,
+            &message,
+            restart,
+            Duration::ZERO,
+        );
+        self.append(name, Payload::ComponentReconnected(body)).await;
+    }
+
+    /// The supervisor gave up after `restarts` restarts: the component
+    /// stays in Error; ComponentReconnectFailed.
+    pub async fn gave_up(&self, name: &str, restarts: u32, why: &str) {
+        let message = format!("gave up after {restarts} restarts: {why}");
+        tracing::error!(component = name, restarts, "giving up on component");
+        self.update(name, ComponentState::Error, &message);
+        let body = self.event_body(
+            name,
+            ComponentState::Error,
+            &message,
+            restarts,
+            Duration::ZERO,
+        );
+        self.append(name, Payload::ComponentReconnectFailed(body))
+            .await;
+    }
+
+    /// A component stopped beating for `timeout`: ComponentHeartbeatTimeout.
+    pub async fn heartbeat_timeout(&self, name: &str, timeout: Duration) {
+        tracing::error!(component = name, ?timeout, "component missed its heartbeat");
+        let message = format!("no heartbeat for {timeout:?}");
+        let state = self.state(name);
+        let body = self.event_body(name, state, &message, 0, Duration::ZERO);
+        self.append(name, Payload::ComponentHeartbeatTimeout(body))
+            .await;
+    }
+
+    /// Removes a component that no longer runs in this replica (leader-only
+    /// components after a step-down), so it does not count as failed.
+    pub fn unregister(&self, name: &str) {
+        self.entries
+            .write()
+            .expect("status board lock")
+            .remove(name);
+    }
+
+    fn event_body(
+        &self,
+        name: &str,
+        state: ComponentState,
+        message: &str,
+        attempt: u32,
+        delay: Duration,
+    ) -> ComponentEvent {
+        ComponentEvent {
+            component: name.to_string(),
+            state: state as i32,
+            previous_state: self.state(name) as i32,
+            message: message.to_string(),
+            attempt,
+            delay_ms: delay.as_millis() as u64,
+        }
+    }
+
+    fn set_state_metric(&self, name: &str, state: ComponentState) {
+        self.metrics
+            .component_state
+            .get_or_create(&ComponentLabels {
+                component: name.to_string(),
+            })
+            .set(state as u64);
+    }
+
+    async fn append(&self, name: &str, payload: Payload) {
+        if let Err(e) = self
+            .store
+            .append_events(vec![NewEvent::new(name, payload)])
+            .await
+        {
+            tracing::warn!(component = name, error = %e, "could not record a component event");
+        }
     }
 
     /// Appends the lifecycle event for a state change. Failing to record it
@@ -122,12 +236,19 @@ impl StatusBoard {
             _ => Payload::ComponentStatusChanged(body),
         };
         tracing::info!(component = name, from = ?previous, to = ?state, message, "component state changed");
-        if let Err(e) = self
-            .store
-            .append_events(vec![NewEvent::new(name, payload)])
-            .await
+        self.append(name, payload).await;
+    }
+
+    /// Shows `heartbeat`'s last beat in `name`'s status (each run of a
+    /// component has a fresh heartbeat).
+    pub fn attach_heartbeat(&self, name: &str, heartbeat: super::Heartbeat) {
+        if let Some(entry) = self
+            .entries
+            .write()
+            .expect("status board lock")
+            .get_mut(name)
         {
-            tracing::warn!(component = name, error = %e, "could not record component state change");
+            entry.heartbeat = Some(heartbeat);
         }
     }
 
@@ -136,7 +257,13 @@ impl StatusBoard {
         let entries = self.entries.read().expect("status board lock");
         let mut list: Vec<&Entry> = entries.values().collect();
         list.sort_by_key(|e| e.order);
-        list.into_iter().map(|e| e.status.clone()).collect()
+        list.into_iter()
+            .map(|e| {
+                let mut status = e.status.clone();
+                status.last_heartbeat = e.heartbeat.as_ref().map(|h| timestamp(h.last_ms()));
+                status
+            })
+            .collect()
     }
 
     /// One component's state.

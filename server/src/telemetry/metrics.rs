@@ -132,6 +132,10 @@ pub struct Metrics {
     pub builder_in_flight_peak: GaugeU64,
     /// Builder attempts by outcome.
     pub builder_attempts: Family<OutcomeLabels, Counter>,
+    /// 1 while this replica leads.
+    pub is_leader: GaugeU64,
+    /// When this replica took the lead (Unix seconds; 0 while following).
+    pub leader_since_seconds: GaugeU64,
     /// gRPC requests by method and code.
     pub grpc_requests: Family<RpcLabels, Counter>,
     /// gRPC latency by method.
@@ -205,6 +209,8 @@ impl Metrics {
             builder_in_flight: Gauge::default(),
             builder_in_flight_peak: Gauge::default(),
             builder_attempts: Family::default(),
+            is_leader: Gauge::default(),
+            leader_since_seconds: Gauge::default(),
             grpc_requests: Family::default(),
             grpc_request_duration: Family::new_with_constructor(latency_histogram),
             http_requests: Family::default(),
@@ -329,6 +335,16 @@ impl Metrics {
             "valence_builder_attempts",
             "Builder attempts by outcome",
             self.builder_attempts.clone(),
+        );
+        r.register(
+            "valence_is_leader",
+            "1 while this replica leads (runs the monitor, builder and orchestrator)",
+            self.is_leader.clone(),
+        );
+        r.register(
+            "valence_leader_since_seconds",
+            "When this replica took the lead, Unix seconds (0 while following)",
+            self.leader_since_seconds.clone(),
         );
         r.register(
             "grpc_requests",

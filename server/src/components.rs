@@ -1,0 +1,229 @@
+//! Which components run, in which order (seed 004): the store check and
+//! the event log first, then leadership and the leader's chain work, then
+//! the listeners. Shutdown runs the other way round.
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+
+use tokio::net::TcpListener;
+use valence_lifecycle_api::v1::ComponentState;
+
+use crate::{
+    builder, events, gateway, grpc, leader, monitor,
+    supervisor::{
+        health::{self, Check},
+        Ctx, Policy, Supervisor,
+    },
+    AppState,
+};
+
+/// Starts every component of this replica.
+pub(crate) async fn start(
+    supervisor: &mut Supervisor,
+    state: &Arc<AppState>,
+    grpc_listener: TcpListener,
+    api_listener: TcpListener,
+) -> anyhow::Result<()> {
+    start_store_check(supervisor, state).await;
+    let hub = state.hub.clone();
+    supervisor
+        .start("events", move |ctx| hub.clone().run_tailer(ctx))
+        .await;
+    let s = state.clone();
+    supervisor
+        .start("retention", move |ctx| {
+            let (store, events, metrics) =
+                (s.store.clone(), s.config.events.clone(), s.metrics.clone());
+            events::retention::run(store, events, metrics, ctx)
+        })
+        .await;
+    let s = state.clone();
+    supervisor
+        .start("leader-election", move |ctx| {
+            leader::run_election(
+                s.leadership.clone(),
+                s.store.clone(),
+                s.config.leader.clone(),
+                ctx,
+            )
+        })
+        .await;
+    let s = state.clone();
+    supervisor
+        .start("leader-duties", move |ctx| leader_duties(s.clone(), ctx))
+        .await;
+    start_listeners(supervisor, state, grpc_listener, api_listener).await
+}
+
+/// gRPC and REST. The first run serves the listener bound at start; a
+/// restart binds the same address again (the old socket closed with the
+/// failed run, so clients are refused rather than left hanging meanwhile).
+async fn start_listeners(
+    supervisor: &mut Supervisor,
+    state: &Arc<AppState>,
+    grpc_listener: TcpListener,
+    api_listener: TcpListener,
+) -> anyhow::Result<()> {
+    let grpc = Rebindable::new(grpc_listener)?;
+    let s = state.clone();
+    supervisor
+        .start("grpc", move |ctx| {
+            let (s, grpc) = (s.clone(), grpc.clone());
+            async move {
+                let serving = grpc::serve(s, grpc.take().await?, ctx.cancel.clone());
+                ctx.heartbeat.beat_while(serving).await
+            }
+        })
+        .await;
+    let api = Rebindable::new(api_listener)?;
+    let s = state.clone();
+    supervisor
+        .start("gateway", move |ctx| {
+            let (s, api) = (s.clone(), api.clone());
+            async move {
+                let serving = gateway::serve(s, api.take().await?, ctx.cancel.clone());
+                ctx.heartbeat.beat_while(serving).await
+            }
+        })
+        .await;
+    Ok(())
+}
+
+/// A listener handed to the first run, and re-bound at the same address
+/// for later ones.
+#[derive(Clone)]
+struct Rebindable {
+    first: Arc<std::sync::Mutex<Option<TcpListener>>>,
+    addr: std::net::SocketAddr,
+}
+
+impl Rebindable {
+    fn new(listener: TcpListener) -> anyhow::Result<Self> {
+        Ok(Rebindable {
+            addr: listener.local_addr()?,
+            first: Arc::new(std::sync::Mutex::new(Some(listener))),
+        })
+    }
+
+    async fn take(&self) -> anyhow::Result<TcpListener> {
+        let first = self.first.lock().expect("listener slot").take();
+        match first {
+            Some(listener) => Ok(listener),
+            None => Ok(TcpListener::bind(self.addr)
+                .await
+                .with_context(|| format!("binding {} again", self.addr))?),
+        }
+    }
+}
+
+/// The store check: pings the database every health-check interval, with
+/// a timeout, and flips gRPC health with the answer.
+async fn start_store_check(supervisor: &mut Supervisor, state: &Arc<AppState>) {
+    let probe_state = state.clone();
+    let change_state = state.clone();
+    let check = Check {
+        name: "store".into(),
+        every: Duration::from_secs(state.config.monitoring.health_check_interval_secs),
+        timeout: Duration::from_secs(5),
+        probe: Arc::new(move || {
+            let s = probe_state.clone();
+            Box::pin(async move { Ok(s.store.ping().await?) })
+        }),
+        on_change: Some(Arc::new(move |healthy| {
+            let s = change_state.clone();
+            Box::pin(async move { grpc::set_health(&s, healthy).await })
+        })),
+    };
+    let board = state.board.clone();
+    supervisor
+        .start("store", move |ctx| {
+            health::run(check.clone(), board.clone(), ctx)
+        })
+        .await;
+}
+
+/// While this replica leads, runs the chain work (monitor, builder) under
+/// its own supervisor; stops it when leadership ends.
+async fn leader_duties(state: Arc<AppState>, ctx: Ctx) -> anyhow::Result<()> {
+    let mut leading = state.leadership.watch();
+    let mut duties: Option<Supervisor> = None;
+    let mut beat = ctx.heartbeat.ticker();
+    loop {
+        let lead = *leading.borrow_and_update();
+        if lead && duties.is_none() {
+            tracing::info!("leading: starting the monitor and the builder");
+            let mut group =
+                Supervisor::new(state.board.clone(), Policy::from(&state.config.supervision));
+            start_duties(&mut group, &state).await;
+            duties = Some(group);
+        } else if !lead {
+            if let Some(group) = duties.take() {
+                stop_duties(group, &state).await;
+            }
+        }
+        tokio::select! {
+            _ = ctx.cancel.cancelled() => break,
+            changed = leading.changed() => if changed.is_err() { break },
+            _ = beat.tick() => {}
+        }
+        ctx.heartbeat.beat();
+    }
+    if let Some(group) = duties.take() {
+        stop_duties(group, &state).await;
+    }
+    Ok(())
+}
+
+async fn start_duties(group: &mut Supervisor, state: &Arc<AppState>) {
+    let Some(chain) = &state.chain else {
+        return;
+    };
+    let poll = Duration::from_secs(state.config.lifecycle.poll_interval_secs);
+    let monitor = monitor::Monitor::new(
+        chain.clone(),
+        state.store.clone(),
+        state.metrics.clone(),
+        state.board.clone(),
+        poll,
+        state.config.service.min_wallet_balance_lamports,
+    );
+    group
+        .start("monitor", move |ctx| monitor.clone().run(ctx))
+        .await;
+    let builder = builder::Builder::new(
+        chain.clone(),
+        state.store.clone(),
+        state.metrics.clone(),
+        &state.config,
+    );
+    let hub = state.hub.clone();
+    group
+        .start("builder", move |ctx| {
+            builder.clone().run(hub.watch_head(), ctx)
+        })
+        .await;
+}
+
+/// Stops the leader's components and takes them off the board: on a
+/// follower they are not failed, just not here.
+async fn stop_duties(group: Supervisor, state: &Arc<AppState>) {
+    let mut names = group.names();
+    // Resource checks the monitor keeps while it runs.
+    names.extend(
+        [
+            monitor::RPC_COMPONENT,
+            monitor::WALLET_COMPONENT,
+            "chain-accounts-ws",
+            "chain-logs-ws",
+        ]
+        .map(String::from),
+    );
+    let grace = Duration::from_secs(state.config.server.shutdown_grace_secs);
+    group.shutdown(grace).await;
+    for name in names {
+        if state.board.state(&name) != ComponentState::Error {
+            state.board.unregister(&name);
+        }
+    }
+}
