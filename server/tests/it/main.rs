@@ -16,4 +16,5 @@ mod shard_program;
 #[cfg(feature = "embedded-chain")]
 mod singletons;
 mod store;
+mod supervision;
 mod telemetry;

@@ -1,0 +1,349 @@
+//! Supervision: components made to fail, panic or fall silent are
+//! restarted with growing, jittered delays and the matching events, and
+//! given up on after the configured attempts; /health answers at once while
+//! a check hangs; two server processes on one PostgreSQL hand over
+//! leadership when the leader is killed.
+
+use std::{
+    sync::{
+        atomic::{AtomicU32, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use valence_lifecycle_api::v1::{lifecycle_event::Payload, ComponentState, LifecycleEvent};
+use valence_lifecycle_server::{
+    config::DatabaseConfig,
+    store::Store,
+    supervisor::{Policy, StatusBoard, Supervisor},
+    telemetry::Metrics,
+};
+
+use crate::{
+    common::{test_config, Db, TestDb, TestServer},
+    proxy::Proxy,
+};
+
+async fn store(db: &TestDb) -> Store {
+    Store::connect(&DatabaseConfig {
+        url: db.url.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+}
+
+fn policy(max_restarts: u32) -> Policy {
+    Policy {
+        heartbeat_interval: Duration::from_millis(50),
+        heartbeat_timeout: Duration::from_millis(400),
+        max_restarts,
+        initial_delay: Duration::from_millis(100),
+        max_delay: Duration::from_secs(2),
+        multiplier: 2.0,
+        jitter: 0.1,
+    }
+}
+
+/// Every event about `component`, oldest first.
+async fn component_events(store: &Store, component: &str) -> Vec<LifecycleEvent> {
+    store
+        .events_after(0, 10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.entity_id == component)
+        .collect()
+}
+
+fn kind(e: &LifecycleEvent) -> &'static str {
+    match &e.payload {
+        Some(Payload::ComponentStarted(_)) => "started",
+        Some(Payload::ComponentError(_)) => "error",
+        Some(Payload::ComponentReconnecting(_)) => "restarting",
+        Some(Payload::ComponentReconnected(_)) => "restarted",
+        Some(Payload::ComponentReconnectFailed(_)) => "gave_up",
+        Some(Payload::ComponentHeartbeatTimeout(_)) => "heartbeat_timeout",
+        Some(Payload::ComponentStatusChanged(_)) => "status",
+        Some(Payload::ComponentStopped(_)) => "stopped",
+        _ => "other",
+    }
+}
+
+async fn wait_for(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !check() {
+        assert!(started.elapsed() < within, "{what} within {within:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_failing_component_is_restarted_with_growing_jittered_delays_then_given_up() {
+    let db = TestDb::new(Db::Sqlite).await.unwrap();
+    let store = store(&db).await;
+    let board = StatusBoard::new(store.clone(), Arc::new(Metrics::new()));
+    let mut supervisor = Supervisor::new(board.clone(), policy(3));
+    let starts = Arc::new(Mutex::new(Vec::new()));
+    let runs = starts.clone();
+    supervisor
+        .start("flaky", move |_ctx| {
+            let runs = runs.clone();
+            async move {
+                let n = {
+                    let mut runs = runs.lock().unwrap();
+                    runs.push(Instant::now());
+                    runs.len()
+                };
+                anyhow::bail!("boom {n}")
+            }
+        })
+        .await;
+    wait_for("giving up", Duration::from_secs(10), || {
+        board
+            .snapshot()
+            .iter()
+            .any(|c| c.name == "flaky" && c.message.starts_with("gave up after 3 restarts"))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        starts.lock().unwrap().len(),
+        4,
+        "the first run and 3 restarts"
+    );
+    assert_eq!(board.state("flaky"), ComponentState::Error);
+
+    let events = component_events(&store, "flaky").await;
+    let kinds: Vec<&str> = events.iter().map(kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            "status",
+            "started",
+            "error",
+            "restarting",
+            "restarted",
+            "error",
+            "restarting",
+            "restarted",
+            "error",
+            "restarting",
+            "restarted",
+            "error",
+            "gave_up"
+        ]
+    );
+    let delays: Vec<u64> = events
+        .iter()
+        .filter_map(|e| match &e.payload {
+            Some(Payload::ComponentReconnecting(c)) => Some(c.delay_ms),
+            _ => None,
+        })
+        .collect();
+    for (i, delay) in delays.iter().enumerate() {
+        let base = 100 << i;
+        assert!(
+            (base * 9 / 10..=base * 11 / 10).contains(delay),
+            "restart {}: {delay} ms, base {base} ms",
+            i + 1
+        );
+    }
+    assert!(
+        delays.windows(2).all(|w| w[1] > w[0]),
+        "growing: {delays:?}"
+    );
+    // The runs really were that far apart.
+    let starts = starts.lock().unwrap();
+    for (i, pair) in starts.windows(2).enumerate() {
+        let gap = pair[1] - pair[0];
+        assert!(
+            gap >= Duration::from_millis(delays[i]),
+            "gap {i}: {gap:?} < {} ms",
+            delays[i]
+        );
+    }
+    let Some(Payload::ComponentReconnectFailed(last)) = &events.last().unwrap().payload else {
+        panic!("last event")
+    };
+    assert_eq!(last.attempt, 3);
+    assert!(last.message.contains("boom 4"), "{}", last.message);
+    supervisor.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn a_panic_is_contained_and_the_component_restarted() {
+    let db = TestDb::new(Db::Sqlite).await.unwrap();
+    let store = store(&db).await;
+    let board = StatusBoard::new(store.clone(), Arc::new(Metrics::new()));
+    let mut supervisor = Supervisor::new(board.clone(), policy(5));
+    let runs = Arc::new(AtomicU32::new(0));
+    let counted = runs.clone();
+    supervisor
+        .start("fragile", move |ctx| {
+            let n = counted.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if n == 0 {
+                    panic!("first run falls over");
+                }
+                ctx.heartbeat.beat_while(ctx.cancel.cancelled()).await;
+                Ok(())
+            }
+        })
+        .await;
+    wait_for("restart", Duration::from_secs(5), || {
+        runs.load(Ordering::SeqCst) == 2 && board.state("fragile") == ComponentState::Running
+    })
+    .await;
+    let events = component_events(&store, "fragile").await;
+    let error = events
+        .iter()
+        .find(|e| kind(e) == "error")
+        .expect("an error event");
+    let Some(Payload::ComponentError(body)) = &error.payload else {
+        panic!()
+    };
+    assert!(
+        body.message.contains("panicked: first run falls over"),
+        "{}",
+        body.message
+    );
+    assert!(events.iter().any(|e| kind(e) == "restarted"));
+    let status = board
+        .snapshot()
+        .into_iter()
+        .find(|c| c.name == "fragile")
+        .unwrap();
+    assert_eq!(status.restarts, 1);
+    assert!(
+        supervisor.shutdown(Duration::from_secs(2)).await,
+        "clean stop of the healthy run"
+    );
+}
+
+#[tokio::test]
+async fn a_component_that_stops_beating_is_detected_within_the_timeout_and_restarted() {
+    let db = TestDb::new(Db::Sqlite).await.unwrap();
+    let store = store(&db).await;
+    let board = StatusBoard::new(store.clone(), Arc::new(Metrics::new()));
+    let mut supervisor = Supervisor::new(board.clone(), policy(5));
+    let runs = Arc::new(AtomicU32::new(0));
+    let counted = runs.clone();
+    let started = Instant::now();
+    supervisor
+        .start("sleepy", move |ctx| {
+            let n = counted.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if n == 0 {
+                    // Hung: neither beats nor listens to its token.
+                    std::future::pending::<()>().await;
+                }
+                ctx.heartbeat.beat_while(ctx.cancel.cancelled()).await;
+                Ok(())
+            }
+        })
+        .await;
+    wait_for("a second run", Duration::from_secs(10), || {
+        runs.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    let detected = started.elapsed();
+    // Timeout 400 ms, + checks every 100 ms, + ABORT_GRACE (2 s) for the
+    // hung run, + the first restart delay (~100 ms).
+    assert!(detected < Duration::from_secs(4), "{detected:?}");
+    let events = component_events(&store, "sleepy").await;
+    let kinds: Vec<&str> = events.iter().map(kind).collect();
+    assert!(
+        kinds.starts_with(&[
+            "status",
+            "started",
+            "heartbeat_timeout",
+            "error",
+            "restarting",
+            "restarted"
+        ]),
+        "{kinds:?}"
+    );
+    // The restarted run beats, so it stays up well past the timeout.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+    assert_eq!(board.state("sleepy"), ComponentState::Running);
+    let status = board
+        .snapshot()
+        .into_iter()
+        .find(|c| c.name == "sleepy")
+        .unwrap();
+    let beat = status.last_heartbeat.expect("last heartbeat shown");
+    let age_ms = valence_lifecycle_server::store::now_ms()
+        - (beat.seconds * 1000 + beat.nanos as i64 / 1_000_000);
+    assert!(age_ms < 400, "recent heartbeat ({age_ms} ms ago)");
+    supervisor.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn health_answers_within_a_second_while_the_store_check_hangs() {
+    let Some(db) = TestDb::new(Db::Postgres).await else {
+        return;
+    };
+    // The server reaches PostgreSQL through a proxy the test can stall.
+    let (head, tail) = db.url.split_once('@').unwrap();
+    let (host_port, name) = tail.split_once('/').unwrap();
+    let target = tokio::net::lookup_host(host_port)
+        .await
+        .unwrap()
+        .next()
+        .unwrap();
+    let proxy = Proxy::start(target).await;
+    let url = format!("{head}@{}/{name}", proxy.addr);
+    let mut config = test_config(&url);
+    config.database.acquire_timeout_secs = 30;
+    let server = TestServer::start_with(db, config).await;
+    let health = format!("{}/health", server.http());
+    let body: serde_json::Value = reqwest::get(&health).await.unwrap().json().await.unwrap();
+    assert_eq!(body["status"], "healthy");
+
+    proxy.stall(true);
+    let stalled = Instant::now();
+    let mut saw_degraded = false;
+    while stalled.elapsed() < Duration::from_secs(9) {
+        let asked = Instant::now();
+        let response = reqwest::Client::new()
+            .get(&health)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .expect("/health answers while the store hangs");
+        assert!(
+            asked.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            asked.elapsed()
+        );
+        let body: serde_json::Value = response.json().await.unwrap();
+        let store = body["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "store")
+            .unwrap()
+            .clone();
+        if store["state"] == "degraded" {
+            assert!(
+                store["message"].as_str().unwrap().contains("timed out"),
+                "{store}"
+            );
+            assert_eq!(body["status"], "degraded");
+            saw_degraded = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(saw_degraded, "the hung check was reported");
+    proxy.stall(false);
+    crate::chain::eventually(Duration::from_secs(15), "healthy again", || async {
+        let body: serde_json::Value = reqwest::get(&health).await.unwrap().json().await.unwrap();
+        body["status"] == "healthy"
+    })
+    .await;
+    assert!(server.stop().await);
+}
