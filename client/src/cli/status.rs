@@ -98,6 +98,7 @@ pub(crate) async fn stats(ctx: &Context) -> Result<(), ClientError> {
         .add("rules", stats.rules.to_string())
         .add("events", stats.events.to_string())
         .add("head sequence", stats.head_sequence.to_string())
+        .add("replica", leader_line(stats.leader.as_ref()))
         .print();
     println!();
     print_chain(stats.chain.as_ref());
@@ -113,6 +114,23 @@ pub(crate) async fn stats(ctx: &Context) -> Result<(), ClientError> {
     }
     table.print("components");
     Ok(())
+}
+
+/// "replica-b (leader since …)" or "replica-a (follower; replica-b leads since …)".
+fn leader_line(leader: Option<&v1::LeaderInfo>) -> String {
+    let Some(l) = leader else {
+        return "-".into();
+    };
+    let since = output::time(l.leader_since.as_ref());
+    if l.is_leader {
+        format!("{} (leader since {since})", l.replica_id)
+    } else {
+        format!(
+            "{} (follower; {} leads since {since})",
+            l.replica_id,
+            output::or_dash(&l.leader_replica_id)
+        )
+    }
 }
 
 /// The watched chain, or a line saying there is none.

@@ -43,19 +43,19 @@ use crate::{
     process::ServerProcess,
 };
 
-fn caps(items: &[&str]) -> Vec<String> {
+pub(crate) fn caps(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
 
 /// A funded service wallet in a Solana CLI keypair file.
-struct Wallet {
-    keypair: Keypair,
-    path: std::path::PathBuf,
+pub(crate) struct Wallet {
+    pub(crate) keypair: Keypair,
+    pub(crate) path: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
 impl Wallet {
-    fn funded(net: &Net) -> Wallet {
+    pub(crate) fn funded(net: &Net) -> Wallet {
         let keypair = Keypair::new();
         tokio::task::block_in_place(|| {
             net.surfnet
@@ -82,7 +82,7 @@ impl Wallet {
         }
     }
 
-    fn pubkey(&self) -> Pubkey {
+    pub(crate) fn pubkey(&self) -> Pubkey {
         self.keypair.pubkey()
     }
 }
@@ -98,7 +98,12 @@ fn builder_config(net: &Net, db: &TestDb, wallet: &Wallet) -> Config {
 }
 
 /// Places an AccountRequest record (cheatcode) owned by `program`.
-fn place_request(net: &Net, program: &Pubkey, capabilities: &[String], hash: [u8; 32]) -> Pubkey {
+pub(crate) fn place_request(
+    net: &Net,
+    program: &Pubkey,
+    capabilities: &[String],
+    hash: [u8; 32],
+) -> Pubkey {
     let key = dev::random_key();
     let data = dev::account_request(
         key,
@@ -116,11 +121,11 @@ fn place_request(net: &Net, program: &Pubkey, capabilities: &[String], hash: [u8
     key
 }
 
-fn expected_hash(capabilities: &[String]) -> [u8; 32] {
+pub(crate) fn expected_hash(capabilities: &[String]) -> [u8; 32] {
     InitialState::for_capabilities(capabilities).hash()
 }
 
-fn chain_account(net: &Net, key: &Pubkey) -> Option<solana_sdk::account::Account> {
+pub(crate) fn chain_account(net: &Net, key: &Pubkey) -> Option<solana_sdk::account::Account> {
     tokio::task::block_in_place(|| net.surfnet.rpc_client().get_account(key).ok())
 }
 
@@ -143,7 +148,7 @@ async fn request(client: &mut LifecycleServiceClient<Channel>, id: &Pubkey) -> A
         .unwrap_or_else(|| panic!("request {id} is not stored"))
 }
 
-async fn wait_status(
+pub(crate) async fn wait_status(
     client: &LifecycleServiceClient<Channel>,
     id: &Pubkey,
     status: AccountRequestStatus,
@@ -169,7 +174,7 @@ async fn wait_status(
     request(&mut client, id).await
 }
 
-async fn events_of(
+pub(crate) async fn events_of(
     client: &mut LifecycleServiceClient<Channel>,
     entity: &str,
     event_type: EventType,

@@ -14,7 +14,7 @@ use crate::{
     process::ServerProcess,
 };
 
-const SERVER: &str = env!("CARGO_BIN_EXE_valence-lifecycle");
+pub(crate) const SERVER: &str = env!("CARGO_BIN_EXE_valence-lifecycle");
 
 pub(crate) async fn run(
     program: &str,

@@ -347,3 +347,226 @@ async fn health_answers_within_a_second_while_the_store_check_hangs() {
     .await;
     assert!(server.stop().await);
 }
+
+/// GET /health as JSON.
+async fn health(api: std::net::SocketAddr) -> serde_json::Value {
+    reqwest::get(format!("http://{api}/health"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[cfg(feature = "embedded-chain")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_on_postgres_hand_over_leadership_when_the_leader_is_killed() {
+    use solana_sdk::pubkey::Pubkey;
+    use tokio_stream::StreamExt as _;
+    use valence_lifecycle_api::v1::{
+        event_stream_service_client::EventStreamServiceClient,
+        lifecycle_service_client::LifecycleServiceClient, subscribe_response::Message,
+        AccountRequestStatus, EventType, GetStatsRequest, StartPosition, SubscribeRequest,
+    };
+    use valence_lifecycle_server::builder::plan::Plan;
+
+    use crate::{
+        builder::{
+            caps, chain_account, events_of, expected_hash, place_request, wait_status, Wallet,
+        },
+        chain::{eventually, Net},
+        process::ServerProcess,
+    };
+
+    let Some(db) = TestDb::new(Db::Postgres).await else {
+        return;
+    };
+    let net = Net::start().await;
+    let wallet = Wallet::funded(&net);
+    let program = net.program.to_string();
+    let wallet_path = wallet.path.display().to_string();
+    let env = |replica: &'static str| {
+        vec![
+            ("RPC_URL", net.surfnet.rpc_url().to_string()),
+            ("WS_URL", net.surfnet.ws_url().to_string()),
+            ("SHARD_PROGRAM_ID", program.clone()),
+            ("WALLET_PATH", wallet_path.clone()),
+            ("POLL_INTERVAL", "1".to_string()),
+            ("REPLICA_ID", replica.to_string()),
+            (
+                "VALENCE_LIFECYCLE_LEADER__RETRY_INTERVAL_MS",
+                "500".to_string(),
+            ),
+        ]
+    };
+    let start = |replica: &'static str| {
+        let vars = env(replica);
+        let url = db.url.clone();
+        async move {
+            let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            ServerProcess::start(&url, &vars).await
+        }
+    };
+
+    let mut a = start("replica-a").await;
+    eventually(Duration::from_secs(10), "replica-a leads", || async {
+        health(a.api).await["leader"]["is_leader"] == true
+    })
+    .await;
+    let b = start("replica-b").await;
+    let b_health = health(b.api).await;
+    assert_eq!(b_health["leader"]["is_leader"], false);
+    assert_eq!(b_health["leader"]["leader_replica_id"], "replica-a");
+    let names: Vec<String> = b_health["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        !names.contains(&"builder".to_string()),
+        "a follower runs no builder: {names:?}"
+    );
+
+    // A subscriber on the replica that survives, from the start of the log.
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", b.grpc))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut stream = EventStreamServiceClient::new(channel.clone())
+        .subscribe(SubscribeRequest {
+            start: StartPosition::Oldest as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let received = Arc::new(Mutex::new(Vec::<u64>::new()));
+    let sink = received.clone();
+    tokio::spawn(async move {
+        while let Some(Ok(message)) = stream.next().await {
+            if let Some(Message::Event(e)) = message.message {
+                sink.lock().unwrap().push(e.sequence);
+            }
+        }
+    });
+
+    let capabilities = caps(&["transfer"]);
+    let hash = expected_hash(&capabilities);
+    let mut requests: Vec<Pubkey> = (0..3)
+        .map(|_| place_request(&net, &net.program, &capabilities, hash))
+        .collect();
+    let client = LifecycleServiceClient::new(channel);
+    for id in &requests {
+        wait_status(
+            &client,
+            id,
+            AccountRequestStatus::Initialized,
+            Duration::from_secs(30),
+        )
+        .await;
+    }
+
+    // Kill the leader, and place more requests during the handover.
+    a.child.start_kill().unwrap();
+    let killed = Instant::now();
+    a.child.wait().await.unwrap();
+    requests.extend((0..3).map(|_| place_request(&net, &net.program, &capabilities, hash)));
+    eventually(Duration::from_secs(15), "replica-b leads", || async {
+        health(b.api).await["leader"]["is_leader"] == true
+    })
+    .await;
+    let handover = killed.elapsed();
+    assert!(
+        handover < Duration::from_secs(15),
+        "handover took {handover:?}"
+    );
+    eprintln!("leadership moved to replica-b {handover:?} after the leader was killed");
+
+    let mut client = client;
+    for id in &requests {
+        wait_status(
+            &client,
+            id,
+            AccountRequestStatus::Initialized,
+            Duration::from_secs(60),
+        )
+        .await;
+    }
+    for id in &requests {
+        let plan = Plan::new(*id, &capabilities, net.program, wallet.pubkey());
+        assert!(chain_account(&net, &plan.address).is_some());
+        let initialized = events_of(
+            &mut client,
+            &plan.address.to_string(),
+            EventType::AccountInitialized,
+        )
+        .await;
+        assert_eq!(
+            initialized.len(),
+            1,
+            "account {} initialized once",
+            plan.address
+        );
+    }
+    let stats = client
+        .get_stats(GetStatsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stats.accounts, 6);
+    assert_eq!(stats.accounts_created, 6);
+    let leader = stats.leader.unwrap();
+    assert!(leader.is_leader);
+    assert_eq!(leader.leader_replica_id, "replica-b");
+    let changes = events_of(&mut client, "replica-b", EventType::LeadershipChanged).await;
+    assert!(!changes.is_empty(), "the handover is in the log");
+
+    // The subscriber on replica-b saw every event, in order, without a gap.
+    let head = stats.head_sequence;
+    eventually(
+        Duration::from_secs(15),
+        "the subscriber reached the head",
+        || {
+            let received = received.clone();
+            async move { received.lock().unwrap().last().copied() >= Some(head) }
+        },
+    )
+    .await;
+    let seen = received.lock().unwrap().clone();
+    assert!(
+        seen.windows(2).all(|w| w[1] == w[0] + 1),
+        "no gap or duplicate in {} events",
+        seen.len()
+    );
+    assert_eq!(b.terminate().await, Some(0));
+}
+
+#[tokio::test]
+async fn start_up_fails_fast_naming_an_unreachable_store() {
+    let port = crate::process::free_port();
+    let url = format!("postgres://postgres@127.0.0.1:{port}/nowhere");
+    let started = Instant::now();
+    let (code, _, stderr) = crate::cli::run(
+        crate::cli::SERVER,
+        &[],
+        &[
+            ("DATABASE_URL", url.as_str()),
+            ("GRPC_PORT", "0"),
+            ("API_PORT", "0"),
+        ],
+    )
+    .await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("the store is required at start"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("DATABASE_URL"), "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+}
