@@ -104,6 +104,7 @@ pub async fn run(
                 format!("reconnecting: {message}"),
             )
             .await;
+        board.restarting(name, failures, delay, &message).await;
         tokio::select! {
             _ = cancel.cancelled() => break,
             _ = tokio::time::sleep(delay) => {}
@@ -153,11 +154,7 @@ async fn accounts(
     .await
     .map_err(|_| anyhow::anyhow!("programSubscribe timed out"))??;
     board
-        .set(
-            Feed::Accounts.component(),
-            ComponentState::Running,
-            "subscribed",
-        )
+        .reconnected(Feed::Accounts.component(), "subscribed")
         .await;
     while let Some(notification) = stream.next().await {
         let slot = notification.context.slot;
@@ -191,11 +188,7 @@ async fn logs(
             .await
             .map_err(|_| anyhow::anyhow!("logsSubscribe timed out"))??;
     board
-        .set(
-            Feed::Logs.component(),
-            ComponentState::Running,
-            "subscribed",
-        )
+        .reconnected(Feed::Logs.component(), "subscribed")
         .await;
     while let Some(notification) = stream.next().await {
         let value = notification.value;

@@ -137,6 +137,20 @@ impl StatusBoard {
         self.append(name, Payload::ComponentReconnected(body)).await;
     }
 
+    /// A resource that reconnects by itself (a websocket) is back:
+    /// Running and ComponentReconnected. A plain status change when it was
+    /// not down.
+    pub async fn reconnected(&self, name: &str, message: &str) {
+        if self.state(name) != ComponentState::Degraded {
+            self.set(name, ComponentState::Running, message).await;
+            return;
+        }
+        self.update(name, ComponentState::Running, message);
+        self.set_state_metric(name, ComponentState::Running);
+        let body = self.event_body(name, ComponentState::Running, message, 0, Duration::ZERO);
+        self.append(name, Payload::ComponentReconnected(body)).await;
+    }
+
     /// The supervisor gave up after `restarts` restarts: the component
     /// stays in Error; ComponentReconnectFailed.
     pub async fn gave_up(&self, name: &str, restarts: u32, why: &str) {

@@ -454,6 +454,25 @@ async fn faults_between_server_and_chain_degrade_health_then_heal_and_lose_nothi
         || async { health(&server).await["status"] == "healthy" },
     )
     .await;
+    // The websockets' reconnects are in the log, as the supervisor's are.
+    let mut client = server.lifecycle().await;
+    for (event_type, what) in [
+        (EventType::ComponentReconnecting, "reconnecting"),
+        (EventType::ComponentReconnected, "reconnected"),
+    ] {
+        let events = client
+            .list_events(ListEventsRequest {
+                limit: 1000,
+                event_type: event_type as i32,
+                entity_id: "chain-accounts-ws".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .events;
+        assert!(!events.is_empty(), "chain-accounts-ws {what} events");
+    }
     assert!(server.stop().await);
 }
 
