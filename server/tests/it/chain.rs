@@ -3,7 +3,7 @@
 //! and written by real transactions reach the store, the progressions and
 //! the event stream; faults injected by TCP proxies are survived.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use solana_sdk::{
     instruction::{AccountMeta, Instruction},
@@ -116,21 +116,7 @@ fn session(id: &Pubkey, accounts: &[Pubkey], consumed: bool) -> Vec<u8> {
     .encode()
 }
 
-/// Polls `check` until it holds or `within` passes; returns the time taken.
-pub(crate) async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let started = Instant::now();
-    while started.elapsed() < within {
-        if check().await {
-            return started.elapsed();
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{what} did not happen within {within:?}");
-}
+pub(crate) use crate::common::eventually;
 
 async fn has_progression(server: &TestServer, id: &Pubkey) -> bool {
     let mut client = server.lifecycle().await;

@@ -1,7 +1,10 @@
 //! Shared test helpers: a real server on loopback ports against a real
 //! SQLite file or a fresh PostgreSQL database, and clients for it.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
 
 use sqlx::{Connection, Executor};
 use tokio::{net::TcpListener, task::JoinHandle};
@@ -251,4 +254,20 @@ pub fn pubkey(n: u8) -> String {
     bytes[0] = n;
     bytes[31] = 7;
     bs58::encode(bytes).into_string()
+}
+
+/// Polls `check` until it holds or `within` passes; returns the time taken.
+pub(crate) async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    while started.elapsed() < within {
+        if check().await {
+            return started.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what} did not happen within {within:?}");
 }
