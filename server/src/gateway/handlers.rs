@@ -21,7 +21,11 @@ use valence_lifecycle_api::{
 use crate::{
     error::{ApiError, ApiResult},
     grpc::{
-        lifecycle::list_events as list_events_shared, rules::create_rule as create_rule_shared,
+        lifecycle::{
+            list_events as list_events_shared, request_account as request_account_shared,
+            retry_account_request as retry_account_request_shared,
+        },
+        rules::create_rule as create_rule_shared,
     },
     store::SessionFilter,
     validate, AppState,
@@ -289,8 +293,50 @@ pub async fn create_rule(State(state): AppStateRef, body: Bytes) -> ApiResult<Re
     Ok((StatusCode::CREATED, Json(seed_json(&stored)?)).into_response())
 }
 
+/// `POST /account-requests` with `{"owner", "capabilities", "init_state_hash"?,
+/// "idempotency_key"?}` (RequestAccount); answers 201 with `{"request", "signature"}`.
+pub async fn create_account_request(State(state): AppStateRef, body: Bytes) -> ApiResult<Response> {
+    let r: NewAccountRequest = parse_body(&body)?;
+    let request = valence_lifecycle_api::v1::RequestAccountRequest {
+        owner: r.owner,
+        capabilities: r.capabilities,
+        init_state_hash: r.init_state_hash,
+        idempotency_key: r.idempotency_key,
+    };
+    let placed = request_account_shared(&state, &request).await?;
+    Ok((StatusCode::CREATED, Json(to_json(&placed))).into_response())
+}
+
+/// `POST /account-requests/{id}/retry` (RetryAccountRequest).
+pub async fn retry_account_request(
+    State(state): AppStateRef,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    Ok(Json(to_json(
+        &retry_account_request_shared(&state, &id).await?,
+    )))
+}
+
+/// Body of `POST /account-requests`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewAccountRequest {
+    owner: String,
+    #[serde(default)]
+    capabilities: Vec<String>,
+    #[serde(default)]
+    init_state_hash: String,
+    #[serde(default)]
+    idempotency_key: String,
+}
+
 /// Parses seed 000's rule JSON; errors name the path of the bad field.
 fn parse_seed_rule(body: &[u8]) -> ApiResult<SeedRule> {
+    parse_body(body)
+}
+
+/// Parses a JSON body; errors name the path of the bad field.
+fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
     let mut de = serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();

@@ -41,7 +41,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(handlers::metrics))
         .route("/accounts", get(handlers::list_accounts))
         .route("/accounts/{id}", get(handlers::get_account))
-        .route("/account-requests", get(handlers::list_account_requests))
+        .route(
+            "/account-requests",
+            get(handlers::list_account_requests).post(handlers::create_account_request),
+        )
+        .route(
+            "/account-requests/{id}/retry",
+            post(handlers::retry_account_request),
+        )
         .route("/sessions", get(handlers::list_sessions))
         .route("/sessions/{id}", get(handlers::get_session))
         .route("/progressions/{id}", get(handlers::get_progression))

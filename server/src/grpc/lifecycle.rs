@@ -49,6 +49,37 @@ pub(crate) fn event_type_filter(field: &str, value: i32) -> ApiResult<Option<Eve
     }
 }
 
+/// RequestAccount, shared with the REST gateway.
+pub(crate) async fn request_account(
+    state: &AppState,
+    r: &RequestAccountRequest,
+) -> ApiResult<RequestAccountResponse> {
+    let new = placing::validate(r)?;
+    let chain = state.chain.as_ref().ok_or_else(|| {
+        ApiError::FailedPrecondition(
+            "this server watches no chain (rpc.url empty and rpc.embedded false)".into(),
+        )
+    })?;
+    let (request, signature) = placing::place(chain, &state.store, new).await?;
+    Ok(RequestAccountResponse {
+        request: Some(request),
+        signature,
+    })
+}
+
+/// RetryAccountRequest, shared with the REST gateway.
+pub(crate) async fn retry_account_request(
+    state: &AppState,
+    id: &str,
+) -> ApiResult<RetryAccountRequestResponse> {
+    validate::pubkey("id", id)?;
+    let request = state.store.requeue_failed(id).await?;
+    tracing::info!(request = %id, "account request put back in the queue");
+    Ok(RetryAccountRequestResponse {
+        request: Some(request),
+    })
+}
+
 /// ListEvents, shared with the REST gateway.
 pub(crate) async fn list_events(
     state: &AppState,
@@ -144,30 +175,18 @@ impl LifecycleService for LifecycleApi {
         &self,
         request: Request<RequestAccountRequest>,
     ) -> Result<Response<RequestAccountResponse>, Status> {
-        let new = placing::validate(request.get_ref())?;
-        let chain = self.state.chain.as_ref().ok_or_else(|| {
-            ApiError::FailedPrecondition(
-                "this server watches no chain (rpc.url empty and rpc.embedded false)".into(),
-            )
-        })?;
-        let (request, signature) = placing::place(chain, &self.state.store, new).await?;
-        Ok(Response::new(RequestAccountResponse {
-            request: Some(request),
-            signature,
-        }))
+        Ok(Response::new(
+            request_account(&self.state, request.get_ref()).await?,
+        ))
     }
 
     async fn retry_account_request(
         &self,
         request: Request<RetryAccountRequestRequest>,
     ) -> Result<Response<RetryAccountRequestResponse>, Status> {
-        let id = &request.get_ref().id;
-        validate::pubkey("id", id)?;
-        let request = self.state.store.requeue_failed(id).await?;
-        tracing::info!(request = %id, "account request put back in the queue");
-        Ok(Response::new(RetryAccountRequestResponse {
-            request: Some(request),
-        }))
+        Ok(Response::new(
+            retry_account_request(&self.state, &request.get_ref().id).await?,
+        ))
     }
 
     async fn get_session(

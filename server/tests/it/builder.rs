@@ -368,6 +368,55 @@ async fn valid_requests_become_initialized_accounts_on_chain_and_in_the_store() 
         assert_eq!(err.code(), Code::InvalidArgument);
         assert!(err.message().contains(field), "{field}: {}", err.message());
     }
+    // REST: the same call as JSON, bad bodies named, retry refused for a
+    // request that did not fail.
+    let http = reqwest::Client::new();
+    let url = format!("{}/account-requests", server.http());
+    let bad = http
+        .post(&url)
+        .json(&serde_json::json!({"owner": Pubkey::new_from_array([4; 32]).to_string(), "capabilities": "transfer"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let body: serde_json::Value = bad.json().await.unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("capabilities"),
+        "{body}"
+    );
+    let made = http
+        .post(&url)
+        .json(&serde_json::json!({
+            "owner": Pubkey::new_from_array([4; 32]).to_string(),
+            "capabilities": ["transfer"],
+            "idempotency_key": "over-rest",
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(made.status(), 201);
+    let made: serde_json::Value = made.json().await.unwrap();
+    let rest_id: Pubkey = made["request"]["id"].as_str().unwrap().parse().unwrap();
+    assert!(!made["signature"].as_str().unwrap().is_empty());
+    wait_status(
+        &client,
+        &rest_id,
+        AccountRequestStatus::Initialized,
+        Duration::from_secs(30),
+    )
+    .await;
+    let refused = http
+        .post(format!("{url}/{rest_id}/retry"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 412);
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("not FAILED"),
+        "{body}"
+    );
+
     // lifecyclectl places one too, and lists it initialized.
     let ctl = cli::lifecyclectl();
     let endpoint = format!("http://{}", server.grpc);
@@ -403,7 +452,7 @@ async fn valid_requests_become_initialized_accounts_on_chain_and_in_the_store() 
             )
             .await;
             let listed: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-            listed["requests"].as_array().unwrap().len() == 3
+            listed["requests"].as_array().unwrap().len() == 4
         },
     )
     .await;
@@ -421,9 +470,9 @@ async fn valid_requests_become_initialized_accounts_on_chain_and_in_the_store() 
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(stats.accounts_created, 3);
-    assert_eq!(stats.accounts, 3);
-    assert!(metric(&server, "valence_accounts_initialized_total").await >= 3.0);
+    assert_eq!(stats.accounts_created, 4);
+    assert_eq!(stats.accounts, 4);
+    assert!(metric(&server, "valence_accounts_initialized_total").await >= 4.0);
     assert!(server.stop().await);
 }
 
