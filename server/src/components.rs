@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use valence_lifecycle_api::v1::ComponentState;
 
 use crate::{
-    builder, events, gateway, grpc, leader, monitor,
+    builder, chain, events, gateway, grpc, leader, monitor,
     supervisor::{
         health::{self, Check},
         Ctx, Policy, Supervisor,
@@ -26,6 +26,7 @@ pub(crate) async fn start(
     api_listener: TcpListener,
 ) -> anyhow::Result<()> {
     start_store_check(supervisor, state).await;
+    start_chain_checks(supervisor, state).await;
     let hub = state.hub.clone();
     supervisor
         .start("events", move |ctx| hub.clone().run_tailer(ctx))
@@ -143,6 +144,28 @@ async fn start_store_check(supervisor: &mut Supervisor, state: &Arc<AppState>) {
         .await;
 }
 
+/// The chain's resource checks (RPC, wallet), on every replica.
+async fn start_chain_checks(supervisor: &mut Supervisor, state: &Arc<AppState>) {
+    let Some(chain) = &state.chain else {
+        return;
+    };
+    let every = Duration::from_secs(state.config.monitoring.health_check_interval_secs);
+    let timeout = Duration::from_secs(state.config.rpc.timeout_secs + 1);
+    let min = state.config.service.min_wallet_balance_lamports;
+    let checks = [
+        Some(chain::checks::rpc(chain, &state.metrics, every, timeout)),
+        chain::checks::wallet(chain, &state.metrics, min, every, timeout),
+    ];
+    for check in checks.into_iter().flatten() {
+        let (board, name) = (state.board.clone(), check.name.clone());
+        supervisor
+            .start(&name, move |ctx| {
+                health::run(check.clone(), board.clone(), ctx)
+            })
+            .await;
+    }
+}
+
 /// While this replica leads, runs the chain work (monitor, builder) under
 /// its own supervisor; stops it when leadership ends.
 async fn leader_duties(state: Arc<AppState>, ctx: Ctx) -> anyhow::Result<()> {
@@ -186,7 +209,6 @@ async fn start_duties(group: &mut Supervisor, state: &Arc<AppState>) {
         state.metrics.clone(),
         state.board.clone(),
         poll,
-        state.config.service.min_wallet_balance_lamports,
     );
     group
         .start("monitor", move |ctx| monitor.clone().run(ctx))
@@ -209,16 +231,8 @@ async fn start_duties(group: &mut Supervisor, state: &Arc<AppState>) {
 /// follower they are not failed, just not here.
 async fn stop_duties(group: Supervisor, state: &Arc<AppState>) {
     let mut names = group.names();
-    // Resource checks the monitor keeps while it runs.
-    names.extend(
-        [
-            monitor::RPC_COMPONENT,
-            monitor::WALLET_COMPONENT,
-            "chain-accounts-ws",
-            "chain-logs-ws",
-        ]
-        .map(String::from),
-    );
+    // The websockets the monitor keeps while it runs.
+    names.extend(["chain-accounts-ws", "chain-logs-ws"].map(String::from));
     let grace = Duration::from_secs(state.config.server.shutdown_grace_secs);
     group.shutdown(grace).await;
     for name in names {

@@ -12,7 +12,6 @@ mod apply;
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use tokio::sync::{mpsc, Mutex};
-use valence_lifecycle_api::v1::ComponentState;
 
 use crate::{
     chain::{
@@ -24,11 +23,6 @@ use crate::{
     supervisor::{Ctx, StatusBoard},
     telemetry::Metrics,
 };
-
-/// Status board name of the RPC connection.
-pub const RPC_COMPONENT: &str = "chain-rpc";
-/// Status board name of the service wallet's balance.
-pub const WALLET_COMPONENT: &str = "chain-wallet";
 
 /// Live updates buffered between the websockets and the monitor; when full,
 /// the websocket tasks wait (and the reconciliation catches up).
@@ -71,7 +65,6 @@ pub struct Monitor {
     board: Arc<StatusBoard>,
     poll: Duration,
     /// Wallet balance below which health is degraded.
-    min_balance: u64,
     /// Newest transaction the backfill has read.
     backfill_cursor: Mutex<Option<String>>,
     failures_seen: Mutex<HashSet<(solana_sdk::pubkey::Pubkey, u64)>>,
@@ -85,19 +78,13 @@ impl Monitor {
         metrics: Arc<Metrics>,
         board: Arc<StatusBoard>,
         poll: Duration,
-        min_balance: u64,
     ) -> Arc<Self> {
-        board.register(RPC_COMPONENT);
-        if chain.wallet.is_some() {
-            board.register(WALLET_COMPONENT);
-        }
         Arc::new(Monitor {
             chain,
             store,
             metrics,
             board,
             poll,
-            min_balance,
             backfill_cursor: Mutex::new(None),
             failures_seen: Mutex::new(HashSet::new()),
         })
@@ -144,17 +131,15 @@ impl Monitor {
             .collect();
         match self.chain.program_accounts(&discriminators).await {
             Ok((slot, accounts)) => {
-                self.rpc_state(true, "").await;
                 for (key, data) in accounts {
                     self.apply_account(key, &data, slot, Source::Reconciliation)
                         .await;
                 }
                 self.backfill().await;
-                self.check_wallet().await;
             }
             Err(e) => {
+                // The chain-rpc check reports the endpoint's health.
                 tracing::warn!(error = format!("{e:#}"), "reconciliation failed");
-                self.rpc_state(false, &format!("{e:#}")).await;
             }
         }
     }
@@ -207,42 +192,5 @@ impl Monitor {
             }
             *cursor = Some(tx.signature);
         }
-    }
-
-    /// Seed 001's wallet check: the balance as a metric, and degraded
-    /// health below the configured minimum.
-    async fn check_wallet(&self) {
-        let Some(wallet) = &self.chain.wallet else {
-            return;
-        };
-        use solana_sdk::signature::Signer as _;
-        match self.chain.balance(&wallet.pubkey()).await {
-            Ok(balance) => {
-                self.metrics.wallet_balance_lamports.set(balance);
-                let (state, message) = if balance < self.min_balance {
-                    (
-                        ComponentState::Degraded,
-                        format!("balance {balance} lamports is below {}", self.min_balance),
-                    )
-                } else {
-                    (ComponentState::Running, String::new())
-                };
-                self.board.set(WALLET_COMPONENT, state, message).await;
-            }
-            Err(e) => tracing::warn!(
-                error = format!("{e:#}"),
-                "reading the wallet balance failed"
-            ),
-        }
-    }
-
-    async fn rpc_state(&self, healthy: bool, message: &str) {
-        self.metrics.rpc_connection_status.set(u64::from(healthy));
-        let state = if healthy {
-            ComponentState::Running
-        } else {
-            ComponentState::Degraded
-        };
-        self.board.set(RPC_COMPONENT, state, message).await;
     }
 }
