@@ -397,6 +397,7 @@ async fn start_components(
             .start("builder", move |cancel| builder.run(head, cancel))
             .await;
     }
+    start_orchestrator(supervisor, state).await;
     let s = state.clone();
     supervisor
         .start("grpc", move |cancel| grpc::serve(s, grpc_listener, cancel))
@@ -406,6 +407,27 @@ async fn start_components(
         .start("gateway", move |cancel| {
             gateway::serve(s, api_listener, cancel)
         })
+        .await;
+}
+
+/// The orchestrator runs with or without a chain (without one, rules are
+/// evaluated and chain actions fail with a clear reason).
+async fn start_orchestrator(supervisor: &mut Supervisor, state: &Arc<AppState>) {
+    let orchestrator = match orchestrator::Orchestrator::new(
+        state.chain.clone(),
+        state.store.clone(),
+        state.metrics.clone(),
+        &state.config,
+    ) {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::error!(error = %e, "the orchestrator could not be set up");
+            return;
+        }
+    };
+    let head = state.hub.watch_head();
+    supervisor
+        .start("orchestrator", move |cancel| orchestrator.run(head, cancel))
         .await;
 }
 
