@@ -269,7 +269,8 @@ impl Orchestrator {
         if !self.store.record_match(&new).await? {
             return Ok(None);
         }
-        self.metrics.rules_matched.inc();
+        // valence_progression_rules_matched_total counts the RuleMatched
+        // events as the event hub publishes them.
         tracing::info!(rule = %rule.rule.id, session = %session.id, dry_run = !self.auto_progress, %description, "rule matched");
         if !self.auto_progress {
             self.executor_count(rule.kind, "reported");
