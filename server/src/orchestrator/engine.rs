@@ -350,7 +350,8 @@ impl Engine {
     }
 
     /// Dry run: the sessions `rule` matches now (matched before or not),
-    /// at most `limit`, and how many sessions were examined.
+    /// at most `limit` (in id order), and how many sessions were examined
+    /// (all of them unless the limit was reached first).
     pub fn dry_run(
         &mut self,
         rule: &CompiledRule,
@@ -361,8 +362,10 @@ impl Engine {
         let mut ids: Vec<&String> = self.sessions.keys().collect();
         ids.sort();
         let mut out = Vec::new();
+        let mut examined = 0u64;
         for id in &ids {
             let entry = &self.sessions[*id];
+            examined += 1;
             if rule.condition.holds(&entry.view(now_ms), &root) {
                 out.push(entry.session.clone());
                 if out.len() >= limit {
@@ -370,7 +373,6 @@ impl Engine {
                 }
             }
         }
-        let examined = ids.len() as u64;
         self.evaluated += examined;
         (out, examined)
     }

@@ -101,7 +101,17 @@ async fn reads_health_stats_and_errors() {
         .iter()
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["store", "events", "retention", "grpc", "gateway"]);
+    assert_eq!(
+        names,
+        [
+            "store",
+            "events",
+            "retention",
+            "orchestrator",
+            "grpc",
+            "gateway"
+        ]
+    );
 
     let stats: Value = reqwest::get(format!("{}/stats", server.http()))
         .await
