@@ -31,7 +31,7 @@ fn rules(n: usize) -> Vec<CompiledRule> {
                 0 => format!(r#"{{"AllAccountsHaveCapability":"{}"}}"#, CAPS[i % CAPS.len()]),
                 // Long enough that the bench's sessions do not cross it.
                 1 => format!(r#"{{"SessionIdleFor":{}}}"#, 1_000_000 + i),
-                2 => format!(r#"{{"StateHashMatches":"{}"}}"#, format!("{:064x}", i + 1)),
+                2 => format!(r#"{{"StateHashMatches":"{:064x}"}}"#, i + 1),
                 _ => format!(
                     r#"{{"CustomPredicate":"session.namespace == 'ns-{i}' && accounts.all(a, 'admin' in a.capabilities)"}}"#
                 ),

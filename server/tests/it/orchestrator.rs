@@ -410,16 +410,19 @@ async fn every_condition_matches_and_misses_and_each_match_is_reported_once() {
     }
 }
 
+/// Requests a receiver got: headers and body.
+type Seen = Arc<Mutex<Vec<(http::HeaderMap, Vec<u8>)>>>;
+
 /// A local HTTP receiver that answers 500 to the first request and 200
 /// after, keeping every request's headers and body.
 struct Receiver {
     url: String,
-    seen: Arc<Mutex<Vec<(http::HeaderMap, Vec<u8>)>>>,
+    seen: Seen,
 }
 
 impl Receiver {
     async fn start() -> Receiver {
-        let seen: Arc<Mutex<Vec<(http::HeaderMap, Vec<u8>)>>> = Arc::default();
+        let seen: Seen = Arc::default();
         let s = seen.clone();
         let app = axum::Router::new().route(
             "/hook",
