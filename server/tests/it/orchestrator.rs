@@ -332,6 +332,20 @@ async fn every_condition_matches_and_misses_and_each_match_is_reported_once() {
             .collect();
         assert_eq!(ids, vec![s2.as_str()]);
         assert_eq!(stored_dry.matches[0].action_kind, "notify_webhook");
+        // The same dry run through lifecyclectl.
+        let endpoint = format!("http://{}", server.grpc);
+        let (code, stdout, stderr) = crate::cli::run(
+            &crate::cli::lifecyclectl(),
+            &["--json", "rules", "evaluate", "cap"],
+            &[("VALENCE_ENDPOINT", endpoint.as_str())],
+        )
+        .await;
+        assert_eq!(code, Some(0), "{stdout}{stderr}");
+        let answer: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        let first = &answer["matches"][0];
+        let session_id = first.get("session_id").or(first.get("sessionId"));
+        assert_eq!(session_id, Some(&serde_json::json!(s1)), "{stdout}");
+        assert_eq!(answer["matches"].as_array().unwrap().len(), 1, "{stdout}");
 
         let expected: BTreeSet<(String, String)> = [
             ("cap", &s1),
