@@ -102,6 +102,25 @@ pub async fn load_engine(store: &Store) -> ApiResult<Engine> {
     Ok(engine)
 }
 
+/// Runs `work` on the engine on a blocking thread: a tick or a new rule
+/// can evaluate every live session, which must not hold up the async
+/// workers that serve requests.
+async fn off_runtime<T, F>(engine: &mut Engine, work: F) -> T
+where
+    T: Send + 'static,
+    F: FnOnce(&mut Engine) -> T + Send + 'static,
+{
+    let mut taken = std::mem::take(engine);
+    let (back, out) = tokio::task::spawn_blocking(move || {
+        let out = work(&mut taken);
+        (taken, out)
+    })
+    .await
+    .expect("rule evaluation panicked");
+    *engine = back;
+    out
+}
+
 /// The orchestrator component.
 pub struct Orchestrator {
     store: Store,
@@ -176,10 +195,12 @@ impl Orchestrator {
         );
         let started = Instant::now();
         let now = now_ms();
-        let mut matches = Vec::new();
-        for id in &ids {
-            matches.extend(engine.evaluate_rule(id, now));
-        }
+        let matches = off_runtime(&mut engine, move |e| {
+            ids.iter()
+                .flat_map(|id| e.evaluate_rule(id, now))
+                .collect::<Vec<_>>()
+        })
+        .await;
         self.after_evaluation(&mut engine, matches, started, &mut workers, &actions)
             .await;
         let mut tick = tokio::time::interval(self.tick);
@@ -203,7 +224,8 @@ impl Orchestrator {
                 Err(e) => tracing::warn!(error = %e, "reading the event log failed; trying again"),
             }
             if timed {
-                matches.extend(engine.tick(now_ms()));
+                let now = now_ms();
+                matches.extend(off_runtime(&mut engine, move |e| e.tick(now)).await);
             }
             self.after_evaluation(&mut engine, matches, started, &mut workers, &actions)
                 .await;
@@ -359,11 +381,13 @@ impl Orchestrator {
             | Payload::RuleDisabled(_)
             | Payload::RuleDeleted(_) => {
                 let changed = engine.set_rules(load_rules(&self.store).await?);
-                let mut out = Vec::new();
-                for id in changed {
-                    out.extend(engine.evaluate_rule(&id, now));
-                }
-                out
+                off_runtime(engine, move |e| {
+                    changed
+                        .iter()
+                        .flat_map(|id| e.evaluate_rule(id, now))
+                        .collect()
+                })
+                .await
             }
             _ => Vec::new(),
         })
