@@ -419,7 +419,7 @@ async fn start_orchestrator(supervisor: &mut Supervisor, state: &Arc<AppState>) 
         state.metrics.clone(),
         &state.config,
     ) {
-        Ok(o) => o,
+        Ok(o) => Arc::new(o),
         Err(e) => {
             tracing::error!(error = %e, "the orchestrator could not be set up");
             return;

@@ -165,9 +165,10 @@ impl Orchestrator {
     }
 
     /// Evaluates and acts until cancelled. `head` changes whenever events
-    /// are appended.
+    /// are appended. Safe to run again after it ended (a supervisor
+    /// restart): it reloads its state and resumes the actions left open.
     pub async fn run(
-        self,
+        self: Arc<Self>,
         mut head: watch::Receiver<u64>,
         cancel: CancellationToken,
     ) -> anyhow::Result<()> {

@@ -572,6 +572,84 @@ async fn webhooks_are_signed_retried_after_a_500_and_chain_actions_fail_clearly_
     assert!(server.stop().await);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_action_not_finished_within_the_consumption_timeout_expires() {
+    // A receiver that always fails.
+    let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let h = hits.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move || {
+            h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async { http::StatusCode::SERVICE_UNAVAILABLE }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let test_db = TestDb::new(Db::Sqlite).await.unwrap();
+    let url = test_db.url.clone();
+    let mut config = fast(test_config(&url));
+    config.lifecycle.auto_progress = true;
+    config.lifecycle.consumption_timeout_secs = 2;
+    config.retry.max_retries = 1_000;
+    config.retry.initial_delay_ms = 200;
+    config.retry.max_delay_ms = 200;
+    let server = TestServer::start_with(test_db, config).await;
+    let store = open_store(&url).await;
+    let (a1, s1) = (pubkey(1), pubkey(11));
+    store
+        .upsert_account(&account(&a1, &["transfer"], 1))
+        .await
+        .unwrap();
+    store
+        .upsert_session(&session(&s1, &[&a1], "alpha"))
+        .await
+        .unwrap();
+    let hook = format!(r#"{{"NotifyWebhook":"{hook_url}"}}"#);
+    server
+        .rules()
+        .await
+        .create_rule(CreateRuleRequest {
+            rule: Some(seed_rule(
+                "hook",
+                r#"{"AllAccountsHaveCapability":"transfer"}"#,
+                &hook,
+            )),
+        })
+        .await
+        .unwrap();
+    until(Duration::from_secs(15), "the action expired", || async {
+        !outcomes(&server, EventType::ActionFailed).await.is_empty()
+    })
+    .await;
+    let failed = outcomes(&server, EventType::ActionFailed).await;
+    assert_eq!(failed.len(), 1);
+    assert!(failed[0].3.contains("CONSUMPTION_TIMEOUT"), "{failed:?}");
+    assert!(failed[0].4 >= 2, "it was retried until then");
+    assert_eq!(
+        metric(
+            &server,
+            "valence_rule_actions_total{kind=\"notify_webhook\",outcome=\"expired\"}"
+        )
+        .await,
+        1.0
+    );
+    let after = hits.load(std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    assert_eq!(
+        hits.load(std::sync::atomic::Ordering::SeqCst),
+        after,
+        "nothing is sent after expiry"
+    );
+    assert!(outcomes(&server, EventType::ActionExecuted)
+        .await
+        .is_empty());
+    store.close().await;
+    assert!(server.stop().await);
+}
+
 #[cfg(feature = "embedded-chain")]
 mod on_chain {
     use std::sync::atomic::Ordering;
