@@ -11,7 +11,12 @@
 
 use std::{collections::HashMap, sync::Arc};
 
-use cel::{objects::Key, Context, ExecutionError, Program, Value};
+use cel::{
+    common::value::{CowVal, Val},
+    context::VariableResolver,
+    objects::Key,
+    Context, Env, ExecutionError, Program, Value,
+};
 use sha2::{Digest as _, Sha256};
 use valence_lifecycle_api::v1::{rule_action, rule_condition, ProgressionRule};
 
@@ -56,9 +61,9 @@ pub struct View<'a> {
     /// The aggregate state hash, when every member account is stored.
     pub aggregate: Option<[u8; 32]>,
     /// The session as a CEL value.
-    pub cel_session: &'a Value,
+    pub cel_session: &'a dyn Val,
     /// The accounts as a CEL value.
-    pub cel_accounts: &'a Value,
+    pub cel_accounts: &'a dyn Val,
     /// Now, Unix ms.
     pub now_ms: i64,
 }
@@ -107,14 +112,14 @@ pub fn compile_cel(expr: &str) -> Result<CelPredicate, String> {
     let aggregate = aggregate_hash(&sample_accounts);
     let view = View {
         session: &sample_session,
-        cel_session: &cel_session(&sample_session, aggregate),
-        cel_accounts: &cel_accounts(&sample_accounts),
+        cel_session: &*cel_session(&sample_session, aggregate),
+        cel_accounts: &*cel_accounts(&sample_accounts),
         accounts: &sample_accounts,
         aggregate,
         now_ms: 1_700_000_100_000,
     };
-    let root = Context::default();
-    match predicate.execute(&root, &view) {
+    let env = Arc::new(Env::stdlib());
+    match predicate.execute(&env, &view) {
         Ok(Value::Bool(_)) => Ok(predicate),
         Ok(other) => Err(format!(
             "must evaluate to a bool, gives {:?}",
@@ -133,19 +138,52 @@ pub fn compile_cel(expr: &str) -> Result<CelPredicate, String> {
     }
 }
 
+/// The variables of one evaluation, resolved when the expression reads
+/// them: the session and accounts are converted to CEL once per session
+/// change, not once per evaluation.
+struct Variables<'a> {
+    session: &'a dyn Val,
+    accounts: &'a dyn Val,
+    idle_seconds: i64,
+    now: i64,
+}
+
+impl VariableResolver for Variables<'_> {
+    fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
+        match variable {
+            "session" => Some(CowVal::Borrowed(self.session)),
+            "accounts" => Some(CowVal::Borrowed(self.accounts)),
+            "idle_seconds" => Some(CowVal::Owned(to_val(Value::Int(self.idle_seconds)))),
+            "now" => Some(CowVal::Owned(to_val(Value::Int(self.now)))),
+            _ => None,
+        }
+    }
+}
+
+/// A CEL value in the interpreter's form. The values built here (strings,
+/// ints, bytes, bools, lists and maps of them) always convert.
+pub fn to_val(value: Value) -> Box<dyn Val> {
+    Box::<dyn Val>::try_from(value)
+        .or_else(|_| Box::<dyn Val>::try_from(Value::Null))
+        .expect("null converts")
+}
+
 impl CelPredicate {
-    fn execute(&self, root: &Context, view: &View<'_>) -> Result<Value, ExecutionError> {
-        let mut scope = root.new_inner_scope();
-        scope.add_variable_from_value("session", view.cel_session.clone());
-        scope.add_variable_from_value("accounts", view.cel_accounts.clone());
-        scope.add_variable_from_value("idle_seconds", view.idle_ms() / 1000);
-        scope.add_variable_from_value("now", view.now_ms.div_euclid(1000));
-        self.program.execute(&scope)
+    fn execute(&self, env: &Arc<Env>, view: &View<'_>) -> Result<Value, ExecutionError> {
+        let variables = Variables {
+            session: view.cel_session,
+            accounts: view.cel_accounts,
+            idle_seconds: view.idle_ms() / 1000,
+            now: view.now_ms.div_euclid(1000),
+        };
+        let mut context = Context::with_env(env.clone());
+        context.set_variable_resolver(&variables);
+        self.program.execute(&context)
     }
 }
 
 /// The session as the CEL variable `session`. Times are Unix seconds.
-pub fn cel_session(s: &LiveSession, aggregate: Option<[u8; 32]>) -> Value {
+pub fn cel_session(s: &LiveSession, aggregate: Option<[u8; 32]>) -> Box<dyn Val> {
     let mut m: HashMap<Key, Value> = HashMap::new();
     let mut put = |k: &str, v: Value| {
         m.insert(Key::String(Arc::new(k.to_string())), v);
@@ -165,12 +203,12 @@ pub fn cel_session(s: &LiveSession, aggregate: Option<[u8; 32]>) -> Value {
         "state_hash",
         aggregate.map(hex::encode).unwrap_or_default().into(),
     );
-    Value::Map(cel::objects::Map { map: Arc::new(m) })
+    to_val(Value::Map(cel::objects::Map { map: Arc::new(m) }))
 }
 
 /// The member accounts as the CEL variable `accounts` (accounts the
 /// server has not recorded appear with only their id).
-pub fn cel_accounts(accounts: &[Option<AccountFacts>]) -> Value {
+pub fn cel_accounts(accounts: &[Option<AccountFacts>]) -> Box<dyn Val> {
     let list: Vec<Value> = accounts
         .iter()
         .map(|a| {
@@ -193,7 +231,7 @@ pub fn cel_accounts(accounts: &[Option<AccountFacts>]) -> Value {
             Value::Map(cel::objects::Map { map: Arc::new(m) })
         })
         .collect();
-    Value::List(Arc::new(list))
+    to_val(Value::List(Arc::new(list)))
 }
 
 /// sha256 over the member accounts' 32-byte state hashes concatenated in
@@ -247,7 +285,7 @@ impl Condition {
 
     /// Whether the condition holds for `view`. CEL errors and non-bool
     /// results count as "does not hold".
-    pub fn holds(&self, view: &View<'_>, root: &Context) -> bool {
+    pub fn holds(&self, view: &View<'_>, env: &Arc<Env>) -> bool {
         match self {
             Condition::Capability(cap) => {
                 !view.accounts.is_empty()
@@ -258,7 +296,7 @@ impl Condition {
             }
             Condition::IdleFor(ms) => view.idle_ms() >= *ms,
             Condition::HashMatches(hash) => view.aggregate.as_ref() == Some(hash),
-            Condition::Cel(p) => matches!(p.execute(root, view), Ok(Value::Bool(true))),
+            Condition::Cel(p) => matches!(p.execute(env, view), Ok(Value::Bool(true))),
         }
     }
 }
@@ -349,11 +387,11 @@ mod tests {
             session: s,
             accounts,
             aggregate,
-            cel_session: &cel_session(s, aggregate),
-            cel_accounts: &cel_accounts(accounts),
+            cel_session: &*cel_session(s, aggregate),
+            cel_accounts: &*cel_accounts(accounts),
             now_ms: now,
         };
-        c.holds(&view, &Context::default())
+        c.holds(&view, &Arc::new(Env::stdlib()))
     }
 
     #[test]

@@ -19,9 +19,12 @@
 //! The engine is synchronous and does no I/O; the orchestrator feeds it and
 //! records what it returns.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::{
+    collections::{BTreeSet, HashMap, HashSet},
+    sync::Arc,
+};
 
-use cel::{Context, Value};
+use cel::{common::value::Val, Env};
 use valence_lifecycle_api::v1::{rule_condition, ProgressionRule};
 
 use super::conditions::{action_kind, aggregate_hash, cel_accounts, cel_session, Condition, View};
@@ -80,8 +83,8 @@ struct Entry {
     session: LiveSession,
     accounts: Vec<Option<AccountFacts>>,
     aggregate: Option<[u8; 32]>,
-    cel_session: Value,
-    cel_accounts: Value,
+    cel_session: Box<dyn Val>,
+    cel_accounts: Box<dyn Val>,
 }
 
 impl Entry {
@@ -96,8 +99,8 @@ impl Entry {
             session: &self.session,
             accounts: &self.accounts,
             aggregate: self.aggregate,
-            cel_session: &self.cel_session,
-            cel_accounts: &self.cel_accounts,
+            cel_session: &*self.cel_session,
+            cel_accounts: &*self.cel_accounts,
             now_ms,
         }
     }
@@ -307,7 +310,7 @@ impl Engine {
 
     /// Time has passed: evaluates what time alone can change.
     pub fn tick(&mut self, now_ms: i64) -> Vec<Match> {
-        let root = Context::default();
+        let env = Arc::new(Env::stdlib());
         let mut out = Vec::new();
         for index in 0..self.rules.len() {
             let rule = &self.rules[index];
@@ -330,11 +333,11 @@ impl Engine {
                         .collect();
                     let rule_id = rule.rule.id.clone();
                     self.idle_marks.insert(rule_id, cutoff);
-                    out.extend(self.evaluate_with(&root, &[index], &due, now_ms));
+                    out.extend(self.evaluate_with(&env, &[index], &due, now_ms));
                 }
                 Condition::Cel(p) if p.time_based => {
                     let sessions: Vec<String> = self.sessions.keys().cloned().collect();
-                    out.extend(self.evaluate_with(&root, &[index], &sessions, now_ms));
+                    out.extend(self.evaluate_with(&env, &[index], &sessions, now_ms));
                 }
                 _ => {}
             }
@@ -358,7 +361,7 @@ impl Engine {
         now_ms: i64,
         limit: usize,
     ) -> (Vec<LiveSession>, u64) {
-        let root = Context::default();
+        let env = Arc::new(Env::stdlib());
         let mut ids: Vec<&String> = self.sessions.keys().collect();
         ids.sort();
         let mut out = Vec::new();
@@ -366,7 +369,7 @@ impl Engine {
         for id in &ids {
             let entry = &self.sessions[*id];
             examined += 1;
-            if rule.condition.holds(&entry.view(now_ms), &root) {
+            if rule.condition.holds(&entry.view(now_ms), &env) {
                 out.push(entry.session.clone());
                 if out.len() >= limit {
                     break;
@@ -378,13 +381,13 @@ impl Engine {
     }
 
     fn evaluate_pairs(&mut self, rules: &[usize], sessions: &[String], now_ms: i64) -> Vec<Match> {
-        let root = Context::default();
-        self.evaluate_with(&root, rules, sessions, now_ms)
+        let env = Arc::new(Env::stdlib());
+        self.evaluate_with(&env, rules, sessions, now_ms)
     }
 
     fn evaluate_with(
         &mut self,
-        root: &Context<'_, '_>,
+        env: &Arc<Env>,
         rules: &[usize],
         sessions: &[String],
         now_ms: i64,
@@ -401,7 +404,7 @@ impl Engine {
                     continue;
                 }
                 self.evaluated += 1;
-                if rule.condition.holds(&view, root) {
+                if rule.condition.holds(&view, env) {
                     out.push(Match {
                         rule_id: rule.rule.id.clone(),
                         session_id: session_id.clone(),
