@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use valence_lifecycle_api::v1::ComponentState;
 
 use crate::{
-    builder, chain, events, gateway, grpc, leader, monitor,
+    builder, chain, events, gateway, grpc, leader, monitor, orchestrator,
     supervisor::{
         health::{self, Check},
         Ctx, Policy, Supervisor,
@@ -175,7 +175,7 @@ async fn leader_duties(state: Arc<AppState>, ctx: Ctx) -> anyhow::Result<()> {
     loop {
         let lead = *leading.borrow_and_update();
         if lead && duties.is_none() {
-            tracing::info!("leading: starting the monitor and the builder");
+            tracing::info!("leading: starting the monitor, the builder and the orchestrator");
             let mut group =
                 Supervisor::new(state.board.clone(), Policy::from(&state.config.supervision));
             start_duties(&mut group, &state).await;
@@ -199,6 +199,12 @@ async fn leader_duties(state: Arc<AppState>, ctx: Ctx) -> anyhow::Result<()> {
 }
 
 async fn start_duties(group: &mut Supervisor, state: &Arc<AppState>) {
+    start_chain_duties(group, state).await;
+    start_orchestrator(group, state).await;
+}
+
+/// The monitor and the builder, when there is a chain.
+async fn start_chain_duties(group: &mut Supervisor, state: &Arc<AppState>) {
     let Some(chain) = &state.chain else {
         return;
     };
@@ -223,6 +229,34 @@ async fn start_duties(group: &mut Supervisor, state: &Arc<AppState>) {
     group
         .start("builder", move |ctx| {
             builder.clone().run(hub.watch_head(), ctx)
+        })
+        .await;
+}
+
+/// The orchestrator runs with or without a chain (without one, rules are
+/// evaluated and chain actions fail with a clear reason). Each run reloads
+/// its state from the store and resumes open actions, so restarts and a
+/// new leader pick up where the last run stopped.
+async fn start_orchestrator(group: &mut Supervisor, state: &Arc<AppState>) {
+    let orchestrator = match orchestrator::Orchestrator::new(
+        state.chain.clone(),
+        state.store.clone(),
+        state.metrics.clone(),
+        &state.config,
+    ) {
+        Ok(o) => Arc::new(o),
+        Err(e) => {
+            tracing::error!(error = %e, "the orchestrator could not be set up");
+            return;
+        }
+    };
+    let hub = state.hub.clone();
+    group
+        .start("orchestrator", move |ctx| {
+            let running = orchestrator
+                .clone()
+                .run(hub.watch_head(), ctx.cancel.clone());
+            async move { ctx.heartbeat.beat_while(running).await }
         })
         .await;
 }

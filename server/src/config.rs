@@ -281,6 +281,13 @@ pub struct LifecycleConfig {
     pub consumption_timeout_secs: u64,
     /// Execute rule actions; false only reports matches (env AUTO_PROGRESS).
     pub auto_progress: bool,
+    /// Seconds between evaluations of time-based rule conditions.
+    pub rule_tick_secs: u64,
+    /// HMAC-SHA256 key of NotifyWebhook signatures (env WEBHOOK_SECRET);
+    /// empty sends unsigned notifications.
+    pub webhook_secret: String,
+    /// Seconds one webhook POST may take (env WEBHOOK_TIMEOUT).
+    pub webhook_timeout_secs: u64,
 }
 
 impl Default for LifecycleConfig {
@@ -291,6 +298,9 @@ impl Default for LifecycleConfig {
             max_accounts_per_session: 10,
             consumption_timeout_secs: 300,
             auto_progress: false,
+            rule_tick_secs: 1,
+            webhook_secret: String::new(),
+            webhook_timeout_secs: 10,
         }
     }
 }
@@ -437,6 +447,8 @@ const ENV_KEYS: &[(&str, &str)] = &[
     ("CONSUMPTION_TIMEOUT", "lifecycle.consumption_timeout_secs"),
     ("AUTO_PROGRESS", "lifecycle.auto_progress"),
     ("REPLICA_ID", "leader.replica_id"),
+    ("WEBHOOK_SECRET", "lifecycle.webhook_secret"),
+    ("WEBHOOK_TIMEOUT", "lifecycle.webhook_timeout_secs"),
     ("RUST_LOG", "telemetry.log_filter"),
     ("LOG_FORMAT", "telemetry.log_format"),
     ("OTEL_EXPORTER_OTLP_ENDPOINT", "telemetry.otlp_endpoint"),
@@ -573,6 +585,16 @@ impl Config {
             l.consumption_timeout_secs > 0,
             "lifecycle.consumption_timeout_secs (CONSUMPTION_TIMEOUT)",
             &l.consumption_timeout_secs,
+        )?;
+        check(
+            (1..=3600).contains(&l.rule_tick_secs),
+            "lifecycle.rule_tick_secs",
+            &l.rule_tick_secs,
+        )?;
+        check(
+            (1..=300).contains(&l.webhook_timeout_secs),
+            "lifecycle.webhook_timeout_secs (WEBHOOK_TIMEOUT)",
+            &l.webhook_timeout_secs,
         )
     }
 
@@ -701,6 +723,9 @@ impl Config {
         let mut copy = self.clone();
         for t in &mut copy.auth.tokens {
             t.token = "<redacted>".into();
+        }
+        if !copy.lifecycle.webhook_secret.is_empty() {
+            copy.lifecycle.webhook_secret = "<redacted>".into();
         }
         toml_string(&copy)
     }

@@ -571,9 +571,86 @@ pub fn instruction_data<T: BorshSerialize>(name: &str, args: &T) -> Vec<u8> {
     out
 }
 
+/// One new session of `consume_session(new_sessions: Vec<SessionTemplate>)`:
+/// indices into the consumed session's accounts, namespace, metadata.
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct SessionTemplateArg {
+    /// Indices into the consumed session's `accounts`.
+    pub account_indices: Vec<u8>,
+    /// Namespace of the new session.
+    pub namespace: String,
+    /// Metadata of the new session.
+    pub metadata: Vec<u8>,
+}
+
+/// One operation of `execute_sync_bundle(operations: Vec<Operation>)`.
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct BundleOperationArg {
+    /// sha256 of the function to call.
+    pub function_hash: [u8; 32],
+    /// Arguments (the orchestrator sends the UTF-8 bytes of the
+    /// substituted args template).
+    pub args: Vec<u8>,
+}
+
+/// Size of a Session record with `accounts` members, `namespace` and
+/// `metadata` (the account a new session is written into).
+pub fn session_space(accounts: usize, namespace: &str, metadata: usize) -> usize {
+    8 + 32 + 32 + (4 + 32 * accounts) + (4 + namespace.len()) + 1 + 8 + 8 + (4 + metadata)
+}
+
+/// Size of a SessionConsumption record listing `created` sessions.
+pub fn consumption_space(created: usize) -> usize {
+    8 + 32 + (4 + 32 * created) + 64 + 8
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn consume_session_golden_vector() {
+        let templates = vec![SessionTemplateArg {
+            account_indices: vec![0, 1],
+            namespace: "recycled".into(),
+            metadata: vec![9],
+        }];
+        let data = instruction_data("consume_session", &templates);
+        let expected = concat!(
+            "1c683105ba0d4a8d", // sha256("global:consume_session")[..8]
+            "01000000",         // one template
+            "02000000",
+            "0001", // account_indices
+            "08000000",
+            "72656379636c6564", // "recycled"
+            "01000000",
+            "09", // metadata
+        );
+        assert_eq!(hex::encode(data), expected);
+        assert_eq!(
+            session_space(2, "recycled", 1),
+            8 + 32 + 32 + 68 + 12 + 1 + 8 + 8 + 5
+        );
+        assert_eq!(consumption_space(1), 8 + 32 + 36 + 64 + 8);
+    }
+
+    #[test]
+    fn execute_sync_bundle_golden_vector() {
+        let ops = vec![BundleOperationArg {
+            function_hash: [0xab; 32],
+            args: b"s:3".to_vec(),
+        }];
+        let data = instruction_data("execute_sync_bundle", &ops);
+        let expected = format!(
+            "{}{}{}{}{}",
+            "023a73e21d1cca36", // sha256("global:execute_sync_bundle")[..8]
+            "01000000",
+            "ab".repeat(32),
+            "03000000",
+            "733a33"
+        );
+        assert_eq!(hex::encode(data), expected);
+    }
 
     fn key(n: u8) -> Key {
         [n; 32]

@@ -4,15 +4,17 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 use valence_lifecycle_api::v1::{
-    rule_service_server::RuleService, CreateRuleRequest, CreateRuleResponse, DeleteRuleRequest,
-    DeleteRuleResponse, EvaluateRuleRequest, EvaluateRuleResponse, GetRuleRequest, GetRuleResponse,
-    ListRulesRequest, ListRulesResponse, ProgressionRule, SetRuleEnabledRequest,
-    SetRuleEnabledResponse, UpdateRuleRequest, UpdateRuleResponse,
+    evaluate_rule_request::Target, rule_service_server::RuleService, CreateRuleRequest,
+    CreateRuleResponse, DeleteRuleRequest, DeleteRuleResponse, EvaluateRuleRequest,
+    EvaluateRuleResponse, GetRuleRequest, GetRuleResponse, ListRulesRequest, ListRulesResponse,
+    ProgressionRule, RuleMatch, SetRuleEnabledRequest, SetRuleEnabledResponse, UpdateRuleRequest,
+    UpdateRuleResponse,
 };
 
 use crate::{
     error::{ApiError, ApiResult},
-    orchestrator::rules::validate_rule,
+    orchestrator::{conditions::describe, engine::CompiledRule, load_engine, rules::validate_rule},
+    store::now_ms,
     validate, AppState,
 };
 
@@ -38,6 +40,48 @@ pub(crate) async fn create_rule(
     let stored = state.store.create_rule(&rule).await?;
     tracing::info!(rule = %stored.id, "rule created");
     Ok(stored)
+}
+
+/// Dry run: the live sessions a stored or inline rule matches now, from
+/// the store (this replica need not be the one running the orchestrator).
+pub(crate) async fn evaluate_rule(
+    state: &AppState,
+    request: EvaluateRuleRequest,
+) -> ApiResult<EvaluateRuleResponse> {
+    let limit = validate::page_size("limit", request.limit)? as usize;
+    let rule = match request.target {
+        Some(Target::Id(id)) => {
+            validate::identifier("id", &id, 128)?;
+            state.store.get_rule(&id).await?
+        }
+        Some(Target::Rule(rule)) => {
+            validate_rule(&rule, state.config.lifecycle.max_accounts_per_session)?;
+            rule
+        }
+        None => {
+            return Err(ApiError::invalid(
+                "target",
+                "must be a stored rule's id or an inline rule",
+            ))
+        }
+    };
+    let compiled = CompiledRule::new(rule.clone())
+        .map_err(|(field, message)| ApiError::invalid(field, message))?;
+    let mut engine = load_engine(&state.store).await?;
+    let (sessions, examined) = engine.dry_run(&compiled, now_ms(), limit);
+    state.metrics.rules_evaluated.inc_by(examined);
+    let matches = sessions
+        .iter()
+        .map(|s| RuleMatch {
+            session_id: s.id.clone(),
+            action_kind: compiled.kind.to_string(),
+            description: describe(&rule, s),
+        })
+        .collect();
+    Ok(EvaluateRuleResponse {
+        matches,
+        sessions_evaluated: examined,
+    })
 }
 
 #[tonic::async_trait]
@@ -114,11 +158,10 @@ impl RuleService for RuleApi {
 
     async fn evaluate_rule(
         &self,
-        _request: Request<EvaluateRuleRequest>,
+        request: Request<EvaluateRuleRequest>,
     ) -> Result<Response<EvaluateRuleResponse>, Status> {
-        Err(ApiError::Unimplemented(
-            "EvaluateRule arrives with the orchestrator; rules can be stored and listed now".into(),
-        )
-        .into())
+        Ok(Response::new(
+            evaluate_rule(&self.state, request.into_inner()).await?,
+        ))
     }
 }

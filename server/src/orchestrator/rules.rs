@@ -61,7 +61,9 @@ fn validate_condition(condition: &rule_condition::Kind) -> ApiResult<()> {
             "rule.condition.custom_predicate",
             "must not be empty",
         )),
-        Kind::CustomPredicate(_) => Ok(()),
+        Kind::CustomPredicate(expr) => super::conditions::compile_cel(expr)
+            .map(|_| ())
+            .map_err(|e| ApiError::invalid("rule.condition.custom_predicate", e)),
     }
 }
 
@@ -206,6 +208,14 @@ mod tests {
             (
                 rule(r#"{"SessionIdleFor":5}"#, r#"{"ConsumeAndCreate":[]}"#),
                 "rule.action.consume_and_create.templates",
+            ),
+            (
+                rule(r#"{"CustomPredicate":"session.nonce >"}"#, CONSUME),
+                "rule.condition.custom_predicate",
+            ),
+            (
+                rule(r#"{"CustomPredicate":"nonce > 1"}"#, CONSUME),
+                "rule.condition.custom_predicate",
             ),
         ];
         for (rule, field) in cases {

@@ -146,7 +146,7 @@ fn json_list(items: &[String]) -> String {
     serde_json::to_string(items).unwrap_or_else(|_| "[]".into())
 }
 
-fn parse_list(text: &str) -> Vec<String> {
+pub(super) fn parse_list(text: &str) -> Vec<String> {
     serde_json::from_str(text).unwrap_or_default()
 }
 
@@ -907,7 +907,7 @@ impl Store {
 /// Reads a boolean column selected as `CAST(CASE WHEN col THEN 1 ELSE 0 END AS BIGINT)`: sqlx's Any
 /// driver maps PostgreSQL booleans but not SQLite's, and an integer reads
 /// the same from both.
-fn flag(row: &AnyRow, index: usize) -> ApiResult<bool> {
+pub(super) fn flag(row: &AnyRow, index: usize) -> ApiResult<bool> {
     Ok(row.try_get::<i64, _>(index)? != 0)
 }
 

@@ -8,6 +8,7 @@
 //! [`Backend`] enum. Every mutation appends its lifecycle events in the same
 //! transaction, so the log never disagrees with the tables.
 
+pub mod actions;
 mod chain;
 mod entities;
 mod events;
@@ -24,6 +25,7 @@ use anyhow::Context;
 use sqlx::{any::AnyPoolOptions, AnyPool, Executor};
 use tokio::sync::{Mutex, MutexGuard, Notify};
 
+pub use actions::{AccountFacts, ActionEnd, LiveSession, NewMatch, PendingAction};
 pub use entities::{
     AccountRecord, AccountRequestRecord, ConsumptionRecord, SessionFilter, SessionRecord,
     StoreStats,

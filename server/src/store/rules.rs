@@ -170,13 +170,13 @@ fn rule_event(rule: &ProgressionRule, payload: fn(RuleChanged) -> Payload) -> Ne
     )
 }
 
-fn definition_json(rule: &ProgressionRule) -> ApiResult<String> {
+pub(super) fn definition_json(rule: &ProgressionRule) -> ApiResult<String> {
     let seed = SeedRule::try_from(rule)
         .map_err(|missing| ApiError::invalid(format!("rule.{}", missing.0), "must be set"))?;
     serde_json::to_string(&seed).map_err(|e| ApiError::Internal(e.into()))
 }
 
-fn decode_rule(row: &sqlx::any::AnyRow) -> ApiResult<ProgressionRule> {
+pub(super) fn decode_rule(row: &sqlx::any::AnyRow) -> ApiResult<ProgressionRule> {
     let id: String = row.try_get(0)?;
     let definition: String = row.try_get(1)?;
     let seed: SeedRule = serde_json::from_str(&definition)

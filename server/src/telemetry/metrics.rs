@@ -69,6 +69,15 @@ pub struct OutcomeLabels {
     pub outcome: String,
 }
 
+/// Labels of rule action outcomes.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabels {
+    /// consume_and_create, execute_bundle or notify_webhook.
+    pub kind: String,
+    /// reported, executed, failed, expired or retried.
+    pub outcome: String,
+}
+
 /// Labels of singleton operations.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SingletonOpLabels {
@@ -108,6 +117,10 @@ pub struct Metrics {
     pub rules_evaluated: Counter,
     /// Rule matches (seed 000).
     pub rules_matched: Counter,
+    /// Rule actions by kind and outcome.
+    pub rule_actions: Family<ActionLabels, Counter>,
+    /// Seconds spent evaluating rules for one trigger (event batch or tick).
+    pub rule_evaluation_duration: Histogram,
     /// Account initialization time (seed 000).
     pub account_initialization_duration: Histogram,
     /// Session lifetime (seed 000).
@@ -197,6 +210,8 @@ impl Metrics {
             active_accounts: Gauge::default(),
             rules_evaluated: Counter::default(),
             rules_matched: Counter::default(),
+            rule_actions: Family::default(),
+            rule_evaluation_duration: latency_histogram(),
             account_initialization_duration: Histogram::new(exponential_buckets(0.05, 2.0, 12)),
             session_lifetime: Histogram::new(exponential_buckets(1.0, 2.0, 20)),
             accounts_created: Counter::default(),
@@ -275,6 +290,16 @@ impl Metrics {
             "valence_progression_rules_matched",
             "Rule matches",
             self.rules_matched.clone(),
+        );
+        r.register(
+            "valence_rule_actions",
+            "Rule actions by kind and outcome",
+            self.rule_actions.clone(),
+        );
+        r.register(
+            "valence_rule_evaluation_duration_seconds",
+            "Seconds to evaluate the rules one trigger (event batch or tick) affects",
+            self.rule_evaluation_duration.clone(),
         );
         r.register(
             "valence_account_initialization_duration_seconds",

@@ -644,15 +644,15 @@ async fn failing_transactions_are_retried_with_growing_delays_parked_and_requeue
 /// A JSON-RPC proxy in front of Surfnet that counts sendTransaction calls
 /// and, while armed, SIGKILLs the server right after Surfnet accepted one:
 /// the transaction is on its way, the server never learns the answer.
-struct KillingProxy {
-    url: String,
-    sends: Arc<AtomicUsize>,
-    victim: Arc<Mutex<Option<u32>>>,
-    signatures: Arc<Mutex<Vec<String>>>,
+pub(crate) struct KillingProxy {
+    pub(crate) url: String,
+    pub(crate) sends: Arc<AtomicUsize>,
+    pub(crate) victim: Arc<Mutex<Option<u32>>>,
+    pub(crate) signatures: Arc<Mutex<Vec<String>>>,
 }
 
 impl KillingProxy {
-    async fn start(upstream: String) -> KillingProxy {
+    pub(crate) async fn start(upstream: String) -> KillingProxy {
         let sends = Arc::new(AtomicUsize::new(0));
         let victim: Arc<Mutex<Option<u32>>> = Arc::new(Mutex::new(None));
         let signatures = Arc::new(Mutex::new(Vec::new()));
