@@ -7,7 +7,6 @@ use std::{sync::Arc, time::Duration};
 use anyhow::Context as _;
 
 use tokio::net::TcpListener;
-use valence_lifecycle_api::v1::ComponentState;
 
 use crate::{
     builder, chain, events, gateway, grpc, leader, monitor, orchestrator,
@@ -268,10 +267,11 @@ async fn stop_duties(group: Supervisor, state: &Arc<AppState>) {
     // The websockets the monitor keeps while it runs.
     names.extend(["chain-accounts-ws", "chain-logs-ws"].map(String::from));
     let grace = Duration::from_secs(state.config.server.shutdown_grace_secs);
-    group.shutdown(grace).await;
+    if !group.shutdown(grace).await {
+        // Already logged and in the event log; it does not run here any more.
+        tracing::warn!("a leader duty did not stop cleanly");
+    }
     for name in names {
-        if state.board.state(&name) != ComponentState::Error {
-            state.board.unregister(&name);
-        }
+        state.board.unregister(&name);
     }
 }

@@ -72,8 +72,9 @@ pub async fn health(State(state): AppStateRef) -> Response {
     (code, Json(body)).into_response()
 }
 
-/// healthy: everything running; degraded: running, but a resource is
-/// impaired (still serving, 200); unhealthy: a component is down (503).
+/// healthy: everything running; degraded: still serving (200) but a
+/// resource is impaired or a component is starting or stopping (a replica
+/// taking or giving up the lead); unhealthy: a component is down (503).
 fn overall_status(components: &[valence_lifecycle_api::v1::ComponentStatus]) -> &'static str {
     use valence_lifecycle_api::v1::ComponentState;
     let states: Vec<ComponentState> = components
@@ -82,10 +83,15 @@ fn overall_status(components: &[valence_lifecycle_api::v1::ComponentStatus]) -> 
         .collect();
     if states.iter().all(|s| *s == ComponentState::Running) {
         "healthy"
-    } else if states
-        .iter()
-        .all(|s| matches!(s, ComponentState::Running | ComponentState::Degraded))
-    {
+    } else if states.iter().all(|s| {
+        matches!(
+            s,
+            ComponentState::Running
+                | ComponentState::Degraded
+                | ComponentState::Starting
+                | ComponentState::Stopping
+        )
+    }) {
         "degraded"
     } else {
         "unhealthy"

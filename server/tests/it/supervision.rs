@@ -332,7 +332,7 @@ async fn health_answers_within_a_second_while_the_store_check_hangs() {
                 store["message"].as_str().unwrap().contains("timed out"),
                 "{store}"
             );
-            assert_eq!(body["status"], "degraded");
+            assert_eq!(body["status"], "degraded", "{body}");
             saw_degraded = true;
             break;
         }
