@@ -112,6 +112,16 @@ impl AppState {
         self.metrics
             .service_uptime_seconds
             .set(self.started.elapsed().as_secs());
+        for component in self.board.snapshot() {
+            if let Some(beat) = component.last_heartbeat {
+                self.metrics
+                    .component_last_heartbeat
+                    .get_or_create(&telemetry::metrics::ComponentLabels {
+                        component: component.name,
+                    })
+                    .set(beat.seconds.max(0) as u64);
+            }
+        }
         match self.store.stats().await {
             Ok(s) => {
                 self.metrics.active_sessions.set(s.active_sessions);

@@ -227,9 +227,15 @@ impl Builder {
         plan: &Plan,
         request: &ClaimedRequest,
         done: Done,
-        signature: &str,
+        noted: &str,
         started: Instant,
     ) {
+        let signature = if done.sent {
+            noted.to_string()
+        } else {
+            self.creator(plan, noted).await
+        };
+        let signature = signature.as_str();
         let state_hash = done
             .record
             .as_ref()
@@ -277,6 +283,21 @@ impl Builder {
             .account_initialization_duration
             .observe(started.elapsed().as_secs_f64());
         tracing::info!(account = %record.id, %signature, sent = done.sent, "account initialized");
+    }
+
+    /// The transaction that created an account found already there: the
+    /// chain says which, whatever was noted (an earlier attempt may have
+    /// landed after a later one was noted). The noted one if the chain
+    /// cannot tell.
+    async fn creator(&self, plan: &Plan, noted: &str) -> String {
+        match self.chain.creating_signature(&plan.address).await {
+            Ok(Some(signature)) => signature.to_string(),
+            Ok(None) => noted.to_string(),
+            Err(e) => {
+                tracing::debug!(error = %e, "looking up the creating transaction failed");
+                noted.to_string()
+            }
+        }
     }
 
     async fn park(&self, request: &ClaimedRequest, attempts: u32, reason: &str) {

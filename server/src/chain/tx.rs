@@ -89,6 +89,22 @@ impl Chain {
             .value)
     }
 
+    /// The oldest successful transaction that touched `key` (for a fresh
+    /// account: the one that created it), from the newest page of its
+    /// history. One attempt; None when there is none.
+    pub async fn creating_signature(&self, key: &Pubkey) -> anyhow::Result<Option<Signature>> {
+        let page = self
+            .rpc
+            .get_signatures_for_address(key)
+            .await
+            .with_context(|| format!("getSignaturesForAddress {key}"))?;
+        Ok(page
+            .iter()
+            .rev()
+            .find(|s| s.err.is_none())
+            .and_then(|s| s.signature.parse().ok()))
+    }
+
     /// Lamports that make an account of `space` bytes rent-exempt.
     pub async fn rent_exempt(&self, space: usize) -> anyhow::Result<u64> {
         self.retry

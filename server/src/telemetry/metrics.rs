@@ -181,6 +181,8 @@ pub struct Metrics {
     pub component_state: Family<ComponentLabels, GaugeU64>,
     /// Component restarts.
     pub component_restarts: Family<ComponentLabels, Counter>,
+    /// When each component last beat (Unix seconds; set before a scrape).
+    pub component_last_heartbeat: Family<ComponentLabels, GaugeU64>,
     /// Singleton operations by singleton, operation and outcome.
     pub singleton_operations: Family<SingletonOpLabels, Counter>,
     /// Singleton status (the SingletonStatus enum number).
@@ -242,6 +244,7 @@ impl Metrics {
             last_processed_slot: Gauge::default(),
             component_state: Family::default(),
             component_restarts: Family::default(),
+            component_last_heartbeat: Family::default(),
             singleton_operations: Family::default(),
             singleton_status: Family::default(),
         };
@@ -450,6 +453,11 @@ impl Metrics {
             "component_restarts",
             "Component restarts",
             self.component_restarts.clone(),
+        );
+        r.register(
+            "component_last_heartbeat_seconds",
+            "When the component last reported a heartbeat, Unix seconds",
+            self.component_last_heartbeat.clone(),
         );
         r.register(
             "valence_singleton_operations",

@@ -219,6 +219,9 @@ async fn metrics_are_valid_prometheus_text_with_seed_names() {
         "wallet_balance_lamports",
         "http_requests_total",
         "last_processed_slot",
+        "component_last_heartbeat_seconds{component=\"events\"}",
+        "valence_is_leader",
+        "valence_builder_in_flight",
     ] {
         assert!(text.contains(name), "/metrics lacks {name}");
     }
