@@ -87,6 +87,18 @@ async fn bad_bodies_are_400_naming_the_problem() {
 #[tokio::test]
 async fn reads_health_stats_and_errors() {
     let server = TestServer::start(Db::Sqlite).await.unwrap();
+    // Answering (200, maybe "degraded" while components start) comes
+    // first; "healthy" once every component runs.
+    crate::common::eventually(Duration::from_secs(10), "healthy at start", || async {
+        let health: Value = reqwest::get(format!("{}/health", server.http()))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        health["status"] == "healthy"
+    })
+    .await;
     let started = Instant::now();
     let health = reqwest::get(format!("{}/health", server.http()))
         .await

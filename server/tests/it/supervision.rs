@@ -300,8 +300,12 @@ async fn health_answers_within_a_second_while_the_store_check_hangs() {
     config.database.acquire_timeout_secs = 30;
     let server = TestServer::start_with(db, config).await;
     let health = format!("{}/health", server.http());
-    let body: serde_json::Value = reqwest::get(&health).await.unwrap().json().await.unwrap();
-    assert_eq!(body["status"], "healthy");
+    // Answering (200) comes first; "healthy" once every component runs.
+    crate::common::eventually(Duration::from_secs(10), "healthy at start", || async {
+        let body: serde_json::Value = reqwest::get(&health).await.unwrap().json().await.unwrap();
+        body["status"] == "healthy"
+    })
+    .await;
 
     proxy.stall(true);
     let stalled = Instant::now();
