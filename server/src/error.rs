@@ -157,3 +157,22 @@ impl From<anyhow::Error> for ApiError {
 
 /// Result alias for handlers and store calls.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// Longest failure reason stored or put in an event (RPC errors can carry
+/// whole transaction logs).
+pub const MAX_REASON: usize = 500;
+
+/// `reason` as text, cut at [`MAX_REASON`] bytes (on a character boundary,
+/// marked with `…`).
+pub fn brief(reason: impl std::fmt::Display) -> String {
+    let mut text = reason.to_string();
+    if text.len() > MAX_REASON {
+        let mut cut = MAX_REASON;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push('…');
+    }
+    text
+}

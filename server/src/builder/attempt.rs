@@ -11,12 +11,10 @@ use tracing::Instrument as _;
 use super::{plan::Plan, Builder, HASH_MISMATCH};
 use crate::{
     chain::codec::{base58, AccountRecord as ChainAccount, Record},
+    error::brief,
     store::{AccountRecord, AttemptFailure, ClaimedRequest},
     telemetry::metrics::OutcomeLabels,
 };
-
-/// Longest failure reason stored (RPC errors can carry whole logs).
-const MAX_REASON: usize = 500;
 
 /// Why an attempt did not initialize the account.
 enum Failure {
@@ -43,19 +41,6 @@ enum Existing {
 struct Done {
     record: Option<ChainAccount>,
     sent: bool,
-}
-
-fn short(reason: impl std::fmt::Display) -> String {
-    let mut text = reason.to_string();
-    if text.len() > MAX_REASON {
-        let mut cut = MAX_REASON;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-        text.push('…');
-    }
-    text
 }
 
 impl Builder {
@@ -131,7 +116,7 @@ impl Builder {
             .id
             .parse()
             .map_err(|_| format!("invalid_request: id {} is not a public key", request.id))?;
-        let base = self.chain.payer().map_err(short)?;
+        let base = self.chain.payer().map_err(brief)?;
         Ok(Plan::new(
             id,
             &request.capabilities,
@@ -168,13 +153,13 @@ impl Builder {
             .chain
             .rent_exempt(plan.space)
             .await
-            .map_err(|e| Failure::Unreachable(short(e)))?;
+            .map_err(|e| Failure::Unreachable(brief(e)))?;
         let instructions = plan.instructions(lamports, create, self.initialize);
         let tx = self
             .chain
             .sign(&instructions, &[])
             .await
-            .map_err(|e| Failure::Unreachable(short(e)))?;
+            .map_err(|e| Failure::Unreachable(brief(e)))?;
         *attempts += 1;
         *signature = tx.signatures[0].to_string();
         // Noted before sending: after a crash the next run knows which
@@ -182,11 +167,11 @@ impl Builder {
         self.store
             .note_attempt(&request.id, *attempts, &plan.address.to_string(), signature)
             .await
-            .map_err(|e| Failure::Unreachable(short(e)))?;
+            .map_err(|e| Failure::Unreachable(brief(e)))?;
         self.chain
             .submit(&tx)
             .await
-            .map_err(|e| Failure::Failed(short(e)))?;
+            .map_err(|e| Failure::Failed(brief(e)))?;
         match self.inspect(plan).await? {
             Existing::Initialized(record) => Ok(Done {
                 record: Some(record),
@@ -210,7 +195,7 @@ impl Builder {
             .chain
             .account(&plan.address)
             .await
-            .map_err(|e| Failure::Unreachable(short(e)))?;
+            .map_err(|e| Failure::Unreachable(brief(e)))?;
         let Some(account) = account else {
             return Ok(Existing::Nothing);
         };
@@ -218,7 +203,7 @@ impl Builder {
             .chain
             .rent_exempt(plan.space)
             .await
-            .map_err(|e| Failure::Unreachable(short(e)))?;
+            .map_err(|e| Failure::Unreachable(brief(e)))?;
         check_existing(plan, &account, rent)
     }
 

@@ -13,7 +13,7 @@ use valence_lifecycle_api::{
     v1::{AccountRequest, RequestAccountRequest},
 };
 
-use super::plan::{derive_seed, request_space};
+use super::plan::{derive_seed, request_space, seeded_address};
 use crate::{
     chain::{codec, Chain},
     error::{ApiError, ApiResult},
@@ -93,8 +93,7 @@ pub async fn place(
     } else {
         derive_seed("valence-request:", new.idempotency_key.as_bytes())
     };
-    let address = Pubkey::create_with_seed(&wallet.pubkey(), &seed, &chain.program_id)
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("deriving the request address: {e}")))?;
+    let address = seeded_address(&wallet.pubkey(), &seed, &chain.program_id);
     let existing = chain
         .account(&address)
         .await

@@ -27,6 +27,14 @@ pub fn derive_seed(domain: &str, input: &[u8]) -> String {
     hex::encode(digest)[..SEED_LEN].to_string()
 }
 
+/// The address `create_account_with_seed` gives `base` with `seed` for
+/// `program`. Seeds from [`derive_seed`] are 32 ASCII characters, within
+/// the limit, so derivation cannot fail.
+pub fn seeded_address(base: &Pubkey, seed: &str, program: &Pubkey) -> Pubkey {
+    Pubkey::create_with_seed(base, seed, program)
+        .expect("a 32-character seed is within create_with_seed's limit")
+}
+
 /// Size of a borsh `Vec<String>`.
 fn strings_len(items: &[String]) -> usize {
     4 + items.iter().map(|s| 4 + s.len()).sum::<usize>()
@@ -67,9 +75,7 @@ impl Plan {
     /// Plans the account of `request` with `capabilities`.
     pub fn new(request: Pubkey, capabilities: &[String], program: Pubkey, base: Pubkey) -> Plan {
         let seed = derive_seed("valence-account:", request.as_ref());
-        // Seeds are ASCII hex and short, so derivation cannot fail.
-        let address = Pubkey::create_with_seed(&base, &seed, &program)
-            .expect("a 32-character seed is within create_with_seed's limit");
+        let address = seeded_address(&base, &seed, &program);
         let initial = InitialState::for_capabilities(capabilities);
         Plan {
             request,

@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use valence_lifecycle_api::v1::{rule_action, BundleOperation, SessionTemplate};
 
 use crate::{
-    builder::plan::derive_seed,
+    builder::plan::{derive_seed, seeded_address},
     chain::{
         codec::{
             self, consumption_space, session_space, BundleOperationArg, Record, SessionRecord,
@@ -37,12 +37,11 @@ use crate::{
         },
         Chain, RetryPolicy,
     },
+    error::brief,
     store::{actions::status, now_ms, ActionEnd, PendingAction, Store},
     telemetry::{metrics::ActionLabels, Metrics},
 };
 
-/// Longest error text recorded.
-const MAX_REASON: usize = 500;
 /// How often a transaction that may still land is looked at again.
 const WAIT: Duration = Duration::from_secs(1);
 
@@ -91,19 +90,6 @@ pub struct Executor {
     secret: Vec<u8>,
 }
 
-fn short(reason: impl std::fmt::Display) -> String {
-    let mut text = reason.to_string();
-    if text.len() > MAX_REASON {
-        let mut cut = MAX_REASON;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-        text.push('…');
-    }
-    text
-}
-
 /// `sha256=<hex HMAC-SHA256(secret, body)>`.
 pub fn sign_body(secret: &[u8], body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
@@ -145,8 +131,7 @@ impl ConsumeAddresses {
         input.push(0);
         input.extend_from_slice(&nonce.to_le_bytes());
         let at = |seed: String| {
-            let address = Pubkey::create_with_seed(base, &seed, program)
-                .expect("a 32-character seed is within create_with_seed's limit");
+            let address = seeded_address(base, &seed, program);
             (seed, address)
         };
         let consumption = at(derive_seed("valence-consumption:", &input));
@@ -334,7 +319,7 @@ impl Executor {
             .rpc()
             .is_blockhash_valid(&hash, chain.commitment)
             .await
-            .map_err(|e| short(format!("isBlockhashValid: {e}")))
+            .map_err(|e| brief(format!("isBlockhashValid: {e}")))
     }
 
     /// Signs, notes and sends one attempt; the action's row says `sent`
@@ -348,14 +333,14 @@ impl Executor {
         let tx = chain
             .sign(instructions, &[])
             .await
-            .map_err(|e| Step::Unreachable(short(format!("{e:#}"))))?;
+            .map_err(|e| Step::Unreachable(brief(format!("{e:#}"))))?;
         let signature = tx.signatures[0].to_string();
         let blockhash = tx.message.recent_blockhash.to_string();
         let attempts = action.attempts + 1;
         self.store
             .note_action_attempt(&action.id, attempts, &signature, &blockhash)
             .await
-            .map_err(|e| Step::Unreachable(short(e)))?;
+            .map_err(|e| Step::Unreachable(brief(e)))?;
         action.attempts = attempts;
         action.status = status::SENT.to_string();
         action.signature = signature.clone();
@@ -367,7 +352,7 @@ impl Executor {
                 // (past CONFIRM_TIMEOUT its blockhash has expired): the
                 // next attempt need not wait for it.
                 action.blockhash.clear();
-                Err(Step::SendFailed(short(format!("{e:#}"))))
+                Err(Step::SendFailed(brief(format!("{e:#}"))))
             }
         }
     }
@@ -380,7 +365,7 @@ impl Executor {
         let account = chain
             .account(session)
             .await
-            .map_err(|e| Step::Unreachable(short(format!("{e:#}"))))?;
+            .map_err(|e| Step::Unreachable(brief(format!("{e:#}"))))?;
         let Some(account) = account else {
             return Ok(None);
         };
@@ -474,7 +459,7 @@ impl Executor {
             let lamports = chain
                 .rent_exempt(*space)
                 .await
-                .map_err(|e| Step::Unreachable(short(format!("{e:#}"))))?;
+                .map_err(|e| Step::Unreachable(brief(format!("{e:#}"))))?;
             instructions.push(
                 solana_system_interface::instruction::create_account_with_seed(
                     &base,
@@ -516,7 +501,7 @@ impl Executor {
         let record = chain
             .account(&addresses.consumption.1)
             .await
-            .map_err(|e| Step::Unreachable(short(format!("{e:#}"))))?;
+            .map_err(|e| Step::Unreachable(brief(format!("{e:#}"))))?;
         let ours = record.is_some_and(|a| {
             matches!(Record::decode(&a.data), Ok(Record::SessionConsumption(c)) if c.consumed_session == session.to_bytes())
         });
@@ -551,7 +536,7 @@ impl Executor {
                 .rpc()
                 .get_signature_statuses_with_history(&[signature])
                 .await
-                .map_err(|e| Step::Unreachable(short(format!("getSignatureStatuses: {e}"))))?;
+                .map_err(|e| Step::Unreachable(brief(format!("getSignatureStatuses: {e}"))))?;
             if let Some(Some(status)) = statuses.value.first() {
                 if status.satisfies_commitment(chain.commitment) {
                     return Ok(match &status.err {
@@ -629,7 +614,7 @@ impl Executor {
     ) -> Option<Outcome> {
         let body = match self.webhook_body(action).await {
             Ok(body) => body,
-            Err(e) => return Some(Outcome::Failed(short(e))),
+            Err(e) => return Some(Outcome::Failed(brief(e))),
         };
         loop {
             if now_ms() >= action.expires_at_ms {
@@ -665,7 +650,7 @@ impl Executor {
                     return Some(Outcome::Executed(format!("HTTP {}", r.status().as_u16())))
                 }
                 Ok(r) => format!("the receiver answered HTTP {}", r.status().as_u16()),
-                Err(e) => short(format!("POST {url}: {e}")),
+                Err(e) => brief(format!("POST {url}: {e}")),
             };
             tracing::warn!(action = %action.id, attempts, error = %error, "webhook delivery failed");
             if attempts >= self.retry.max_attempts {
