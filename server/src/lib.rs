@@ -16,6 +16,7 @@ pub mod grpc;
 pub mod leader;
 pub mod monitor;
 pub mod orchestrator;
+pub mod service;
 pub mod singletons;
 pub mod store;
 pub mod supervisor;
@@ -27,15 +28,13 @@ use std::{sync::Arc, time::Duration, time::Instant};
 use anyhow::{bail, Context as _};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use valence_lifecycle_api::v1::{ChainInfo, GetStatsResponse};
 
 use crate::{
     auth::Auth,
     chain::Chain,
     config::Config,
-    error::ApiResult,
     events::EventHub,
-    store::{now_ms, timestamp, Store},
+    store::{now_ms, Store},
     supervisor::{StatusBoard, Supervisor},
     telemetry::Metrics,
 };
@@ -67,46 +66,11 @@ pub struct AppState {
     pub singletons: Arc<singletons::Singletons>,
     /// Whether this replica leads (runs the chain work).
     pub leadership: Arc<leader::Leadership>,
-    started: Instant,
-    started_at_ms: i64,
+    pub(crate) started: Instant,
+    pub(crate) started_at_ms: i64,
 }
 
 impl AppState {
-    /// Statistics for GetStats and /stats.
-    pub async fn stats(&self) -> ApiResult<GetStatsResponse> {
-        let s = self.store.stats().await?;
-        Ok(GetStatsResponse {
-            accounts_created: s.accounts_created,
-            accounts_failed: s.accounts_failed,
-            is_running: self.board.all_running(),
-            uptime_seconds: self.started.elapsed().as_secs(),
-            accounts: s.accounts,
-            pending_account_requests: s.pending_requests,
-            sessions: s.sessions,
-            active_sessions: s.active_sessions,
-            rules: s.rules,
-            events: s.events,
-            head_sequence: s.head_sequence,
-            components: self.board.snapshot(),
-            leader: Some(self.leadership.info(&self.store).await),
-            started_at: Some(timestamp(self.started_at_ms)),
-            store_backend: self.store.backend().name().to_string(),
-            chain: self.chain.as_ref().map(|c| ChainInfo {
-                rpc_url: c.rpc_url.clone(),
-                ws_url: c.ws_url.clone(),
-                shard_program_id: c.program_id.to_string(),
-                embedded: c.embedded,
-                wallet: c
-                    .wallet
-                    .as_ref()
-                    .map(|w| solana_sdk::signature::Signer::pubkey(w.as_ref()).to_string())
-                    .unwrap_or_default(),
-                commitment: self.config.rpc.commitment.clone(),
-                last_processed_slot: self.metrics.last_processed_slot.get(),
-            }),
-        })
-    }
-
     /// Updates gauges that mirror stored state, before a scrape.
     pub async fn refresh_gauges(&self) {
         self.metrics

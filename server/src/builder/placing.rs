@@ -1,6 +1,8 @@
 //! RequestAccount: the server places an account request on chain for a
 //! client (the shard program's `request_account`, paid by the service
-//! wallet) and queues it, so the client needs no Solana tooling.
+//! wallet), so the client needs no Solana tooling. Placing writes nothing
+//! to the store: the leader's monitor records the request when it sees it
+//! on chain, like any other request (one writer per record kind).
 
 use rand::Rng as _;
 use solana_sdk::{
@@ -10,14 +12,14 @@ use solana_sdk::{
 };
 use valence_lifecycle_api::{
     initial_state::InitialState,
-    v1::{AccountRequest, RequestAccountRequest},
+    v1::{AccountRequest, AccountRequestStatus, RequestAccountRequest},
 };
 
 use super::plan::{derive_seed, request_space, seeded_address};
 use crate::{
     chain::{codec, Chain},
     error::{ApiError, ApiResult},
-    store::{now_ms, AccountRequestRecord, Store},
+    store::{now_ms, timestamp},
     validate,
 };
 
@@ -77,14 +79,18 @@ pub fn validate(r: &RequestAccountRequest) -> ApiResult<NewRequest> {
     })
 }
 
-/// Places `new` on chain (unless its idempotency key was used before) and
-/// records it; returns the stored request and the transaction's signature
-/// (empty for a repeat).
-pub async fn place(
-    chain: &Chain,
-    store: &Store,
-    new: NewRequest,
-) -> ApiResult<(AccountRequest, String)> {
+/// A request placed on chain (not yet recorded).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Placed {
+    /// The request as it stands on chain.
+    pub request: AccountRequest,
+    /// Signature of the placing transaction; empty for a repeat.
+    pub signature: String,
+}
+
+/// Places `new` on chain, unless its idempotency key was used before (then
+/// the request placed the first time answers).
+pub async fn place(chain: &Chain, new: NewRequest) -> ApiResult<Placed> {
     let wallet = chain
         .payer()
         .map_err(|e| ApiError::FailedPrecondition(e.to_string()))?;
@@ -99,23 +105,37 @@ pub async fn place(
         .await
         .map_err(|e| ApiError::Unavailable(format!("reading the chain: {e:#}")))?;
     if let Some(account) = existing {
-        return repeat(store, &new, address, &account.data).await;
+        return repeat(&new, address, &account.data);
     }
     let signature = send(chain, &new, &seed, address).await?;
-    store
-        .upsert_account_request(&AccountRequestRecord {
-            id: address.to_string(),
-            owner: new.owner.to_string(),
-            capabilities: new.capabilities.clone(),
-            init_state_hash: hex::encode(new.init_state_hash),
-            created_at_ms: now_ms(),
-            slot: None,
-        })
-        .await?;
-    Ok((
-        store.get_account_request(&address.to_string()).await?,
-        signature,
-    ))
+    let request = pending_request(
+        address,
+        new.owner.to_string(),
+        new.capabilities,
+        new.init_state_hash,
+        now_ms(),
+    );
+    Ok(Placed { request, signature })
+}
+
+/// A request as placed: pending, no attempt yet.
+fn pending_request(
+    address: Pubkey,
+    owner: String,
+    capabilities: Vec<String>,
+    init_state_hash: [u8; 32],
+    created_at_ms: i64,
+) -> AccountRequest {
+    AccountRequest {
+        id: address.to_string(),
+        owner,
+        capabilities,
+        init_state_hash: hex::encode(init_state_hash),
+        status: AccountRequestStatus::Pending as i32,
+        created_at: Some(timestamp(created_at_ms)),
+        updated_at: Some(timestamp(created_at_ms)),
+        ..Default::default()
+    }
 }
 
 /// The shard program's `request_account`, in a new account at `address`.
@@ -153,13 +173,9 @@ async fn send(chain: &Chain, new: &NewRequest, seed: &str, address: Pubkey) -> A
     Ok(signature.to_string())
 }
 
-/// An idempotent repeat: the request placed the first time.
-async fn repeat(
-    store: &Store,
-    new: &NewRequest,
-    address: Pubkey,
-    data: &[u8],
-) -> ApiResult<(AccountRequest, String)> {
+/// An idempotent repeat: the request placed the first time, as it stands
+/// on chain.
+fn repeat(new: &NewRequest, address: Pubkey, data: &[u8]) -> ApiResult<Placed> {
     let Ok(codec::Record::AccountRequest(record)) = codec::Record::decode(data) else {
         return Err(ApiError::FailedPrecondition(format!(
             "idempotency_key {:?} maps to {address}, which holds no account request",
@@ -175,18 +191,15 @@ async fn repeat(
             ),
         ));
     }
-    store
-        .upsert_account_request(&AccountRequestRecord {
-            id: address.to_string(),
-            owner: codec::base58(&record.owner),
-            capabilities: record.capabilities,
-            init_state_hash: hex::encode(record.init_state_hash),
-            created_at_ms: record.created_at.saturating_mul(1000),
-            slot: None,
-        })
-        .await?;
-    Ok((
-        store.get_account_request(&address.to_string()).await?,
-        String::new(),
-    ))
+    let request = pending_request(
+        address,
+        codec::base58(&record.owner),
+        record.capabilities,
+        record.init_state_hash,
+        record.created_at.saturating_mul(1000),
+    );
+    Ok(Placed {
+        request,
+        signature: String::new(),
+    })
 }

@@ -1,5 +1,6 @@
-//! REST handlers. Each validates like its gRPC twin (same functions), so
-//! both faces give the same answers.
+//! REST handlers: each decodes its path, query or body, makes one call
+//! into [`crate::service`] (the same one its gRPC twin makes) and encodes
+//! the answer as JSON.
 
 use std::sync::Arc;
 
@@ -13,90 +14,49 @@ use axum::{
 use serde::Deserialize;
 use serde_json::{json, Value};
 use valence_lifecycle_api::{
-    json::parse_name,
     rule_json::SeedRule,
-    v1::{AccountRequestStatus, EventType, ListEventsRequest, ProgressionRule},
+    v1::{
+        ListEventsResponse, ProgressionRule, RequestAccountRequest, RequestAccountResponse,
+        RetryAccountRequestResponse,
+    },
 };
 
 use crate::{
     error::{ApiError, ApiResult},
-    grpc::{
-        lifecycle::{
-            list_events as list_events_shared, request_account as request_account_shared,
-            retry_account_request as retry_account_request_shared,
-        },
-        rules::create_rule as create_rule_shared,
+    service::{
+        accounts, events,
+        events::EventListQuery,
+        health::{self, Overall},
+        rules,
+        sessions::{self, SessionQuery},
+        stats, PageParams,
     },
-    store::SessionFilter,
-    validate, AppState,
+    AppState,
 };
 
 type AppStateRef = State<Arc<AppState>>;
 
-/// `GET /health`: per-component status from the status board (never
-/// blocks on a dependency for long); 200 when healthy or degraded, 503 when
-/// unhealthy.
+/// `GET /health`: per-component status (never blocks on a dependency for
+/// long); 200 when healthy or degraded, 503 when unhealthy.
 pub async fn health(State(state): AppStateRef) -> Response {
-    let components = state.board.snapshot();
-    let status = overall_status(&components);
-    // Singleton health and the leader's name come from the store; a store
-    // that does not answer quickly leaves them out rather than slowing the
-    // probe. Both reads share one bound.
-    let bound = std::time::Duration::from_millis(300);
-    let (singletons, leader) = tokio::join!(
-        tokio::time::timeout(bound, state.singletons.health_json()),
-        tokio::time::timeout(bound, state.leadership.info(&state.store)),
-    );
-    let singletons = singletons.ok().and_then(Result::ok);
-    let leader = leader.unwrap_or_else(|_| valence_lifecycle_api::v1::LeaderInfo {
-        replica_id: state.leadership.replica_id().to_string(),
-        is_leader: state.leadership.is_leader(),
-        ..Default::default()
-    });
+    let health = health::check(&state).await;
     let body = json!({
-        "status": status,
-        "leader": leader,
+        "status": health.status.as_str(),
+        "leader": health.leader,
         "timestamp": crate::store::timestamp(crate::store::now_ms()).to_string(),
-        "components": components,
-        "singletons": singletons,
+        "components": health.components,
+        "singletons": health.singletons,
     });
-    let code = if status == "unhealthy" {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
-        StatusCode::OK
+    let code = match health.status {
+        Overall::Unhealthy => StatusCode::SERVICE_UNAVAILABLE,
+        Overall::Healthy | Overall::Degraded => StatusCode::OK,
     };
     (code, Json(body)).into_response()
 }
 
-/// healthy: everything running; degraded: still serving (200) but a
-/// resource is impaired or a component is starting or stopping (a replica
-/// taking or giving up the lead); unhealthy: a component is down (503).
-fn overall_status(components: &[valence_lifecycle_api::v1::ComponentStatus]) -> &'static str {
-    use valence_lifecycle_api::v1::ComponentState;
-    let states: Vec<ComponentState> = components
-        .iter()
-        .map(|c| ComponentState::try_from(c.state).unwrap_or(ComponentState::Unspecified))
-        .collect();
-    if states.iter().all(|s| *s == ComponentState::Running) {
-        "healthy"
-    } else if states.iter().all(|s| {
-        matches!(
-            s,
-            ComponentState::Running
-                | ComponentState::Degraded
-                | ComponentState::Starting
-                | ComponentState::Stopping
-        )
-    }) {
-        "degraded"
-    } else {
-        "unhealthy"
-    }
-}
-
 /// `GET /stats`: seed 001's fields plus counts and component states.
 pub async fn stats(State(state): AppStateRef) -> ApiResult<Json<Value>> {
-    Ok(Json(to_json(&state.stats().await?)))
+    Ok(Json(to_json(&stats::get(&state).await?)))
 }
 
 /// `GET /metrics`: Prometheus text format.
@@ -117,27 +77,43 @@ pub async fn metrics(State(state): AppStateRef) -> Response {
         .into_response()
 }
 
-/// Paging query parameters.
-#[derive(Debug, Deserialize)]
+/// Query parameters of the list endpoints.
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PageQuery {
-    page_size: Option<i32>,
-    page_token: Option<String>,
-    owner: Option<String>,
-    namespace: Option<String>,
-    include_consumed: Option<bool>,
-    status: Option<String>,
+pub struct ListQuery {
+    #[serde(default)]
+    page_size: i32,
+    #[serde(default)]
+    page_token: String,
+    #[serde(default)]
+    owner: String,
+    #[serde(default)]
+    namespace: String,
+    #[serde(default)]
+    include_consumed: bool,
+    #[serde(default)]
+    status: String,
 }
 
-fn page(q: &PageQuery) -> ApiResult<(u32, u64)> {
-    let limit = validate::page_size("page_size", q.page_size.unwrap_or(0))?;
-    let offset = validate::page_token(q.page_token.as_deref().unwrap_or(""))?;
-    Ok((limit, offset))
+impl ListQuery {
+    fn page(&self) -> PageParams {
+        PageParams {
+            page_size: self.page_size,
+            page_token: self.page_token.clone(),
+        }
+    }
 }
 
-fn query<T>(q: Result<Query<T>, axum::extract::rejection::QueryRejection>) -> ApiResult<T> {
+type QueryResult<T> = Result<Query<T>, axum::extract::rejection::QueryRejection>;
+
+fn query<T>(q: QueryResult<T>) -> ApiResult<T> {
     q.map(|Query(v)| v)
         .map_err(|e| ApiError::invalid("query", e.body_text()))
+}
+
+/// `{"items_name": [...], "next_page_token": ...}`.
+fn page_json<T: serde::Serialize>(name: &str, page: &crate::service::Page<T>) -> Json<Value> {
+    Json(json!({ name: to_json(&page.items), "next_page_token": page.next_page_token }))
 }
 
 /// `GET /accounts/{id}`: the account and its linear progression.
@@ -145,72 +121,31 @@ pub async fn get_account(
     State(state): AppStateRef,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    validate::pubkey("id", &id)?;
-    let account = state.store.get_account(&id).await?;
-    with_progression(&state, "account", &account, &id).await
-}
-
-/// `{"<kind>": entity, "progression": …}`; the progression is null when none is recorded.
-async fn with_progression<T: serde::Serialize>(
-    state: &AppState,
-    kind: &str,
-    entity: &T,
-    id: &str,
-) -> ApiResult<Json<Value>> {
-    let progression = state.store.get_progression(id).await.ok();
+    let view = accounts::get_with_progression(&state, &id).await?;
     Ok(Json(
-        json!({ kind: to_json(entity), "progression": progression.as_ref().map(to_json) }),
+        json!({ "account": to_json(&view.account), "progression": view.progression.as_ref().map(to_json) }),
     ))
 }
 
 /// `GET /accounts`: accounts, newest first.
 pub async fn list_accounts(
     State(state): AppStateRef,
-    q: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+    q: QueryResult<ListQuery>,
 ) -> ApiResult<Json<Value>> {
     let q = query(q)?;
-    let (limit, offset) = page(&q)?;
-    if let Some(owner) = &q.owner {
-        validate::pubkey("owner", owner)?;
-    }
-    let accounts = state
-        .store
-        .list_accounts(q.owner.as_deref(), limit, offset)
-        .await?;
-    let next = validate::next_page_token(offset, limit, accounts.len());
-    Ok(Json(
-        json!({ "accounts": to_json(&accounts), "next_page_token": next }),
-    ))
+    let page = accounts::list(&state, &q.owner, &q.page()).await?;
+    Ok(page_json("accounts", &page))
 }
 
 /// `GET /account-requests?status=`: account requests, newest first.
 pub async fn list_account_requests(
     State(state): AppStateRef,
-    q: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+    q: QueryResult<ListQuery>,
 ) -> ApiResult<Json<Value>> {
     let q = query(q)?;
-    let (limit, offset) = page(&q)?;
-    let status = match q.status.as_deref() {
-        None | Some("") => None,
-        Some(s) => Some(
-            parse_name::<AccountRequestStatus>(s)
-                .and_then(|v| AccountRequestStatus::try_from(v).ok())
-                .ok_or_else(|| {
-                    ApiError::invalid(
-                        "status",
-                        format!("{s:?} is not pending, processing, initialized or failed"),
-                    )
-                })?,
-        ),
-    };
-    let requests = state
-        .store
-        .list_account_requests(status, limit, offset)
-        .await?;
-    let next = validate::next_page_token(offset, limit, requests.len());
-    Ok(Json(
-        json!({ "requests": to_json(&requests), "next_page_token": next }),
-    ))
+    let status = accounts::status_from_name(&q.status)?;
+    let page = accounts::list_requests(&state, status, &q.page()).await?;
+    Ok(page_json("requests", &page))
 }
 
 /// `GET /sessions/{id}`: the session and its linear progression.
@@ -218,31 +153,25 @@ pub async fn get_session(
     State(state): AppStateRef,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    validate::pubkey("id", &id)?;
-    let session = state.store.get_session(&id).await?;
-    with_progression(&state, "session", &session, &id).await
+    let view = sessions::get_with_progression(&state, &id).await?;
+    Ok(Json(
+        json!({ "session": to_json(&view.session), "progression": view.progression.as_ref().map(to_json) }),
+    ))
 }
 
 /// `GET /sessions`: live sessions (all with `include_consumed=true`), newest first.
 pub async fn list_sessions(
     State(state): AppStateRef,
-    q: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+    q: QueryResult<ListQuery>,
 ) -> ApiResult<Json<Value>> {
     let q = query(q)?;
-    let (limit, offset) = page(&q)?;
-    if let Some(owner) = &q.owner {
-        validate::pubkey("owner", owner)?;
-    }
-    let filter = SessionFilter {
-        include_consumed: q.include_consumed.unwrap_or(false),
+    let filter = SessionQuery {
         owner: q.owner.clone(),
         namespace: q.namespace.clone(),
+        include_consumed: q.include_consumed,
     };
-    let sessions = state.store.list_sessions(&filter, limit, offset).await?;
-    let next = validate::next_page_token(offset, limit, sessions.len());
-    Ok(Json(
-        json!({ "sessions": to_json(&sessions), "next_page_token": next }),
-    ))
+    let page = sessions::list(&state, &filter, &q.page()).await?;
+    Ok(page_json("sessions", &page))
 }
 
 /// `GET /progressions/{id}`: an entity's linear progression.
@@ -250,8 +179,7 @@ pub async fn get_progression(
     State(state): AppStateRef,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    validate::pubkey("id", &id)?;
-    Ok(Json(to_json(&state.store.get_progression(&id).await?)))
+    Ok(Json(to_json(&sessions::progression(&state, &id).await?)))
 }
 
 /// `/events` query parameters (seed 000: limit, offset, event_type).
@@ -268,30 +196,30 @@ pub struct EventsQuery {
 /// `GET /events?limit=100&offset=0&event_type=session_created`.
 pub async fn list_events(
     State(state): AppStateRef,
-    q: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+    q: QueryResult<EventsQuery>,
 ) -> ApiResult<Json<Value>> {
     let q = query(q)?;
-    let event_type = match q.event_type.as_deref() {
-        None | Some("") => EventType::Unspecified as i32,
-        Some(name) => parse_name::<EventType>(name).ok_or_else(|| {
-            ApiError::invalid("event_type", format!("{name:?} is not an event type"))
-        })?,
-    };
-    let request = ListEventsRequest {
+    let event_type = q.event_type.as_deref().unwrap_or_default();
+    let request = EventListQuery {
         limit: q.limit.unwrap_or(100),
         offset: q.offset.unwrap_or(0),
-        event_type,
+        event_type: events::event_type_from_name("event_type", event_type)?,
         after_sequence: q.after_sequence,
         entity_id: q.entity_id.unwrap_or_default(),
     };
-    Ok(Json(to_json(&list_events_shared(&state, &request).await?)))
+    let page = events::list(&state, &request).await?;
+    Ok(Json(to_json(&ListEventsResponse {
+        events: page.events,
+        head_sequence: page.head_sequence,
+        oldest_sequence: page.oldest_sequence,
+    })))
 }
 
 /// `POST /rules` with seed 000's rule JSON; answers 201 with the stored rule
 /// in the same shape.
 pub async fn create_rule(State(state): AppStateRef, body: Bytes) -> ApiResult<Response> {
     let seed = parse_seed_rule(&body)?;
-    let stored = create_rule_shared(&state, Some(ProgressionRule::from(seed))).await?;
+    let stored = rules::create(&state, Some(ProgressionRule::from(seed))).await?;
     Ok((StatusCode::CREATED, Json(seed_json(&stored)?)).into_response())
 }
 
@@ -299,14 +227,18 @@ pub async fn create_rule(State(state): AppStateRef, body: Bytes) -> ApiResult<Re
 /// "idempotency_key"?}` (RequestAccount); answers 201 with `{"request", "signature"}`.
 pub async fn create_account_request(State(state): AppStateRef, body: Bytes) -> ApiResult<Response> {
     let r: NewAccountRequest = parse_body(&body)?;
-    let request = valence_lifecycle_api::v1::RequestAccountRequest {
+    let request = RequestAccountRequest {
         owner: r.owner,
         capabilities: r.capabilities,
         init_state_hash: r.init_state_hash,
         idempotency_key: r.idempotency_key,
     };
-    let placed = request_account_shared(&state, &request).await?;
-    Ok((StatusCode::CREATED, Json(to_json(&placed))).into_response())
+    let placed = accounts::request_account(&state, &request).await?;
+    let body = RequestAccountResponse {
+        request: Some(placed.request),
+        signature: placed.signature,
+    };
+    Ok((StatusCode::CREATED, Json(to_json(&body))).into_response())
 }
 
 /// `POST /account-requests/{id}/retry` (RetryAccountRequest).
@@ -314,9 +246,10 @@ pub async fn retry_account_request(
     State(state): AppStateRef,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    Ok(Json(to_json(
-        &retry_account_request_shared(&state, &id).await?,
-    )))
+    let request = accounts::retry_request(&state, &id).await?;
+    Ok(Json(to_json(&RetryAccountRequestResponse {
+        request: Some(request),
+    })))
 }
 
 /// Body of `POST /account-requests`.
@@ -355,20 +288,19 @@ fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
 /// `GET /rules`: rules in seed 000's JSON shape.
 pub async fn list_rules(
     State(state): AppStateRef,
-    q: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+    q: QueryResult<ListQuery>,
 ) -> ApiResult<Json<Value>> {
     let q = query(q)?;
-    let (limit, offset) = page(&q)?;
-    let rules = state.store.list_rules(false, limit, offset).await?;
-    let list: Vec<Value> = rules.iter().map(seed_json).collect::<ApiResult<_>>()?;
-    let next = validate::next_page_token(offset, limit, rules.len());
-    Ok(Json(json!({ "rules": list, "next_page_token": next })))
+    let page = rules::list(&state, false, &q.page()).await?;
+    let list: Vec<Value> = page.items.iter().map(seed_json).collect::<ApiResult<_>>()?;
+    Ok(Json(
+        json!({ "rules": list, "next_page_token": page.next_page_token }),
+    ))
 }
 
 /// `GET /rules/{id}`: one rule in seed 000's JSON shape.
 pub async fn get_rule(State(state): AppStateRef, Path(id): Path<String>) -> ApiResult<Json<Value>> {
-    validate::identifier("id", &id, 128)?;
-    Ok(Json(seed_json(&state.store.get_rule(&id).await?)?))
+    Ok(Json(seed_json(&rules::get(&state, &id).await?)?))
 }
 
 /// Unknown routes: JSON 404.

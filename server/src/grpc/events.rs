@@ -4,14 +4,13 @@
 use std::{pin::Pin, sync::Arc};
 
 use futures::Stream;
-use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use valence_lifecycle_api::v1::{
     event_stream_service_server::EventStreamService, SubscribeRequest, SubscribeResponse,
 };
 
-use crate::AppState;
+use crate::{service::events, AppState};
 
 /// The EventStreamService implementation.
 pub struct EventStreamApi {
@@ -35,9 +34,7 @@ impl EventStreamService for EventStreamApi {
         &self,
         request: Request<SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        let subscription = self.state.hub.subscribe(request.get_ref()).await?;
-        let (tx, rx) = mpsc::channel(self.state.config.events.subscriber_buffer);
-        tokio::spawn(subscription.run(tx, self.state.streams.clone()));
+        let rx = events::subscribe(&self.state, request.get_ref()).await?;
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }

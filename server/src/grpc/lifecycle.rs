@@ -1,24 +1,26 @@
-//! `LifecycleService`: read access to accounts, requests, sessions,
-//! progressions, the event log and statistics; account requests placed
-//! and retried for clients (operator role).
+//! `LifecycleService`: decodes each call, makes one call into
+//! [`crate::service`] and encodes the answer.
 
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 use valence_lifecycle_api::v1::{
-    lifecycle_service_server::LifecycleService, AccountRequestStatus, EventType, GetAccountRequest,
-    GetAccountResponse, GetProgressionRequest, GetProgressionResponse, GetSessionRequest,
-    GetSessionResponse, GetStatsRequest, GetStatsResponse, ListAccountRequestsRequest,
-    ListAccountRequestsResponse, ListAccountsRequest, ListAccountsResponse, ListEventsRequest,
-    ListEventsResponse, ListSessionsRequest, ListSessionsResponse, RequestAccountRequest,
-    RequestAccountResponse, RetryAccountRequestRequest, RetryAccountRequestResponse,
+    lifecycle_service_server::LifecycleService, GetAccountRequest, GetAccountResponse,
+    GetProgressionRequest, GetProgressionResponse, GetSessionRequest, GetSessionResponse,
+    GetStatsRequest, GetStatsResponse, ListAccountRequestsRequest, ListAccountRequestsResponse,
+    ListAccountsRequest, ListAccountsResponse, ListEventsRequest, ListEventsResponse,
+    ListSessionsRequest, ListSessionsResponse, RequestAccountRequest, RequestAccountResponse,
+    RetryAccountRequestRequest, RetryAccountRequestResponse,
 };
 
 use crate::{
-    builder::placing,
-    error::{ApiError, ApiResult},
-    store::{EventQuery, SessionFilter},
-    validate, AppState,
+    service::{
+        accounts, events,
+        events::EventListQuery,
+        sessions::{self, SessionQuery},
+        stats, PageParams,
+    },
+    AppState,
 };
 
 /// The LifecycleService implementation.
@@ -33,78 +35,11 @@ impl LifecycleApi {
     }
 }
 
-fn optional(value: &str) -> Option<&str> {
-    (!value.is_empty()).then_some(value)
-}
-
-/// Parses an EventType filter where 0 means "all".
-pub(crate) fn event_type_filter(field: &str, value: i32) -> ApiResult<Option<EventType>> {
-    match EventType::try_from(value) {
-        Ok(EventType::Unspecified) => Ok(None),
-        Ok(t) => Ok(Some(t)),
-        Err(_) => Err(ApiError::invalid(
-            field,
-            format!("{value} is not an event type"),
-        )),
+fn page(page_size: i32, page_token: String) -> PageParams {
+    PageParams {
+        page_size,
+        page_token,
     }
-}
-
-/// RequestAccount, shared with the REST gateway.
-pub(crate) async fn request_account(
-    state: &AppState,
-    r: &RequestAccountRequest,
-) -> ApiResult<RequestAccountResponse> {
-    let new = placing::validate(r)?;
-    let chain = state.chain.as_ref().ok_or_else(|| {
-        ApiError::FailedPrecondition(
-            "this server watches no chain (rpc.url empty and rpc.embedded false)".into(),
-        )
-    })?;
-    let (request, signature) = placing::place(chain, &state.store, new).await?;
-    Ok(RequestAccountResponse {
-        request: Some(request),
-        signature,
-    })
-}
-
-/// RetryAccountRequest, shared with the REST gateway.
-pub(crate) async fn retry_account_request(
-    state: &AppState,
-    id: &str,
-) -> ApiResult<RetryAccountRequestResponse> {
-    validate::pubkey("id", id)?;
-    let request = state.store.requeue_failed(id).await?;
-    tracing::info!(request = %id, "account request put back in the queue");
-    Ok(RetryAccountRequestResponse {
-        request: Some(request),
-    })
-}
-
-/// ListEvents, shared with the REST gateway.
-pub(crate) async fn list_events(
-    state: &AppState,
-    r: &ListEventsRequest,
-) -> ApiResult<ListEventsResponse> {
-    let limit = validate::page_size("limit", r.limit)?;
-    if r.offset < 0 {
-        return Err(ApiError::invalid(
-            "offset",
-            format!("{} is negative", r.offset),
-        ));
-    }
-    let query = EventQuery {
-        event_type: event_type_filter("event_type", r.event_type)?,
-        entity_id: optional(&r.entity_id).map(str::to_string),
-    };
-    let events = state
-        .store
-        .list_events(&query, r.after_sequence, limit, r.offset as u64)
-        .await?;
-    Ok(ListEventsResponse {
-        events,
-        head_sequence: state.store.head_sequence().await?,
-        oldest_sequence: state.store.oldest_sequence().await?,
-    })
 }
 
 #[tonic::async_trait]
@@ -113,9 +48,7 @@ impl LifecycleService for LifecycleApi {
         &self,
         request: Request<GetAccountRequest>,
     ) -> Result<Response<GetAccountResponse>, Status> {
-        let id = &request.get_ref().id;
-        validate::pubkey("id", id)?;
-        let account = self.state.store.get_account(id).await?;
+        let account = accounts::get(&self.state, &request.get_ref().id).await?;
         Ok(Response::new(GetAccountResponse {
             account: Some(account),
         }))
@@ -125,21 +58,11 @@ impl LifecycleService for LifecycleApi {
         &self,
         request: Request<ListAccountsRequest>,
     ) -> Result<Response<ListAccountsResponse>, Status> {
-        let r = request.get_ref();
-        let limit = validate::page_size("page_size", r.page_size)?;
-        let offset = validate::page_token(&r.page_token)?;
-        if let Some(owner) = optional(&r.owner) {
-            validate::pubkey("owner", owner)?;
-        }
-        let accounts = self
-            .state
-            .store
-            .list_accounts(optional(&r.owner), limit, offset)
-            .await?;
-        let next_page_token = validate::next_page_token(offset, limit, accounts.len());
+        let r = request.into_inner();
+        let found = accounts::list(&self.state, &r.owner, &page(r.page_size, r.page_token)).await?;
         Ok(Response::new(ListAccountsResponse {
-            accounts,
-            next_page_token,
+            accounts: found.items,
+            next_page_token: found.next_page_token,
         }))
     }
 
@@ -147,27 +70,13 @@ impl LifecycleService for LifecycleApi {
         &self,
         request: Request<ListAccountRequestsRequest>,
     ) -> Result<Response<ListAccountRequestsResponse>, Status> {
-        let r = request.get_ref();
-        let limit = validate::page_size("page_size", r.page_size)?;
-        let offset = validate::page_token(&r.page_token)?;
-        let status = match AccountRequestStatus::try_from(r.status) {
-            Ok(AccountRequestStatus::Unspecified) => None,
-            Ok(s) => Some(s),
-            Err(_) => {
-                return Err(
-                    ApiError::invalid("status", format!("{} is not a status", r.status)).into(),
-                )
-            }
-        };
-        let requests = self
-            .state
-            .store
-            .list_account_requests(status, limit, offset)
-            .await?;
-        let next_page_token = validate::next_page_token(offset, limit, requests.len());
+        let r = request.into_inner();
+        let status = accounts::status_from_number(r.status)?;
+        let found =
+            accounts::list_requests(&self.state, status, &page(r.page_size, r.page_token)).await?;
         Ok(Response::new(ListAccountRequestsResponse {
-            requests,
-            next_page_token,
+            requests: found.items,
+            next_page_token: found.next_page_token,
         }))
     }
 
@@ -175,27 +84,28 @@ impl LifecycleService for LifecycleApi {
         &self,
         request: Request<RequestAccountRequest>,
     ) -> Result<Response<RequestAccountResponse>, Status> {
-        Ok(Response::new(
-            request_account(&self.state, request.get_ref()).await?,
-        ))
+        let placed = accounts::request_account(&self.state, request.get_ref()).await?;
+        Ok(Response::new(RequestAccountResponse {
+            request: Some(placed.request),
+            signature: placed.signature,
+        }))
     }
 
     async fn retry_account_request(
         &self,
         request: Request<RetryAccountRequestRequest>,
     ) -> Result<Response<RetryAccountRequestResponse>, Status> {
-        Ok(Response::new(
-            retry_account_request(&self.state, &request.get_ref().id).await?,
-        ))
+        let request = accounts::retry_request(&self.state, &request.get_ref().id).await?;
+        Ok(Response::new(RetryAccountRequestResponse {
+            request: Some(request),
+        }))
     }
 
     async fn get_session(
         &self,
         request: Request<GetSessionRequest>,
     ) -> Result<Response<GetSessionResponse>, Status> {
-        let id = &request.get_ref().id;
-        validate::pubkey("id", id)?;
-        let session = self.state.store.get_session(id).await?;
+        let session = sessions::get(&self.state, &request.get_ref().id).await?;
         Ok(Response::new(GetSessionResponse {
             session: Some(session),
         }))
@@ -205,26 +115,16 @@ impl LifecycleService for LifecycleApi {
         &self,
         request: Request<ListSessionsRequest>,
     ) -> Result<Response<ListSessionsResponse>, Status> {
-        let r = request.get_ref();
-        let limit = validate::page_size("page_size", r.page_size)?;
-        let offset = validate::page_token(&r.page_token)?;
-        if let Some(owner) = optional(&r.owner) {
-            validate::pubkey("owner", owner)?;
-        }
-        let filter = SessionFilter {
+        let r = request.into_inner();
+        let query = SessionQuery {
+            owner: r.owner,
+            namespace: r.namespace,
             include_consumed: r.include_consumed,
-            owner: optional(&r.owner).map(str::to_string),
-            namespace: optional(&r.namespace).map(str::to_string),
         };
-        let sessions = self
-            .state
-            .store
-            .list_sessions(&filter, limit, offset)
-            .await?;
-        let next_page_token = validate::next_page_token(offset, limit, sessions.len());
+        let found = sessions::list(&self.state, &query, &page(r.page_size, r.page_token)).await?;
         Ok(Response::new(ListSessionsResponse {
-            sessions,
-            next_page_token,
+            sessions: found.items,
+            next_page_token: found.next_page_token,
         }))
     }
 
@@ -232,9 +132,7 @@ impl LifecycleService for LifecycleApi {
         &self,
         request: Request<GetProgressionRequest>,
     ) -> Result<Response<GetProgressionResponse>, Status> {
-        let id = &request.get_ref().entity_id;
-        validate::pubkey("entity_id", id)?;
-        let progression = self.state.store.get_progression(id).await?;
+        let progression = sessions::progression(&self.state, &request.get_ref().entity_id).await?;
         Ok(Response::new(GetProgressionResponse {
             progression: Some(progression),
         }))
@@ -244,15 +142,26 @@ impl LifecycleService for LifecycleApi {
         &self,
         request: Request<ListEventsRequest>,
     ) -> Result<Response<ListEventsResponse>, Status> {
-        Ok(Response::new(
-            list_events(&self.state, request.get_ref()).await?,
-        ))
+        let r = request.into_inner();
+        let query = EventListQuery {
+            limit: r.limit,
+            offset: r.offset,
+            event_type: events::event_type_from_number("event_type", r.event_type)?,
+            after_sequence: r.after_sequence,
+            entity_id: r.entity_id,
+        };
+        let found = events::list(&self.state, &query).await?;
+        Ok(Response::new(ListEventsResponse {
+            events: found.events,
+            head_sequence: found.head_sequence,
+            oldest_sequence: found.oldest_sequence,
+        }))
     }
 
     async fn get_stats(
         &self,
         _request: Request<GetStatsRequest>,
     ) -> Result<Response<GetStatsResponse>, Status> {
-        Ok(Response::new(self.state.stats().await?))
+        Ok(Response::new(stats::get(&self.state).await?))
     }
 }

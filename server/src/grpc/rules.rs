@@ -1,21 +1,19 @@
-//! `RuleService`: progression rule management.
+//! `RuleService`: decodes each call, makes one call into
+//! [`crate::service::rules`] and encodes the answer.
 
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 use valence_lifecycle_api::v1::{
-    evaluate_rule_request::Target, rule_service_server::RuleService, CreateRuleRequest,
-    CreateRuleResponse, DeleteRuleRequest, DeleteRuleResponse, EvaluateRuleRequest,
-    EvaluateRuleResponse, GetRuleRequest, GetRuleResponse, ListRulesRequest, ListRulesResponse,
-    ProgressionRule, RuleMatch, SetRuleEnabledRequest, SetRuleEnabledResponse, UpdateRuleRequest,
-    UpdateRuleResponse,
+    rule_service_server::RuleService, CreateRuleRequest, CreateRuleResponse, DeleteRuleRequest,
+    DeleteRuleResponse, EvaluateRuleRequest, EvaluateRuleResponse, GetRuleRequest,
+    GetRuleResponse, ListRulesRequest, ListRulesResponse, SetRuleEnabledRequest,
+    SetRuleEnabledResponse, UpdateRuleRequest, UpdateRuleResponse,
 };
 
 use crate::{
-    error::{ApiError, ApiResult},
-    orchestrator::{conditions::describe, engine::CompiledRule, load_engine, rules::validate_rule},
-    store::now_ms,
-    validate, AppState,
+    service::{rules, PageParams},
+    AppState,
 };
 
 /// The RuleService implementation.
@@ -30,67 +28,13 @@ impl RuleApi {
     }
 }
 
-/// Validates and stores a new rule; shared with `POST /rules`.
-pub(crate) async fn create_rule(
-    state: &AppState,
-    rule: Option<ProgressionRule>,
-) -> ApiResult<ProgressionRule> {
-    let rule = rule.ok_or_else(|| ApiError::invalid("rule", "must be set"))?;
-    validate_rule(&rule, state.config.lifecycle.max_accounts_per_session)?;
-    let stored = state.store.create_rule(&rule).await?;
-    tracing::info!(rule = %stored.id, "rule created");
-    Ok(stored)
-}
-
-/// Dry run: the live sessions a stored or inline rule matches now, from
-/// the store (this replica need not be the one running the orchestrator).
-pub(crate) async fn evaluate_rule(
-    state: &AppState,
-    request: EvaluateRuleRequest,
-) -> ApiResult<EvaluateRuleResponse> {
-    let limit = validate::page_size("limit", request.limit)? as usize;
-    let rule = match request.target {
-        Some(Target::Id(id)) => {
-            validate::identifier("id", &id, 128)?;
-            state.store.get_rule(&id).await?
-        }
-        Some(Target::Rule(rule)) => {
-            validate_rule(&rule, state.config.lifecycle.max_accounts_per_session)?;
-            rule
-        }
-        None => {
-            return Err(ApiError::invalid(
-                "target",
-                "must be a stored rule's id or an inline rule",
-            ))
-        }
-    };
-    let compiled = CompiledRule::new(rule.clone())
-        .map_err(|(field, message)| ApiError::invalid(field, message))?;
-    let mut engine = load_engine(&state.store).await?;
-    let (sessions, examined) = engine.dry_run(&compiled, now_ms(), limit);
-    state.metrics.rules_evaluated.inc_by(examined);
-    let matches = sessions
-        .iter()
-        .map(|s| RuleMatch {
-            session_id: s.id.clone(),
-            action_kind: compiled.kind.to_string(),
-            description: describe(&rule, s),
-        })
-        .collect();
-    Ok(EvaluateRuleResponse {
-        matches,
-        sessions_evaluated: examined,
-    })
-}
-
 #[tonic::async_trait]
 impl RuleService for RuleApi {
     async fn create_rule(
         &self,
         request: Request<CreateRuleRequest>,
     ) -> Result<Response<CreateRuleResponse>, Status> {
-        let rule = create_rule(&self.state, request.into_inner().rule).await?;
+        let rule = rules::create(&self.state, request.into_inner().rule).await?;
         Ok(Response::new(CreateRuleResponse { rule: Some(rule) }))
     }
 
@@ -98,9 +42,7 @@ impl RuleService for RuleApi {
         &self,
         request: Request<GetRuleRequest>,
     ) -> Result<Response<GetRuleResponse>, Status> {
-        let id = &request.get_ref().id;
-        validate::identifier("id", id, 128)?;
-        let rule = self.state.store.get_rule(id).await?;
+        let rule = rules::get(&self.state, &request.get_ref().id).await?;
         Ok(Response::new(GetRuleResponse { rule: Some(rule) }))
     }
 
@@ -108,18 +50,15 @@ impl RuleService for RuleApi {
         &self,
         request: Request<ListRulesRequest>,
     ) -> Result<Response<ListRulesResponse>, Status> {
-        let r = request.get_ref();
-        let limit = validate::page_size("page_size", r.page_size)?;
-        let offset = validate::page_token(&r.page_token)?;
-        let rules = self
-            .state
-            .store
-            .list_rules(r.enabled_only, limit, offset)
-            .await?;
-        let next_page_token = validate::next_page_token(offset, limit, rules.len());
+        let r = request.into_inner();
+        let page = PageParams {
+            page_size: r.page_size,
+            page_token: r.page_token,
+        };
+        let found = rules::list(&self.state, r.enabled_only, &page).await?;
         Ok(Response::new(ListRulesResponse {
-            rules,
-            next_page_token,
+            rules: found.items,
+            next_page_token: found.next_page_token,
         }))
     }
 
@@ -127,12 +66,7 @@ impl RuleService for RuleApi {
         &self,
         request: Request<UpdateRuleRequest>,
     ) -> Result<Response<UpdateRuleResponse>, Status> {
-        let rule = request
-            .into_inner()
-            .rule
-            .ok_or_else(|| ApiError::invalid("rule", "must be set"))?;
-        validate_rule(&rule, self.state.config.lifecycle.max_accounts_per_session)?;
-        let rule = self.state.store.update_rule(&rule).await?;
+        let rule = rules::update(&self.state, request.into_inner().rule).await?;
         Ok(Response::new(UpdateRuleResponse { rule: Some(rule) }))
     }
 
@@ -140,9 +74,7 @@ impl RuleService for RuleApi {
         &self,
         request: Request<DeleteRuleRequest>,
     ) -> Result<Response<DeleteRuleResponse>, Status> {
-        let id = &request.get_ref().id;
-        validate::identifier("id", id, 128)?;
-        self.state.store.delete_rule(id).await?;
+        rules::delete(&self.state, &request.get_ref().id).await?;
         Ok(Response::new(DeleteRuleResponse {}))
     }
 
@@ -151,8 +83,7 @@ impl RuleService for RuleApi {
         request: Request<SetRuleEnabledRequest>,
     ) -> Result<Response<SetRuleEnabledResponse>, Status> {
         let r = request.get_ref();
-        validate::identifier("id", &r.id, 128)?;
-        let rule = self.state.store.set_rule_enabled(&r.id, r.enabled).await?;
+        let rule = rules::set_enabled(&self.state, &r.id, r.enabled).await?;
         Ok(Response::new(SetRuleEnabledResponse { rule: Some(rule) }))
     }
 
@@ -160,8 +91,11 @@ impl RuleService for RuleApi {
         &self,
         request: Request<EvaluateRuleRequest>,
     ) -> Result<Response<EvaluateRuleResponse>, Status> {
-        Ok(Response::new(
-            evaluate_rule(&self.state, request.into_inner()).await?,
-        ))
+        let r = request.into_inner();
+        let found = rules::evaluate(&self.state, r.target, r.limit).await?;
+        Ok(Response::new(EvaluateRuleResponse {
+            matches: found.matches,
+            sessions_evaluated: found.sessions_evaluated,
+        }))
     }
 }

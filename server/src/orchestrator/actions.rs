@@ -38,7 +38,7 @@ use crate::{
         Chain, RetryPolicy,
     },
     error::brief,
-    store::{actions::status, now_ms, ActionEnd, PendingAction, Store},
+    store::{now_ms, ActionEnd, ActionStatus, PendingAction, Store},
     telemetry::{metrics::ActionLabels, Metrics},
 };
 
@@ -200,11 +200,12 @@ impl Executor {
     }
 
     async fn finish(&self, action: &PendingAction, outcome: &Outcome) {
-        let (status, detail, error, label) = match outcome {
-            Outcome::Executed(detail) => (status::EXECUTED, detail.as_str(), "", "executed"),
-            Outcome::Failed(e) => (status::FAILED, "", e.as_str(), "failed"),
-            Outcome::Expired(e) => (status::EXPIRED, "", e.as_str(), "expired"),
+        let (status, detail, error) = match outcome {
+            Outcome::Executed(detail) => (ActionStatus::Executed, detail.as_str(), ""),
+            Outcome::Failed(e) => (ActionStatus::Failed, "", e.as_str()),
+            Outcome::Expired(e) => (ActionStatus::Expired, "", e.as_str()),
         };
+        let label = status.as_str();
         let end = ActionEnd {
             id: &action.id,
             status,
@@ -308,7 +309,7 @@ impl Executor {
 
     /// Whether the transaction last noted for `action` may still land.
     async fn may_still_land(&self, chain: &Chain, action: &PendingAction) -> Result<bool, String> {
-        if action.status != status::SENT || action.blockhash.is_empty() {
+        if action.status != ActionStatus::Sent || action.blockhash.is_empty() {
             return Ok(false);
         }
         let hash: Hash = action
@@ -342,7 +343,7 @@ impl Executor {
             .await
             .map_err(|e| Step::Unreachable(brief(e)))?;
         action.attempts = attempts;
-        action.status = status::SENT.to_string();
+        action.status = ActionStatus::Sent;
         action.signature = signature.clone();
         action.blockhash = blockhash;
         match chain.submit(&tx).await {
@@ -525,7 +526,7 @@ impl Executor {
         action: &mut PendingAction,
         operations: &[BundleOperation],
     ) -> Result<Step, Step> {
-        if action.status == status::SENT && !action.signature.is_empty() {
+        if action.status == ActionStatus::Sent && !action.signature.is_empty() {
             let signature = action.signature.parse().map_err(|_| {
                 Step::Fail(format!(
                     "stored signature {} does not parse",

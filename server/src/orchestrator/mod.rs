@@ -37,7 +37,7 @@ use crate::{
     chain::{Chain, RetryPolicy},
     config::Config,
     error::ApiResult,
-    store::{actions::status, now_ms, NewMatch, PendingAction, Store},
+    store::{now_ms, ActionStatus, NewMatch, PendingAction, Store},
     telemetry::Metrics,
 };
 
@@ -305,7 +305,7 @@ impl Orchestrator {
             session_id: session.id.clone(),
             state_key: state,
             action_kind: rule.kind.to_string(),
-            status: status::PENDING.to_string(),
+            status: ActionStatus::Pending,
             attempts: 0,
             signature: String::new(),
             blockhash: String::new(),

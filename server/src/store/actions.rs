@@ -9,10 +9,10 @@ use valence_lifecycle_api::{
 };
 
 use super::{
-    entities::{flag, parse_list},
     now_ms,
+    rows::{count, flag, list, state, unsigned},
     rules::definition_json,
-    NewEvent, Store,
+    ActionStatus, NewEvent, Store,
 };
 use crate::error::{ApiError, ApiResult};
 
@@ -52,22 +52,6 @@ pub struct AccountFacts {
     pub is_active: bool,
 }
 
-/// Status of a pending action row.
-pub mod status {
-    /// AUTO_PROGRESS off: the match was reported, nothing is sent.
-    pub const REPORTED: &str = "reported";
-    /// Recorded; nothing sent yet.
-    pub const PENDING: &str = "pending";
-    /// A transaction or request may have gone out.
-    pub const SENT: &str = "sent";
-    /// Done.
-    pub const EXECUTED: &str = "executed";
-    /// Gave up.
-    pub const FAILED: &str = "failed";
-    /// Not finished within CONSUMPTION_TIMEOUT.
-    pub const EXPIRED: &str = "expired";
-}
-
 /// A rule match about to be recorded.
 #[derive(Debug, Clone)]
 pub struct NewMatch<'a> {
@@ -104,8 +88,8 @@ pub struct PendingAction {
     pub state_key: String,
     /// Action kind.
     pub action_kind: String,
-    /// pending or sent.
-    pub status: String,
+    /// Pending or Sent.
+    pub status: ActionStatus,
     /// Attempts made so far.
     pub attempts: u32,
     /// Signature of the last transaction sent, if any.
@@ -123,8 +107,8 @@ pub struct PendingAction {
 pub struct ActionEnd<'a> {
     /// Action id.
     pub id: &'a str,
-    /// executed, failed or expired.
-    pub status: &'a str,
+    /// Executed, Failed or Expired.
+    pub status: ActionStatus,
     /// Attempts made.
     pub attempts: u32,
     /// Signature or HTTP status.
@@ -135,6 +119,7 @@ pub struct ActionEnd<'a> {
 
 const LIVE_COLUMNS: &str =
     "id, owner, accounts, namespace, nonce, created_at, last_activity_at, metadata";
+const FACT_COLUMNS: &str = "id, owner, capabilities, state_hash, is_active";
 const ACTION_COLUMNS: &str = "id, definition, session_id, state_key, action_kind, status, attempts, signature, blockhash, created_at, expires_at";
 
 impl Store {
@@ -167,7 +152,7 @@ impl Store {
 
     /// Every stored account's facts.
     pub async fn account_facts_all(&self) -> ApiResult<Vec<AccountFacts>> {
-        sqlx::query("SELECT id, owner, capabilities, state_hash, CAST(CASE WHEN is_active THEN 1 ELSE 0 END AS BIGINT) FROM accounts")
+        sqlx::query(&format!("SELECT {FACT_COLUMNS} FROM accounts"))
             .fetch_all(&self.pool)
             .await?
             .iter()
@@ -177,7 +162,7 @@ impl Store {
 
     /// One account's facts, when stored.
     pub async fn account_facts(&self, id: &str) -> ApiResult<Option<AccountFacts>> {
-        sqlx::query("SELECT id, owner, capabilities, state_hash, CAST(CASE WHEN is_active THEN 1 ELSE 0 END AS BIGINT) FROM accounts WHERE id = $1")
+        sqlx::query(&format!("SELECT {FACT_COLUMNS} FROM accounts WHERE id = $1"))
             .bind(id)
             .fetch_optional(&self.pool)
             .await?
@@ -192,9 +177,9 @@ impl Store {
         let definition = definition_json(m.rule)?;
         let now = now_ms();
         let status = if m.execute {
-            status::PENDING
+            ActionStatus::Pending
         } else {
-            status::REPORTED
+            ActionStatus::Reported
         };
         let mut tx = self.begin().await?;
         let inserted = sqlx::query(
@@ -207,7 +192,7 @@ impl Store {
         .bind(m.state_key)
         .bind(m.action_kind)
         .bind(definition)
-        .bind(status)
+        .bind(status.as_str())
         .bind(now)
         .bind(m.expires_at_ms)
         .execute(tx.conn())
@@ -243,7 +228,7 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .map(|r| Ok((r.try_get("rule_id")?, r.try_get("session_id")?)))
             .collect()
     }
 
@@ -252,8 +237,8 @@ impl Store {
         sqlx::query(&format!(
             "SELECT {ACTION_COLUMNS} FROM pending_actions WHERE status = $1 OR status = $2 ORDER BY created_at, id"
         ))
-        .bind(status::PENDING)
-        .bind(status::SENT)
+        .bind(ActionStatus::Pending.as_str())
+        .bind(ActionStatus::Sent.as_str())
         .fetch_all(&self.pool)
         .await?
         .iter()
@@ -274,13 +259,13 @@ impl Store {
             "UPDATE pending_actions SET status = $1, attempts = $2, signature = $3, blockhash = $4, updated_at = $5 \
              WHERE id = $6 AND (status = $7 OR status = $1)",
         )
-        .bind(status::SENT)
+        .bind(ActionStatus::Sent.as_str())
         .bind(attempts as i64)
         .bind(signature)
         .bind(blockhash)
         .bind(now_ms())
         .bind(id)
-        .bind(status::PENDING)
+        .bind(ActionStatus::Pending.as_str())
         .execute(&self.pool)
         .await?
         .rows_affected();
@@ -300,39 +285,35 @@ impl Store {
             "UPDATE pending_actions SET status = $1, attempts = $2, detail = $3, error = $4, updated_at = $5 \
              WHERE id = $6 AND (status = $7 OR status = $8) RETURNING rule_id, session_id, action_kind, signature",
         )
-        .bind(end.status)
+        .bind(end.status.as_str())
         .bind(end.attempts as i64)
         .bind(end.detail)
         .bind(end.error)
         .bind(now_ms())
         .bind(end.id)
-        .bind(status::PENDING)
-        .bind(status::SENT)
+        .bind(ActionStatus::Pending.as_str())
+        .bind(ActionStatus::Sent.as_str())
         .fetch_optional(tx.conn())
         .await?;
         let Some(row) = row else {
             return Ok(false);
         };
-        let (rule_id, session_id, action_kind, signature): (String, String, String, String) = (
-            row.try_get(0)?,
-            row.try_get(1)?,
-            row.try_get(2)?,
-            row.try_get(3)?,
-        );
+        let session_id: String = row.try_get("session_id")?;
+        let signature: String = row.try_get("signature")?;
         let outcome = ActionOutcome {
-            rule_id,
+            rule_id: row.try_get("rule_id")?,
             session_id: session_id.clone(),
-            action_kind,
+            action_kind: row.try_get("action_kind")?,
             detail: end.detail.to_string(),
             error: end.error.to_string(),
             attempt: end.attempts,
         };
-        let payload = if end.status == status::EXECUTED {
+        let payload = if end.status == ActionStatus::Executed {
             Payload::ActionExecuted(outcome)
         } else {
             Payload::ActionFailed(outcome)
         };
-        let signature = if end.status == status::EXECUTED {
+        let signature = if end.status == ActionStatus::Executed {
             signature
         } else {
             String::new()
@@ -344,55 +325,55 @@ impl Store {
     }
 
     /// The status of an action (tests, operators).
-    pub async fn action_status(&self, id: &str) -> ApiResult<String> {
+    pub async fn action_status(&self, id: &str) -> ApiResult<ActionStatus> {
         let row = sqlx::query("SELECT status FROM pending_actions WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
             .await?
             .ok_or_else(|| ApiError::not_found("action", id))?;
-        Ok(row.try_get(0)?)
+        Ok(row.try_get::<String, _>("status")?.parse()?)
     }
 }
 
 fn decode_live(row: &AnyRow) -> ApiResult<LiveSession> {
     Ok(LiveSession {
-        id: row.try_get(0)?,
-        owner: row.try_get(1)?,
-        accounts: parse_list(&row.try_get::<String, _>(2)?),
-        namespace: row.try_get(3)?,
-        nonce: row.try_get::<i64, _>(4)? as u64,
-        created_at_ms: row.try_get(5)?,
-        last_activity_ms: row.try_get(6)?,
-        metadata: row.try_get(7)?,
+        id: row.try_get("id")?,
+        owner: row.try_get("owner")?,
+        accounts: list(row, "accounts")?,
+        namespace: row.try_get("namespace")?,
+        nonce: unsigned(row, "nonce")?,
+        created_at_ms: row.try_get("created_at")?,
+        last_activity_ms: row.try_get("last_activity_at")?,
+        metadata: row.try_get("metadata")?,
     })
 }
 
 fn decode_facts(row: &AnyRow) -> ApiResult<AccountFacts> {
     Ok(AccountFacts {
-        id: row.try_get(0)?,
-        owner: row.try_get(1)?,
-        capabilities: parse_list(&row.try_get::<String, _>(2)?),
-        state_hash: row.try_get(3)?,
-        is_active: flag(row, 4)?,
+        id: row.try_get("id")?,
+        owner: row.try_get("owner")?,
+        capabilities: list(row, "capabilities")?,
+        state_hash: row.try_get("state_hash")?,
+        is_active: flag(row, "is_active")?,
     })
 }
 
 fn decode_action(row: &AnyRow) -> ApiResult<PendingAction> {
-    let id: String = row.try_get(0)?;
-    let definition: String = row.try_get(1)?;
+    let id: String = row.try_get("id")?;
+    let definition: String = row.try_get("definition")?;
     let seed: SeedRule = serde_json::from_str(&definition)
         .map_err(|e| anyhow::anyhow!("stored action {id} does not parse: {e}"))?;
     Ok(PendingAction {
         id,
         rule: ProgressionRule::from(seed),
-        session_id: row.try_get(2)?,
-        state_key: row.try_get(3)?,
-        action_kind: row.try_get(4)?,
-        status: row.try_get(5)?,
-        attempts: row.try_get::<i64, _>(6)? as u32,
-        signature: row.try_get(7)?,
-        blockhash: row.try_get(8)?,
-        created_at_ms: row.try_get(9)?,
-        expires_at_ms: row.try_get(10)?,
+        session_id: row.try_get("session_id")?,
+        state_key: row.try_get("state_key")?,
+        action_kind: row.try_get("action_kind")?,
+        status: state(row, "status")?,
+        attempts: count(row, "attempts")?,
+        signature: row.try_get("signature")?,
+        blockhash: row.try_get("blockhash")?,
+        created_at_ms: row.try_get("created_at")?,
+        expires_at_ms: row.try_get("expires_at")?,
     })
 }

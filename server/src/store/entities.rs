@@ -4,16 +4,17 @@
 //! twice changes nothing and appends nothing, and returns `false`.
 
 use sqlx::{any::AnyRow, Row as _};
-use valence_lifecycle_api::{
-    json::short_name,
-    v1::{
-        lifecycle_event::Payload, Account, AccountInitialized, AccountRequest,
-        AccountRequestStatus, AccountRequested, EntityKind, LinearState, Progression,
-        ProgressionChanged, Session, SessionConsumed, SessionCreated, StateTransition, Transition,
-    },
+use valence_lifecycle_api::v1::{
+    self as proto, lifecycle_event::Payload, Account, AccountInitialized, AccountRequest,
+    AccountRequested, Progression, ProgressionChanged, Session, SessionConsumed, SessionCreated,
+    StateTransition, Transition,
 };
 
-use super::{now_ms, timestamp, NewEvent, Store, WriteTx};
+use super::{
+    now_ms,
+    rows::{count, flag, list, optional_list, optional_unsigned, state, unsigned},
+    timestamp, EntityKind, LinearState, NewEvent, RequestStatus, Store, WriteTx,
+};
 use crate::error::{ApiError, ApiResult};
 
 /// An account request as observed or placed.
@@ -128,27 +129,33 @@ pub struct StoreStats {
     pub head_sequence: u64,
 }
 
-fn state_name(state: LinearState) -> String {
-    short_name::<LinearState>(state as i32)
+/// What `progression_transitions.from_state` holds for an entity's first
+/// step (it came from no state).
+const NO_STATE: &str = "unspecified";
+
+/// The stored text of an optional state.
+fn state_text(state: Option<LinearState>) -> &'static str {
+    state.map_or(NO_STATE, LinearState::as_str)
 }
 
-fn parse_state(name: &str) -> LinearState {
-    valence_lifecycle_api::json::parse_name::<LinearState>(name)
-        .and_then(|v| LinearState::try_from(v).ok())
-        .unwrap_or(LinearState::Unspecified)
+/// Reads an optional state (`unspecified` = none).
+fn optional_state(row: &AnyRow, column: &str) -> ApiResult<Option<LinearState>> {
+    let text: String = row.try_get(column)?;
+    if text == NO_STATE {
+        return Ok(None);
+    }
+    Ok(Some(text.parse::<LinearState>()?))
 }
 
-pub(super) fn status_name(status: AccountRequestStatus) -> String {
-    short_name::<AccountRequestStatus>(status as i32)
+/// A proto state number.
+fn proto_state(state: LinearState) -> i32 {
+    proto::LinearState::from(state) as i32
 }
 
 fn json_list(items: &[String]) -> String {
     serde_json::to_string(items).unwrap_or_else(|_| "[]".into())
 }
 
-pub(super) fn parse_list(text: &str) -> Vec<String> {
-    serde_json::from_str(text).unwrap_or_default()
-}
 
 /// Where a transition comes from.
 struct Cause<'a> {
@@ -180,7 +187,7 @@ impl Store {
         .bind(&r.owner)
         .bind(json_list(&r.capabilities))
         .bind(&r.init_state_hash)
-        .bind(status_name(AccountRequestStatus::Pending))
+        .bind(RequestStatus::Pending.as_str())
         .bind(r.created_at_ms)
         .bind(now_ms())
         .bind(r.slot.map(|s| s as i64))
@@ -240,13 +247,14 @@ impl Store {
         } else {
             a
         };
-        let stored = sqlx::query("SELECT state_hash, CAST(CASE WHEN is_active THEN 1 ELSE 0 END AS BIGINT), request_id FROM accounts WHERE id = $1")
+        let stored = sqlx::query("SELECT state_hash, is_active, request_id FROM accounts WHERE id = $1")
             .bind(&a.id)
             .fetch_optional(tx.conn())
             .await?;
         if let Some(row) = stored {
-            let (hash, active): (String, bool) = (row.try_get(0)?, flag(&row, 1)?);
-            let linked: String = row.try_get(2)?;
+            let hash: String = row.try_get("state_hash")?;
+            let active = flag(&row, "is_active")?;
+            let linked: String = row.try_get("request_id")?;
             if linked.is_empty() && !a.request_id.is_empty() {
                 // The record alone does not name its request; the
                 // AccountInitialized event does, and may arrive later.
@@ -285,7 +293,7 @@ impl Store {
         .bind(a.is_active)
         .bind(a.created_at_ms)
         .bind(now_ms())
-        .bind(state_name(LinearState::Account))
+        .bind(LinearState::Account.as_str())
         .bind(&a.request_id)
         .bind(a.slot.map(|s| s as i64))
         .execute(tx.conn())
@@ -323,7 +331,7 @@ impl Store {
         sqlx::query(
             "UPDATE account_requests SET status = $1, account_id = $2, signature = $3, updated_at = $4, failure_reason = '' WHERE id = $5",
         )
-        .bind(status_name(AccountRequestStatus::Initialized))
+        .bind(RequestStatus::Initialized.as_str())
         .bind(&a.id)
         .bind(&a.signature)
         .bind(now_ms())
@@ -356,7 +364,7 @@ impl Store {
         .bind(&a.signature)
         .bind(a.slot.map(|s| s as i64))
         .bind(&a.id)
-        .bind(state_name(LinearState::Account))
+        .bind(LinearState::Account.as_str())
         .execute(tx.conn())
         .await?;
         let cause = Cause {
@@ -391,13 +399,13 @@ impl Store {
     pub async fn upsert_session(&self, s: &SessionRecord) -> ApiResult<bool> {
         let mut tx = self.begin().await?;
         self.lock_entity(&mut tx, &s.id).await?;
-        let stored = sqlx::query("SELECT CAST(CASE WHEN is_consumed THEN 1 ELSE 0 END AS BIGINT) FROM sessions WHERE id = $1")
+        let stored = sqlx::query("SELECT is_consumed FROM sessions WHERE id = $1")
             .bind(&s.id)
             .fetch_optional(tx.conn())
             .await?;
         let changed = match stored {
             Some(row) => {
-                let consumed = flag(&row, 0)?;
+                let consumed = flag(&row, "is_consumed")?;
                 if consumed || !s.is_consumed {
                     return Ok(false);
                 }
@@ -427,7 +435,7 @@ impl Store {
         .bind(s.nonce as i64)
         .bind(s.created_at_ms)
         .bind(s.metadata.clone())
-        .bind(state_name(LinearState::Session))
+        .bind(LinearState::Session.as_str())
         .bind(now)
         .bind(s.slot.map(|v| v as i64))
         .execute(tx.conn())
@@ -491,11 +499,11 @@ impl Store {
         .bind(c.slot.map(|s| s as i64))
         .execute(tx.conn())
         .await?;
-        let live = sqlx::query("SELECT CAST(CASE WHEN is_consumed THEN 1 ELSE 0 END AS BIGINT) FROM sessions WHERE id = $1")
+        let live = sqlx::query("SELECT is_consumed FROM sessions WHERE id = $1")
             .bind(&c.consumed_session)
             .fetch_optional(tx.conn())
             .await?
-            .map(|row| flag(&row, 0))
+            .map(|row| flag(&row, "is_consumed"))
             .transpose()?
             == Some(false);
         if live {
@@ -533,12 +541,13 @@ impl Store {
              RETURNING accounts, namespace",
         )
         .bind(true)
-        .bind(state_name(LinearState::ConsumedSession))
+        .bind(LinearState::ConsumedSession.as_str())
         .bind(now)
         .bind(session_id)
         .fetch_one(tx.conn())
         .await?;
-        let (accounts, namespace): (String, String) = (row.try_get(0)?, row.try_get(1)?);
+        let accounts = list(&row, "accounts")?;
+        let namespace: String = row.try_get("namespace")?;
         let payload = Payload::SessionConsumed(SessionConsumed {
             session_id: session_id.to_string(),
             created_sessions: created.to_vec(),
@@ -562,7 +571,7 @@ impl Store {
             &cause,
         )
         .await?;
-        for account in parse_list(&accounts) {
+        for account in accounts {
             self.move_account(
                 tx,
                 &account,
@@ -588,10 +597,10 @@ impl Store {
         let moved = sqlx::query(
             "UPDATE accounts SET state = $1, updated_at = $2 WHERE id = $3 AND state = $4",
         )
-        .bind(state_name(to))
+        .bind(to.as_str())
         .bind(now_ms())
         .bind(account)
-        .bind(state_name(from))
+        .bind(from.as_str())
         .execute(tx.conn())
         .await?
         .rows_affected();
@@ -617,13 +626,10 @@ impl Store {
                 .bind(entity_id)
                 .fetch_optional(tx.conn())
                 .await?
-                .map(|row| row.try_get::<String, _>(0))
+                .map(|row| state::<LinearState>(&row, "current_state"))
                 .transpose()?;
-        let from = current
-            .as_deref()
-            .map(parse_state)
-            .unwrap_or(LinearState::Unspecified);
-        if from == to {
+        let from = current;
+        if from == Some(to) {
             return Ok(());
         }
         let now = now_ms();
@@ -633,10 +639,10 @@ impl Store {
             "INSERT INTO linear_progressions (current_state, updated_at, entity_id, kind) VALUES ($1, $2, $3, $4)"
         };
         sqlx::query(upsert)
-            .bind(state_name(to))
+            .bind(to.as_str())
             .bind(now)
             .bind(entity_id)
-            .bind(short_name::<EntityKind>(kind as i32))
+            .bind(kind.as_str())
             .execute(tx.conn())
             .await?;
         sqlx::query(
@@ -644,8 +650,8 @@ impl Store {
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(entity_id)
-        .bind(state_name(from))
-        .bind(state_name(to))
+        .bind(state_text(from))
+        .bind(to.as_str())
         .bind(now)
         .bind(cause.slot.map(|s| s as i64))
         .bind(cause.signature)
@@ -654,9 +660,9 @@ impl Store {
         .await?;
         let payload = Payload::StateTransition(StateTransition {
             entity_id: entity_id.to_string(),
-            kind: kind as i32,
-            from_state: from as i32,
-            to_state: to as i32,
+            kind: proto::EntityKind::from(kind) as i32,
+            from_state: from.map_or(0, proto_state),
+            to_state: proto_state(to),
         });
         let event = NewEvent::new(entity_id, payload)
             .in_namespace(cause.namespace)
@@ -667,11 +673,28 @@ impl Store {
 }
 
 const REQUEST_COLUMNS: &str = "id, owner, capabilities, init_state_hash, status, failure_reason, attempts, created_at, updated_at, signature, account_id";
-const ACCOUNT_COLUMNS: &str = "id, owner, capabilities, state_hash, CAST(CASE WHEN is_active THEN 1 ELSE 0 END AS BIGINT), created_at, state, request_id";
+const ACCOUNT_COLUMNS: &str =
+    "id, owner, capabilities, state_hash, is_active, created_at, state, request_id";
 const SESSION_COLUMNS: &str =
-    "s.id, s.owner, s.accounts, s.namespace, CAST(CASE WHEN s.is_consumed THEN 1 ELSE 0 END AS BIGINT), s.nonce, s.created_at, s.metadata, s.state, s.last_activity_at, s.consumed_at, c.created_sessions";
+    "s.id, s.owner, s.accounts, s.namespace, s.is_consumed, s.nonce, s.created_at, s.metadata, s.state, s.last_activity_at, s.consumed_at, c.created_sessions";
 
 impl Store {
+    /// How many requests are in one of `statuses`.
+    async fn requests_in(&self, statuses: &[RequestStatus]) -> ApiResult<u64> {
+        let marks: Vec<String> = (1..=statuses.len()).map(|n| format!("${n}")).collect();
+        let sql = format!(
+            "SELECT COUNT(*) FROM account_requests WHERE status IN ({})",
+            marks.join(", ")
+        );
+        let mut query = sqlx::query(&sql);
+        for status in statuses {
+            query = query.bind(status.as_str());
+        }
+        let row = query.fetch_one(&self.pool).await?;
+        let n: i64 = row.try_get(0)?;
+        Ok(n.max(0) as u64)
+    }
+
     /// One account.
     pub async fn get_account(&self, id: &str) -> ApiResult<Account> {
         let row = sqlx::query(&format!(
@@ -718,11 +741,11 @@ impl Store {
     /// Account requests, newest first.
     pub async fn list_account_requests(
         &self,
-        status: Option<AccountRequestStatus>,
+        status: Option<RequestStatus>,
         limit: u32,
         offset: u64,
     ) -> ApiResult<Vec<AccountRequest>> {
-        let filter = status.map(|st| ("status", status_name(st)));
+        let filter = status.map(|st| ("status", st.as_str().to_string()));
         self.newest_first(
             REQUEST_COLUMNS,
             "account_requests",
@@ -833,27 +856,28 @@ impl Store {
                 .fetch_optional(&self.pool)
                 .await?
                 .ok_or_else(|| ApiError::not_found("progression", entity_id))?;
-        let (kind, current): (String, String) = (row.try_get(0)?, row.try_get(1)?);
+        let kind: EntityKind = state(&row, "kind")?;
+        let current: LinearState = state(&row, "current_state")?;
         let request_id: Option<String> =
             sqlx::query("SELECT request_id FROM accounts WHERE id = $1")
                 .bind(entity_id)
                 .fetch_optional(&self.pool)
                 .await?
-                .map(|r| r.try_get(0))
+                .map(|r| r.try_get("request_id"))
                 .transpose()?
                 .filter(|id: &String| !id.is_empty());
         let mut history = Vec::new();
         if let Some(request) = &request_id {
             // The request's own last step (to Account) duplicates the account's first.
             let mut steps = self.transitions(request).await?;
-            steps.retain(|t| t.to_state != LinearState::Account as i32);
+            steps.retain(|t| t.to_state != proto_state(LinearState::Account));
             history.extend(steps);
         }
         history.extend(self.transitions(entity_id).await?);
         Ok(Progression {
             entity_id: entity_id.to_string(),
-            kind: valence_lifecycle_api::json::parse_name::<EntityKind>(&kind).unwrap_or(0),
-            current_state: parse_state(&current) as i32,
+            kind: proto::EntityKind::from(kind) as i32,
+            current_state: proto_state(current),
             history,
         })
     }
@@ -868,12 +892,12 @@ impl Store {
         rows.iter()
             .map(|row| {
                 Ok(Transition {
-                    from_state: parse_state(&row.try_get::<String, _>(0)?) as i32,
-                    to_state: parse_state(&row.try_get::<String, _>(1)?) as i32,
-                    at: Some(timestamp(row.try_get(2)?)),
-                    slot: row.try_get::<Option<i64>, _>(3)?.map(|s| s as u64),
-                    signature: row.try_get(4)?,
-                    reason: row.try_get(5)?,
+                    from_state: optional_state(row, "from_state")?.map_or(0, proto_state),
+                    to_state: proto_state(state(row, "to_state")?),
+                    at: Some(timestamp(row.try_get("at")?)),
+                    slot: optional_unsigned(row, "slot")?,
+                    signature: row.try_get("signature")?,
+                    reason: row.try_get("reason")?,
                 })
             })
             .collect()
@@ -881,83 +905,69 @@ impl Store {
 
     /// Counts for statistics.
     pub async fn stats(&self) -> ApiResult<StoreStats> {
-        let count = |sql: &'static str| self.scalar_u64(sql);
+        let total = |sql: &'static str| self.scalar_u64(sql);
         Ok(StoreStats {
-            accounts: count("SELECT COUNT(*) FROM accounts").await?,
-            accounts_created: count(
-                "SELECT COUNT(*) FROM account_requests WHERE status = 'initialized'",
-            )
-            .await?,
-            accounts_failed: count("SELECT COUNT(*) FROM account_requests WHERE status = 'failed'")
+            accounts: total("SELECT COUNT(*) FROM accounts").await?,
+            accounts_created: self
+                .requests_in(&[RequestStatus::Initialized])
                 .await?,
-            pending_requests: count(
-                "SELECT COUNT(*) FROM account_requests WHERE status IN ('pending', 'processing')",
-            )
-            .await?,
-            sessions: count("SELECT COUNT(*) FROM sessions").await?,
-            active_sessions: count("SELECT COUNT(*) FROM sessions WHERE is_consumed = FALSE")
+            accounts_failed: self.requests_in(&[RequestStatus::Failed]).await?,
+            pending_requests: self
+                .requests_in(&[RequestStatus::Pending, RequestStatus::Processing])
                 .await?,
-            rules: count("SELECT COUNT(*) FROM progression_rules").await?,
-            events: count("SELECT COUNT(*) FROM lifecycle_events").await?,
+            sessions: total("SELECT COUNT(*) FROM sessions").await?,
+            active_sessions: total("SELECT COUNT(*) FROM sessions WHERE is_consumed = FALSE")
+                .await?,
+            rules: total("SELECT COUNT(*) FROM progression_rules").await?,
+            events: total("SELECT COUNT(*) FROM lifecycle_events").await?,
             head_sequence: self.head_sequence().await?,
         })
     }
 }
 
-/// Reads a boolean column selected as `CAST(CASE WHEN col THEN 1 ELSE 0 END AS BIGINT)`: sqlx's Any
-/// driver maps PostgreSQL booleans but not SQLite's, and an integer reads
-/// the same from both.
-pub(super) fn flag(row: &AnyRow, index: usize) -> ApiResult<bool> {
-    Ok(row.try_get::<i64, _>(index)? != 0)
-}
-
 fn decode_account(row: &AnyRow) -> ApiResult<Account> {
     Ok(Account {
-        id: row.try_get(0)?,
-        owner: row.try_get(1)?,
-        capabilities: parse_list(&row.try_get::<String, _>(2)?),
-        state_hash: row.try_get(3)?,
-        is_active: flag(row, 4)?,
-        created_at: Some(timestamp(row.try_get(5)?)),
-        state: parse_state(&row.try_get::<String, _>(6)?) as i32,
-        request_id: row.try_get(7)?,
+        id: row.try_get("id")?,
+        owner: row.try_get("owner")?,
+        capabilities: list(row, "capabilities")?,
+        state_hash: row.try_get("state_hash")?,
+        is_active: flag(row, "is_active")?,
+        created_at: Some(timestamp(row.try_get("created_at")?)),
+        state: proto_state(state(row, "state")?),
+        request_id: row.try_get("request_id")?,
     })
 }
 
 fn decode_request(row: &AnyRow) -> ApiResult<AccountRequest> {
-    let status: String = row.try_get(4)?;
+    let status: RequestStatus = state(row, "status")?;
     Ok(AccountRequest {
-        id: row.try_get(0)?,
-        owner: row.try_get(1)?,
-        capabilities: parse_list(&row.try_get::<String, _>(2)?),
-        init_state_hash: row.try_get(3)?,
-        status: valence_lifecycle_api::json::parse_name::<AccountRequestStatus>(&status)
-            .unwrap_or(0),
-        failure_reason: row.try_get(5)?,
-        attempts: row.try_get::<i64, _>(6)? as u32,
-        created_at: Some(timestamp(row.try_get(7)?)),
-        updated_at: Some(timestamp(row.try_get(8)?)),
-        signature: row.try_get(9)?,
-        account_id: row.try_get(10)?,
+        id: row.try_get("id")?,
+        owner: row.try_get("owner")?,
+        capabilities: list(row, "capabilities")?,
+        init_state_hash: row.try_get("init_state_hash")?,
+        status: proto::AccountRequestStatus::from(status) as i32,
+        failure_reason: row.try_get("failure_reason")?,
+        attempts: count(row, "attempts")?,
+        created_at: Some(timestamp(row.try_get("created_at")?)),
+        updated_at: Some(timestamp(row.try_get("updated_at")?)),
+        signature: row.try_get("signature")?,
+        account_id: row.try_get("account_id")?,
     })
 }
 
 fn decode_session(row: &AnyRow) -> ApiResult<Session> {
     Ok(Session {
-        id: row.try_get(0)?,
-        owner: row.try_get(1)?,
-        accounts: parse_list(&row.try_get::<String, _>(2)?),
-        namespace: row.try_get(3)?,
-        is_consumed: flag(row, 4)?,
-        nonce: row.try_get::<i64, _>(5)? as u64,
-        created_at: Some(timestamp(row.try_get(6)?)),
-        metadata: row.try_get(7)?,
-        state: parse_state(&row.try_get::<String, _>(8)?) as i32,
-        last_activity_at: Some(timestamp(row.try_get(9)?)),
-        consumed_at: row.try_get::<Option<i64>, _>(10)?.map(timestamp),
-        created_sessions: row
-            .try_get::<Option<String>, _>(11)?
-            .map(|t| parse_list(&t))
-            .unwrap_or_default(),
+        id: row.try_get("id")?,
+        owner: row.try_get("owner")?,
+        accounts: list(row, "accounts")?,
+        namespace: row.try_get("namespace")?,
+        is_consumed: flag(row, "is_consumed")?,
+        nonce: unsigned(row, "nonce")?,
+        created_at: Some(timestamp(row.try_get("created_at")?)),
+        metadata: row.try_get("metadata")?,
+        state: proto_state(state(row, "state")?),
+        last_activity_at: Some(timestamp(row.try_get("last_activity_at")?)),
+        consumed_at: row.try_get::<Option<i64>, _>("consumed_at")?.map(timestamp),
+        created_sessions: optional_list(row, "created_sessions")?,
     })
 }

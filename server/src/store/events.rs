@@ -96,7 +96,7 @@ impl Store {
         .bind(body.encode_to_vec())
         .fetch_one(tx.conn())
         .await?;
-        let sequence: i64 = row.try_get(0)?;
+        let sequence: i64 = row.try_get("sequence")?;
         if self.backend == Backend::Postgres {
             sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(postgres::EVENTS_CHANNEL)
@@ -227,9 +227,9 @@ impl Store {
 }
 
 fn decode_event(row: &sqlx::any::AnyRow) -> ApiResult<LifecycleEvent> {
-    let sequence: i64 = row.try_get(0)?;
-    let created_at: i64 = row.try_get(1)?;
-    let payload: Vec<u8> = row.try_get(2)?;
+    let sequence: i64 = row.try_get("sequence")?;
+    let created_at: i64 = row.try_get("created_at")?;
+    let payload: Vec<u8> = row.try_get("payload")?;
     let mut event = LifecycleEvent::decode(payload.as_slice())
         .map_err(|e| anyhow::anyhow!("event {sequence} does not decode: {e}"))?;
     event.sequence = sequence as u64;

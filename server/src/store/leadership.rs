@@ -53,7 +53,7 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?;
         Ok(match row {
-            Some(r) => Some((r.try_get(0)?, r.try_get(1)?)),
+            Some(r) => Some((r.try_get("replica_id")?, r.try_get("since")?)),
             None => None,
         })
     }

@@ -18,6 +18,8 @@ mod requests;
 mod rules;
 mod singletons;
 pub mod sqlite;
+mod rows;
+mod states;
 
 use std::{sync::Arc, time::Duration};
 
@@ -34,6 +36,7 @@ pub use events::{EventQuery, NewEvent};
 pub use requests::{AttemptFailure, ClaimedRequest};
 pub use rules::StoredRule;
 pub use singletons::{ConfigVersionRow, SingletonRow, SingletonSuccess};
+pub use states::{ActionStatus, EntityKind, LinearState, RequestStatus, UnknownState};
 
 use crate::{config::DatabaseConfig, error::ApiResult};
 

@@ -6,10 +6,13 @@
 use sqlx::Row as _;
 use valence_lifecycle_api::v1::{
     lifecycle_event::Payload, AccountInitializationFailed, AccountRequest, AccountRequestRequeued,
-    AccountRequestStatus,
 };
 
-use super::{entities::status_name, now_ms, NewEvent, Store};
+use super::{
+    now_ms,
+    rows::{count, list, state},
+    NewEvent, RequestStatus, Store,
+};
 use crate::error::{ApiError, ApiResult};
 
 /// A request the builder took from the queue.
@@ -51,9 +54,9 @@ impl Store {
         let done = sqlx::query(
             "UPDATE account_requests SET status = $1, updated_at = $2 WHERE status = $3",
         )
-        .bind(status_name(AccountRequestStatus::Pending))
+        .bind(RequestStatus::Pending.as_str())
         .bind(now_ms())
-        .bind(status_name(AccountRequestStatus::Processing))
+        .bind(RequestStatus::Processing.as_str())
         .execute(tx.conn())
         .await?
         .rows_affected();
@@ -69,32 +72,31 @@ impl Store {
             "SELECT id, owner, capabilities, init_state_hash, attempts, signature FROM account_requests \
              WHERE status = $1 ORDER BY created_at, id LIMIT $2",
         )
-        .bind(status_name(AccountRequestStatus::Pending))
+        .bind(RequestStatus::Pending.as_str())
         .bind(limit as i64)
         .fetch_all(tx.conn())
         .await?;
         let mut claimed = Vec::with_capacity(rows.len());
         for row in rows {
-            let id: String = row.try_get(0)?;
+            let id: String = row.try_get("id")?;
             let taken = sqlx::query(
                 "UPDATE account_requests SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4",
             )
-            .bind(status_name(AccountRequestStatus::Processing))
+            .bind(RequestStatus::Processing.as_str())
             .bind(now_ms())
             .bind(&id)
-            .bind(status_name(AccountRequestStatus::Pending))
+            .bind(RequestStatus::Pending.as_str())
             .execute(tx.conn())
             .await?
             .rows_affected();
             if taken == 1 {
                 claimed.push(ClaimedRequest {
                     id,
-                    owner: row.try_get(1)?,
-                    capabilities: serde_json::from_str(&row.try_get::<String, _>(2)?)
-                        .unwrap_or_default(),
-                    init_state_hash: row.try_get(3)?,
-                    attempts: row.try_get::<i64, _>(4)? as u32,
-                    signature: row.try_get(5)?,
+                    owner: row.try_get("owner")?,
+                    capabilities: list(&row, "capabilities")?,
+                    init_state_hash: row.try_get("init_state_hash")?,
+                    attempts: count(&row, "attempts")?,
+                    signature: row.try_get("signature")?,
                 });
             }
         }
@@ -130,21 +132,29 @@ impl Store {
     /// parked request becomes FAILED.
     pub async fn record_attempt_failure(&self, f: &AttemptFailure<'_>) -> ApiResult<()> {
         let status = if f.parked {
-            AccountRequestStatus::Failed
+            RequestStatus::Failed
         } else {
-            AccountRequestStatus::Processing
+            RequestStatus::Processing
         };
         let mut tx = self.begin().await?;
-        sqlx::query(
-            "UPDATE account_requests SET status = $1, failure_reason = $2, attempts = $3, updated_at = $4 WHERE id = $5",
+        // Guarded: only a request the builder is working on can fail. One
+        // whose account was recorded meanwhile (INITIALIZED) stays so.
+        let changed = sqlx::query(
+            "UPDATE account_requests SET status = $1, failure_reason = $2, attempts = $3, updated_at = $4 WHERE id = $5 AND status = $6",
         )
-        .bind(status_name(status))
+        .bind(status.as_str())
         .bind(f.reason)
         .bind(f.attempts as i64)
         .bind(now_ms())
         .bind(f.id)
+        .bind(RequestStatus::Processing.as_str())
         .execute(tx.conn())
-        .await?;
+        .await?
+        .rows_affected();
+        if changed == 0 {
+            tracing::info!(request = %f.id, "attempt failure not recorded: the request is no longer processing");
+            return Ok(());
+        }
         let payload = Payload::AccountInitializationFailed(AccountInitializationFailed {
             request_id: f.id.to_string(),
             reason: f.reason.to_string(),
@@ -160,23 +170,20 @@ impl Store {
     /// appends AccountRequestRequeued.
     pub async fn requeue_failed(&self, id: &str) -> ApiResult<AccountRequest> {
         let request = self.get_account_request(id).await?;
-        if request.status != AccountRequestStatus::Failed as i32 {
+        let current = self.request_status(id).await?;
+        if current != RequestStatus::Failed {
             return Err(ApiError::FailedPrecondition(format!(
-                "account request {id} is {}, not FAILED: only parked requests can be retried",
-                status_name(
-                    AccountRequestStatus::try_from(request.status)
-                        .unwrap_or(AccountRequestStatus::Unspecified)
-                )
+                "account request {id} is {current}, not FAILED: only parked requests can be retried"
             )));
         }
         let mut tx = self.begin().await?;
         let changed = sqlx::query(
             "UPDATE account_requests SET status = $1, attempts = 0, failure_reason = '', updated_at = $2 WHERE id = $3 AND status = $4",
         )
-        .bind(status_name(AccountRequestStatus::Pending))
+        .bind(RequestStatus::Pending.as_str())
         .bind(now_ms())
         .bind(id)
-        .bind(status_name(AccountRequestStatus::Failed))
+        .bind(RequestStatus::Failed.as_str())
         .execute(tx.conn())
         .await?
         .rows_affected();
@@ -196,6 +203,16 @@ impl Store {
         self.get_account_request(id).await
     }
 
+    /// The status of one request.
+    pub async fn request_status(&self, id: &str) -> ApiResult<RequestStatus> {
+        let row = sqlx::query("SELECT status FROM account_requests WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| ApiError::not_found("account request", id))?;
+        state(&row, "status")
+    }
+
     /// The request whose account lives at `account_id`, if the builder
     /// noted it, with the signature of the transaction it sent.
     pub(crate) async fn request_for_account(
@@ -208,7 +225,7 @@ impl Store {
             .fetch_optional(tx.conn())
             .await?;
         Ok(match row {
-            Some(r) => Some((r.try_get(0)?, r.try_get(1)?)),
+            Some(r) => Some((r.try_get("id")?, r.try_get("signature")?)),
             None => None,
         })
     }

@@ -177,12 +177,12 @@ pub(super) fn definition_json(rule: &ProgressionRule) -> ApiResult<String> {
 }
 
 pub(super) fn decode_rule(row: &sqlx::any::AnyRow) -> ApiResult<ProgressionRule> {
-    let id: String = row.try_get(0)?;
-    let definition: String = row.try_get(1)?;
+    let id: String = row.try_get("id")?;
+    let definition: String = row.try_get("definition")?;
     let seed: SeedRule = serde_json::from_str(&definition)
         .map_err(|e| anyhow::anyhow!("stored rule {id} does not parse: {e}"))?;
     let mut rule = ProgressionRule::from(seed);
-    rule.created_at = Some(timestamp(row.try_get(2)?));
-    rule.updated_at = Some(timestamp(row.try_get(3)?));
+    rule.created_at = Some(timestamp(row.try_get("created_at")?));
+    rule.updated_at = Some(timestamp(row.try_get("updated_at")?));
     Ok(rule)
 }

@@ -6,7 +6,11 @@
 use sqlx::{any::AnyRow, Row as _};
 use valence_lifecycle_api::v1::{lifecycle_event::Payload, SingletonOperation};
 
-use super::{now_ms, NewEvent, Store, WriteTx};
+use super::{
+    now_ms,
+    rows::{count, unsigned},
+    NewEvent, Store, WriteTx,
+};
 use crate::error::ApiResult;
 
 /// A stored singleton.
@@ -73,21 +77,18 @@ const COLUMNS: &str =
                        operations_total, failures_total, last_error, last_operation_at";
 
 fn decode(row: &AnyRow) -> ApiResult<SingletonRow> {
-    let version: i64 = row.try_get(3)?;
-    let operations: i64 = row.try_get(7)?;
-    let failures: i64 = row.try_get(8)?;
     Ok(SingletonRow {
-        kind: row.try_get(0)?,
-        status: row.try_get(1)?,
-        program_id: row.try_get(2)?,
-        version: version.max(0) as u32,
-        config_json: row.try_get(4)?,
-        updated_at_ms: row.try_get(5)?,
-        last_signature: row.try_get(6)?,
-        operations_total: operations.max(0) as u64,
-        failures_total: failures.max(0) as u64,
-        last_error: row.try_get(9)?,
-        last_operation_at_ms: row.try_get(10)?,
+        kind: row.try_get("kind")?,
+        status: row.try_get("status")?,
+        program_id: row.try_get("program_id")?,
+        version: count(row, "version")?,
+        config_json: row.try_get("config_json")?,
+        updated_at_ms: row.try_get("updated_at")?,
+        last_signature: row.try_get("last_signature")?,
+        operations_total: unsigned(row, "operations_total")?,
+        failures_total: unsigned(row, "failures_total")?,
+        last_error: row.try_get("last_error")?,
+        last_operation_at_ms: row.try_get("last_operation_at")?,
     })
 }
 
@@ -111,12 +112,11 @@ impl Store {
         .await?;
         rows.iter()
             .map(|row| {
-                let version: i64 = row.try_get(0)?;
                 Ok(ConfigVersionRow {
-                    version: version.max(0) as u32,
-                    at_ms: row.try_get(1)?,
-                    signature: row.try_get(2)?,
-                    config_json: row.try_get(3)?,
+                    version: count(row, "version")?,
+                    at_ms: row.try_get("at")?,
+                    signature: row.try_get("signature")?,
+                    config_json: row.try_get("config_json")?,
                 })
             })
             .collect()
@@ -219,15 +219,15 @@ impl Store {
         .bind(now)
         .execute(tx.conn())
         .await?;
-        let version: i64 = sqlx::query("SELECT version FROM singletons WHERE kind = $1")
+        let row = sqlx::query("SELECT version FROM singletons WHERE kind = $1")
             .bind(kind)
             .fetch_one(tx.conn())
-            .await?
-            .try_get(0)?;
+            .await?;
+        let version = count(&row, "version")?;
         let payload = Payload::SingletonOperation(SingletonOperation {
             singleton: kind.to_string(),
             operation: operation.to_string(),
-            config_version: version.max(0) as u32,
+            config_version: version,
             error: error.to_string(),
         });
         let sequence = self

@@ -1,0 +1,87 @@
+//! Sessions and linear progressions: reads.
+
+use valence_lifecycle_api::v1::{Progression, Session};
+
+use super::{given, Page, PageParams, PageRequest};
+use crate::{
+    error::{ApiError, ApiResult},
+    store::SessionFilter,
+    validate, AppState,
+};
+
+/// A session with its linear progression (None when none is recorded).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionView {
+    /// The session.
+    pub session: Session,
+    /// Its progression.
+    pub progression: Option<Progression>,
+}
+
+/// Which sessions a list call wants ("" = any owner or namespace).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionQuery {
+    /// Only sessions of this owner.
+    pub owner: String,
+    /// Only sessions in this namespace.
+    pub namespace: String,
+    /// Consumed sessions too.
+    pub include_consumed: bool,
+}
+
+/// One session.
+pub async fn get(state: &AppState, id: &str) -> ApiResult<Session> {
+    validate::pubkey("id", id)?;
+    state.store.get_session(id).await
+}
+
+/// One session and its progression.
+pub async fn get_with_progression(state: &AppState, id: &str) -> ApiResult<SessionView> {
+    let session = get(state, id).await?;
+    let progression = progression_if_any(state, id).await?;
+    Ok(SessionView {
+        session,
+        progression,
+    })
+}
+
+/// Sessions, newest first.
+pub async fn list(
+    state: &AppState,
+    query: &SessionQuery,
+    page: &PageParams,
+) -> ApiResult<Page<Session>> {
+    let request = PageRequest::parse(page.page_size, &page.page_token)?;
+    if let Some(owner) = given(&query.owner) {
+        validate::pubkey("owner", owner)?;
+    }
+    let filter = SessionFilter {
+        include_consumed: query.include_consumed,
+        owner: given(&query.owner).map(str::to_string),
+        namespace: given(&query.namespace).map(str::to_string),
+    };
+    let sessions = state
+        .store
+        .list_sessions(&filter, request.limit, request.offset)
+        .await?;
+    Ok(request.page(sessions))
+}
+
+/// An entity's (account's or session's) linear progression.
+pub async fn progression(state: &AppState, entity_id: &str) -> ApiResult<Progression> {
+    validate::pubkey("entity_id", entity_id)?;
+    state.store.get_progression(entity_id).await
+}
+
+/// The progression of an entity known to exist: None when none is
+/// recorded; any other failure is reported, not dropped.
+pub(super) async fn progression_if_any(
+    state: &AppState,
+    entity_id: &str,
+) -> ApiResult<Option<Progression>> {
+    match state.store.get_progression(entity_id).await {
+        Ok(p) => Ok(Some(p)),
+        Err(ApiError::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,46 @@
+//! Statistics for GetStats and `/stats`: store counts, component states,
+//! the leader and the chain watched.
+
+use valence_lifecycle_api::v1::{ChainInfo, GetStatsResponse};
+
+use crate::{error::ApiResult, store::timestamp, AppState};
+
+/// The replica's statistics now.
+pub async fn get(state: &AppState) -> ApiResult<GetStatsResponse> {
+    let s = state.store.stats().await?;
+    Ok(GetStatsResponse {
+        accounts_created: s.accounts_created,
+        accounts_failed: s.accounts_failed,
+        is_running: state.board.all_running(),
+        uptime_seconds: state.started.elapsed().as_secs(),
+        accounts: s.accounts,
+        pending_account_requests: s.pending_requests,
+        sessions: s.sessions,
+        active_sessions: s.active_sessions,
+        rules: s.rules,
+        events: s.events,
+        head_sequence: s.head_sequence,
+        components: state.board.snapshot(),
+        leader: Some(state.leadership.info(&state.store).await),
+        started_at: Some(timestamp(state.started_at_ms)),
+        store_backend: state.store.backend().name().to_string(),
+        chain: chain_info(state),
+    })
+}
+
+fn chain_info(state: &AppState) -> Option<ChainInfo> {
+    let chain = state.chain.as_ref()?;
+    Some(ChainInfo {
+        rpc_url: chain.rpc_url.clone(),
+        ws_url: chain.ws_url.clone(),
+        shard_program_id: chain.program_id.to_string(),
+        embedded: chain.embedded,
+        wallet: chain
+            .wallet
+            .as_ref()
+            .map(|w| solana_sdk::signature::Signer::pubkey(w.as_ref()).to_string())
+            .unwrap_or_default(),
+        commitment: state.config.rpc.commitment.clone(),
+        last_processed_slot: state.metrics.last_processed_slot.get(),
+    })
+}

@@ -1,0 +1,74 @@
+//! Reading stored rows by column name, with the few conversions both
+//! backends need: booleans (PostgreSQL `BOOLEAN`, SQLite integers), lists
+//! kept as JSON text, states kept as text, and unsigned numbers kept in
+//! signed 64-bit columns. A value that does not convert is an error, never
+//! a default.
+
+use std::str::FromStr;
+
+use sqlx::{any::AnyRow, Row as _};
+
+use super::UnknownState;
+use crate::error::{ApiError, ApiResult};
+
+/// A boolean column. sqlx's Any driver gives PostgreSQL booleans as bools
+/// and SQLite's as integers; both read the same here.
+pub(super) fn flag(row: &AnyRow, column: &str) -> ApiResult<bool> {
+    match row.try_get::<bool, _>(column) {
+        Ok(value) => Ok(value),
+        Err(_) => Ok(row.try_get::<i64, _>(column)? != 0),
+    }
+}
+
+/// A list of strings kept as JSON text.
+pub(super) fn list(row: &AnyRow, column: &str) -> ApiResult<Vec<String>> {
+    let text: String = row.try_get(column)?;
+    parse_list(column, &text)
+}
+
+/// A nullable list of strings kept as JSON text (NULL = empty).
+pub(super) fn optional_list(row: &AnyRow, column: &str) -> ApiResult<Vec<String>> {
+    match row.try_get::<Option<String>, _>(column)? {
+        Some(text) => parse_list(column, &text),
+        None => Ok(Vec::new()),
+    }
+}
+
+fn parse_list(column: &str, text: &str) -> ApiResult<Vec<String>> {
+    serde_json::from_str(text).map_err(|e| {
+        ApiError::Internal(anyhow::anyhow!(
+            "stored {column} is not a JSON list of strings: {e}"
+        ))
+    })
+}
+
+/// A state or status kept as text.
+pub(super) fn state<T: FromStr<Err = UnknownState>>(row: &AnyRow, column: &str) -> ApiResult<T> {
+    let text: String = row.try_get(column)?;
+    Ok(text.parse()?)
+}
+
+/// An unsigned number kept in a BIGINT column.
+pub(super) fn unsigned(row: &AnyRow, column: &str) -> ApiResult<u64> {
+    let value: i64 = row.try_get(column)?;
+    u64::try_from(value).map_err(|_| {
+        ApiError::Internal(anyhow::anyhow!("stored {column} is negative ({value})"))
+    })
+}
+
+/// A nullable unsigned number kept in a BIGINT column.
+pub(super) fn optional_unsigned(row: &AnyRow, column: &str) -> ApiResult<Option<u64>> {
+    match row.try_get::<Option<i64>, _>(column)? {
+        Some(value) => u64::try_from(value).map(Some).map_err(|_| {
+            ApiError::Internal(anyhow::anyhow!("stored {column} is negative ({value})"))
+        }),
+        None => Ok(None),
+    }
+}
+
+/// A u32 counter kept in a BIGINT column.
+pub(super) fn count(row: &AnyRow, column: &str) -> ApiResult<u32> {
+    let value = unsigned(row, column)?;
+    u32::try_from(value)
+        .map_err(|_| ApiError::Internal(anyhow::anyhow!("stored {column} is {value}")))
+}
