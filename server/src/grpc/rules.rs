@@ -6,9 +6,9 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use valence_lifecycle_api::v1::{
     rule_service_server::RuleService, CreateRuleRequest, CreateRuleResponse, DeleteRuleRequest,
-    DeleteRuleResponse, EvaluateRuleRequest, EvaluateRuleResponse, GetRuleRequest,
-    GetRuleResponse, ListRulesRequest, ListRulesResponse, SetRuleEnabledRequest,
-    SetRuleEnabledResponse, UpdateRuleRequest, UpdateRuleResponse,
+    DeleteRuleResponse, EvaluateRuleRequest, EvaluateRuleResponse, GetRuleRequest, GetRuleResponse,
+    ListRulesRequest, ListRulesResponse, SetRuleEnabledRequest, SetRuleEnabledResponse,
+    UpdateRuleRequest, UpdateRuleResponse,
 };
 
 use crate::{

@@ -134,7 +134,7 @@ pub fn status_from_name(name: &str) -> ApiResult<Option<RequestStatus>> {
             format!("{name:?} is not pending, processing, initialized or failed"),
         )
     };
-    let number =
-        valence_lifecycle_api::json::parse_name::<AccountRequestStatus>(name).ok_or_else(unknown)?;
+    let number = valence_lifecycle_api::json::parse_name::<AccountRequestStatus>(name)
+        .ok_or_else(unknown)?;
     status_from_number(number)?.map(Some).ok_or_else(unknown)
 }

@@ -119,7 +119,8 @@ pub struct ActionEnd<'a> {
 
 const LIVE_COLUMNS: &str =
     "id, owner, accounts, namespace, nonce, created_at, last_activity_at, metadata";
-const FACT_COLUMNS: &str = "id, owner, capabilities, state_hash, is_active";
+const FACT_COLUMNS: &str =
+    "id, owner, capabilities, state_hash, CAST(is_active AS INTEGER) AS is_active";
 const ACTION_COLUMNS: &str = "id, definition, session_id, state_key, action_kind, status, attempts, signature, blockhash, created_at, expires_at";
 
 impl Store {
@@ -162,13 +163,15 @@ impl Store {
 
     /// One account's facts, when stored.
     pub async fn account_facts(&self, id: &str) -> ApiResult<Option<AccountFacts>> {
-        sqlx::query(&format!("SELECT {FACT_COLUMNS} FROM accounts WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .as_ref()
-            .map(decode_facts)
-            .transpose()
+        sqlx::query(&format!(
+            "SELECT {FACT_COLUMNS} FROM accounts WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(decode_facts)
+        .transpose()
     }
 
     /// Records a match and appends RuleMatched, unless this (rule, session,

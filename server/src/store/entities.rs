@@ -156,7 +156,6 @@ fn json_list(items: &[String]) -> String {
     serde_json::to_string(items).unwrap_or_else(|_| "[]".into())
 }
 
-
 /// Where a transition comes from.
 struct Cause<'a> {
     slot: Option<u64>,
@@ -247,7 +246,7 @@ impl Store {
         } else {
             a
         };
-        let stored = sqlx::query("SELECT state_hash, is_active, request_id FROM accounts WHERE id = $1")
+        let stored = sqlx::query("SELECT state_hash, CAST(is_active AS INTEGER) AS is_active, request_id FROM accounts WHERE id = $1")
             .bind(&a.id)
             .fetch_optional(tx.conn())
             .await?;
@@ -399,10 +398,12 @@ impl Store {
     pub async fn upsert_session(&self, s: &SessionRecord) -> ApiResult<bool> {
         let mut tx = self.begin().await?;
         self.lock_entity(&mut tx, &s.id).await?;
-        let stored = sqlx::query("SELECT is_consumed FROM sessions WHERE id = $1")
-            .bind(&s.id)
-            .fetch_optional(tx.conn())
-            .await?;
+        let stored = sqlx::query(
+            "SELECT CAST(is_consumed AS INTEGER) AS is_consumed FROM sessions WHERE id = $1",
+        )
+        .bind(&s.id)
+        .fetch_optional(tx.conn())
+        .await?;
         let changed = match stored {
             Some(row) => {
                 let consumed = flag(&row, "is_consumed")?;
@@ -499,12 +500,14 @@ impl Store {
         .bind(c.slot.map(|s| s as i64))
         .execute(tx.conn())
         .await?;
-        let live = sqlx::query("SELECT is_consumed FROM sessions WHERE id = $1")
-            .bind(&c.consumed_session)
-            .fetch_optional(tx.conn())
-            .await?
-            .map(|row| flag(&row, "is_consumed"))
-            .transpose()?
+        let live = sqlx::query(
+            "SELECT CAST(is_consumed AS INTEGER) AS is_consumed FROM sessions WHERE id = $1",
+        )
+        .bind(&c.consumed_session)
+        .fetch_optional(tx.conn())
+        .await?
+        .map(|row| flag(&row, "is_consumed"))
+        .transpose()?
             == Some(false);
         if live {
             self.mark_consumed(
@@ -674,9 +677,9 @@ impl Store {
 
 const REQUEST_COLUMNS: &str = "id, owner, capabilities, init_state_hash, status, failure_reason, attempts, created_at, updated_at, signature, account_id";
 const ACCOUNT_COLUMNS: &str =
-    "id, owner, capabilities, state_hash, is_active, created_at, state, request_id";
+    "id, owner, capabilities, state_hash, CAST(is_active AS INTEGER) AS is_active, created_at, state, request_id";
 const SESSION_COLUMNS: &str =
-    "s.id, s.owner, s.accounts, s.namespace, s.is_consumed, s.nonce, s.created_at, s.metadata, s.state, s.last_activity_at, s.consumed_at, c.created_sessions";
+    "s.id, s.owner, s.accounts, s.namespace, CAST(s.is_consumed AS INTEGER) AS is_consumed, s.nonce, s.created_at, s.metadata, s.state, s.last_activity_at, s.consumed_at, c.created_sessions";
 
 impl Store {
     /// How many requests are in one of `statuses`.
@@ -908,9 +911,7 @@ impl Store {
         let total = |sql: &'static str| self.scalar_u64(sql);
         Ok(StoreStats {
             accounts: total("SELECT COUNT(*) FROM accounts").await?,
-            accounts_created: self
-                .requests_in(&[RequestStatus::Initialized])
-                .await?,
+            accounts_created: self.requests_in(&[RequestStatus::Initialized]).await?,
             accounts_failed: self.requests_in(&[RequestStatus::Failed]).await?,
             pending_requests: self
                 .requests_in(&[RequestStatus::Pending, RequestStatus::Processing])

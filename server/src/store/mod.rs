@@ -15,10 +15,10 @@ mod events;
 mod leadership;
 pub mod postgres;
 mod requests;
+mod rows;
 mod rules;
 mod singletons;
 pub mod sqlite;
-mod rows;
 mod states;
 
 use std::{sync::Arc, time::Duration};

@@ -11,13 +11,15 @@ use sqlx::{any::AnyRow, Row as _};
 use super::UnknownState;
 use crate::error::{ApiError, ApiResult};
 
-/// A boolean column. sqlx's Any driver gives PostgreSQL booleans as bools
-/// and SQLite's as integers; both read the same here.
+/// A boolean column, selected as `CAST(col AS INTEGER) AS col`: sqlx's Any
+/// driver refuses a SQLite column declared BOOLEAN outright ("does not
+/// support the SQLite type Bool"), and both backends cast a boolean to an
+/// integer. PostgreSQL answers int4, SQLite int8; both read here.
 pub(super) fn flag(row: &AnyRow, column: &str) -> ApiResult<bool> {
-    match row.try_get::<bool, _>(column) {
-        Ok(value) => Ok(value),
-        Err(_) => Ok(row.try_get::<i64, _>(column)? != 0),
+    if let Ok(value) = row.try_get::<i64, _>(column) {
+        return Ok(value != 0);
     }
+    Ok(row.try_get::<i32, _>(column)? != 0)
 }
 
 /// A list of strings kept as JSON text.
@@ -51,9 +53,8 @@ pub(super) fn state<T: FromStr<Err = UnknownState>>(row: &AnyRow, column: &str) 
 /// An unsigned number kept in a BIGINT column.
 pub(super) fn unsigned(row: &AnyRow, column: &str) -> ApiResult<u64> {
     let value: i64 = row.try_get(column)?;
-    u64::try_from(value).map_err(|_| {
-        ApiError::Internal(anyhow::anyhow!("stored {column} is negative ({value})"))
-    })
+    u64::try_from(value)
+        .map_err(|_| ApiError::Internal(anyhow::anyhow!("stored {column} is negative ({value})")))
 }
 
 /// A nullable unsigned number kept in a BIGINT column.
