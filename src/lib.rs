@@ -15,6 +15,16 @@ pub mod initial_state;
 pub mod json;
 pub mod rule_json;
 
+/// Fully qualified names of the four API services, as registered with
+/// gRPC health and reflection (the server checks them against its
+/// generated service names).
+pub const SERVICE_NAMES: [&str; 4] = [
+    "valence.lifecycle.v1.LifecycleService",
+    "valence.lifecycle.v1.RuleService",
+    "valence.lifecycle.v1.SingletonAdminService",
+    "valence.lifecycle.v1.EventStreamService",
+];
+
 /// Encoded `FileDescriptorSet` of every proto file, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(
     env!("OUT_DIR"),

@@ -18,14 +18,7 @@ use valence_lifecycle_api::v1::{
 
 use crate::{error::error_chain, ClientConfig, ClientError};
 
-/// Fully qualified names of the four API services, as registered with gRPC
-/// health and reflection.
-pub const SERVICE_NAMES: [&str; 4] = [
-    "valence.lifecycle.v1.LifecycleService",
-    "valence.lifecycle.v1.RuleService",
-    "valence.lifecycle.v1.SingletonAdminService",
-    "valence.lifecycle.v1.EventStreamService",
-];
+pub use valence_lifecycle_api::SERVICE_NAMES;
 
 /// The channel every stub runs on: the shared connection plus
 /// [`CallInterceptor`].

@@ -17,6 +17,21 @@ use crate::{
     AppState,
 };
 
+/// Component names, as the status board, `/health`, metrics and the
+/// component events spell them.
+mod names {
+    pub(super) const STORE: &str = "store";
+    pub(super) const EVENTS: &str = "events";
+    pub(super) const RETENTION: &str = "retention";
+    pub(super) const LEADER_ELECTION: &str = "leader-election";
+    pub(super) const LEADER_DUTIES: &str = "leader-duties";
+    pub(super) const MONITOR: &str = "monitor";
+    pub(super) const BUILDER: &str = "builder";
+    pub(super) const ORCHESTRATOR: &str = "orchestrator";
+    pub(super) const GRPC: &str = "grpc";
+    pub(super) const GATEWAY: &str = "gateway";
+}
+
 /// Starts every component of this replica.
 pub(crate) async fn start(
     supervisor: &mut Supervisor,
@@ -28,11 +43,11 @@ pub(crate) async fn start(
     start_chain_checks(supervisor, state).await;
     let hub = state.hub.clone();
     supervisor
-        .start("events", move |ctx| hub.clone().run_tailer(ctx))
+        .start(names::EVENTS, move |ctx| hub.clone().run_tailer(ctx))
         .await;
     let s = state.clone();
     supervisor
-        .start("retention", move |ctx| {
+        .start(names::RETENTION, move |ctx| {
             let (store, events, metrics) =
                 (s.store.clone(), s.config.events.clone(), s.metrics.clone());
             events::retention::run(store, events, metrics, ctx)
@@ -40,7 +55,7 @@ pub(crate) async fn start(
         .await;
     let s = state.clone();
     supervisor
-        .start("leader-election", move |ctx| {
+        .start(names::LEADER_ELECTION, move |ctx| {
             leader::run_election(
                 s.leadership.clone(),
                 s.store.clone(),
@@ -51,7 +66,9 @@ pub(crate) async fn start(
         .await;
     let s = state.clone();
     supervisor
-        .start("leader-duties", move |ctx| leader_duties(s.clone(), ctx))
+        .start(names::LEADER_DUTIES, move |ctx| {
+            leader_duties(s.clone(), ctx)
+        })
         .await;
     start_listeners(supervisor, state, grpc_listener, api_listener).await
 }
@@ -68,7 +85,7 @@ async fn start_listeners(
     let grpc = Rebindable::new(grpc_listener)?;
     let s = state.clone();
     supervisor
-        .start("grpc", move |ctx| {
+        .start(names::GRPC, move |ctx| {
             let (s, grpc) = (s.clone(), grpc.clone());
             async move {
                 let serving = grpc::serve(s, grpc.take().await?, ctx.cancel.clone());
@@ -79,7 +96,7 @@ async fn start_listeners(
     let api = Rebindable::new(api_listener)?;
     let s = state.clone();
     supervisor
-        .start("gateway", move |ctx| {
+        .start(names::GATEWAY, move |ctx| {
             let (s, api) = (s.clone(), api.clone());
             async move {
                 let serving = gateway::serve(s, api.take().await?, ctx.cancel.clone());
@@ -123,7 +140,7 @@ async fn start_store_check(supervisor: &mut Supervisor, state: &Arc<AppState>) {
     let probe_state = state.clone();
     let change_state = state.clone();
     let check = Check {
-        name: "store".into(),
+        name: names::STORE.into(),
         every: Duration::from_secs(state.config.monitoring.health_check_interval_secs),
         timeout: Duration::from_secs(5),
         probe: Arc::new(move || {
@@ -137,7 +154,7 @@ async fn start_store_check(supervisor: &mut Supervisor, state: &Arc<AppState>) {
     };
     let board = state.board.clone();
     supervisor
-        .start("store", move |ctx| {
+        .start(names::STORE, move |ctx| {
             health::run(check.clone(), board.clone(), ctx)
         })
         .await;
@@ -216,7 +233,7 @@ async fn start_chain_duties(group: &mut Supervisor, state: &Arc<AppState>) {
         poll,
     );
     group
-        .start("monitor", move |ctx| monitor.clone().run(ctx))
+        .start(names::MONITOR, move |ctx| monitor.clone().run(ctx))
         .await;
     let builder = builder::Builder::new(
         chain.clone(),
@@ -226,7 +243,7 @@ async fn start_chain_duties(group: &mut Supervisor, state: &Arc<AppState>) {
     );
     let hub = state.hub.clone();
     group
-        .start("builder", move |ctx| {
+        .start(names::BUILDER, move |ctx| {
             builder.clone().run(hub.watch_head(), ctx)
         })
         .await;
@@ -251,7 +268,7 @@ async fn start_orchestrator(group: &mut Supervisor, state: &Arc<AppState>) {
     };
     let hub = state.hub.clone();
     group
-        .start("orchestrator", move |ctx| {
+        .start(names::ORCHESTRATOR, move |ctx| {
             let running = orchestrator
                 .clone()
                 .run(hub.watch_head(), ctx.cancel.clone());
@@ -265,7 +282,7 @@ async fn start_orchestrator(group: &mut Supervisor, state: &Arc<AppState>) {
 async fn stop_duties(group: Supervisor, state: &Arc<AppState>) {
     let mut names = group.names();
     // The websockets the monitor keeps while it runs.
-    names.extend(["chain-accounts-ws", "chain-logs-ws"].map(String::from));
+    names.extend(chain::pubsub::Feed::ALL.map(|feed| feed.component().to_string()));
     let grace = Duration::from_secs(state.config.server.shutdown_grace_secs);
     if !group.shutdown(grace).await {
         // Already logged and in the event log; it does not run here any more.

@@ -10,6 +10,8 @@ use axum::{
 };
 use serde_json::json;
 
+use crate::store::StoreError;
+
 /// A domain error with the gRPC/HTTP meaning decided up front.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -137,15 +139,25 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<sqlx::Error> for ApiError {
-    fn from(err: sqlx::Error) -> Self {
-        match &err {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-                tracing::warn!(error = %err, "store unavailable");
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::NotFound { kind, id } => ApiError::NotFound { kind, id },
+            StoreError::AlreadyExists { kind, id } => ApiError::AlreadyExists { kind, id },
+            StoreError::Conflict(message) => ApiError::FailedPrecondition(message),
+            StoreError::Invalid { field, message } => ApiError::InvalidArgument { field, message },
+            StoreError::Unavailable(cause) => {
+                tracing::warn!(error = %cause, "store unavailable");
                 ApiError::Unavailable("the store is unavailable; retry later".into())
             }
-            _ => ApiError::Internal(err.into()),
+            StoreError::Other(cause) => ApiError::Internal(cause),
         }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(err: sqlx::Error) -> Self {
+        StoreError::from(err).into()
     }
 }
 

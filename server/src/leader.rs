@@ -22,20 +22,15 @@ use std::{
     time::Duration,
 };
 
-use sqlx::{Connection as _, PgConnection};
 use tokio::sync::watch;
 use valence_lifecycle_api::v1::LeaderInfo;
 
 use crate::{
     config::LeaderConfig,
-    store::{now_ms, timestamp, Backend, Store},
+    store::{now_ms, timestamp, LockConnection, Store},
     supervisor::Ctx,
     telemetry::Metrics,
 };
-
-/// Key of the leader lock (single-bigint key space; the event and entity
-/// locks use other keys).
-const LEADER_LOCK_KEY: i64 = 7_746_003;
 
 /// Longest wait for the lock connection to open or answer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -152,7 +147,7 @@ pub async fn run_election(
     config: LeaderConfig,
     ctx: Ctx,
 ) -> anyhow::Result<()> {
-    if store.backend() == Backend::Sqlite {
+    if !store.needs_leader_lock() {
         leadership
             .gain(&store, "the only server of its SQLite file")
             .await;
@@ -174,15 +169,7 @@ pub async fn run_election(
         leadership.lose(&store, reason).await;
         if ctx.cancel.is_cancelled() {
             // Release at once, so a follower need not wait for the socket to close.
-            let _ = tokio::time::timeout(
-                CONNECT_TIMEOUT,
-                boxed(
-                    sqlx::query("SELECT pg_advisory_unlock($1)")
-                        .bind(LEADER_LOCK_KEY)
-                        .execute(&mut conn),
-                ),
-            )
-            .await;
+            let _ = tokio::time::timeout(CONNECT_TIMEOUT, conn.unlock()).await;
         }
     }
     Ok(())
@@ -190,24 +177,10 @@ pub async fn run_election(
 
 /// Opens the dedicated lock connection, retrying until it opens or the
 /// component is cancelled (None).
-async fn lock_connection(store: &Store, ctx: &Ctx, retry: Duration) -> Option<PgConnection> {
+async fn lock_connection(store: &Store, ctx: &Ctx, retry: Duration) -> Option<LockConnection> {
     loop {
-        match tokio::time::timeout(CONNECT_TIMEOUT, boxed(PgConnection::connect(store.url()))).await
-        {
-            Ok(Ok(mut conn)) => {
-                // The server drops a vanished client (and its lock) within
-                // about 5 + 2×3 s instead of the OS default of hours.
-                for setting in [
-                    "SET tcp_keepalives_idle = 5",
-                    "SET tcp_keepalives_interval = 2",
-                    "SET tcp_keepalives_count = 3",
-                ] {
-                    if let Err(e) = boxed(sqlx::query(setting).execute(&mut conn)).await {
-                        tracing::debug!(error = %e, setting, "could not set keepalives on the lock connection");
-                    }
-                }
-                return Some(conn);
-            }
+        match tokio::time::timeout(CONNECT_TIMEOUT, store.open_lock_connection()).await {
+            Ok(Ok(conn)) => return Some(conn),
             Ok(Err(e)) => tracing::warn!(error = %e, "leader lock connection failed; retrying"),
             Err(_) => tracing::warn!("leader lock connection timed out; retrying"),
         }
@@ -219,14 +192,9 @@ async fn lock_connection(store: &Store, ctx: &Ctx, retry: Duration) -> Option<Pg
 
 /// Tries the lock every `retry` until it is ours (true) or the component
 /// is cancelled or the connection fails (false: reconnect or stop).
-async fn wait_for_lock(conn: &mut PgConnection, ctx: &Ctx, retry: Duration) -> bool {
+async fn wait_for_lock(conn: &mut LockConnection, ctx: &Ctx, retry: Duration) -> bool {
     loop {
-        let attempt = boxed(
-            sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock($1)")
-                .bind(LEADER_LOCK_KEY)
-                .fetch_one(&mut *conn),
-        );
-        match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
+        match tokio::time::timeout(CONNECT_TIMEOUT, conn.try_lock()).await {
             Ok(Ok(true)) => return true,
             Ok(Ok(false)) => {}
             Ok(Err(e)) => {
@@ -247,27 +215,16 @@ async fn wait_for_lock(conn: &mut PgConnection, ctx: &Ctx, retry: Duration) -> b
 
 /// Holds the lock, checking the connection every `check`; returns why
 /// leadership ends.
-async fn hold(conn: &mut PgConnection, ctx: &Ctx, check: Duration) -> &'static str {
+async fn hold(conn: &mut LockConnection, ctx: &Ctx, check: Duration) -> &'static str {
     loop {
         if !idle(ctx.clone(), Some(check)).await {
             return "shutting down";
         }
-        let ping = boxed(sqlx::query("SELECT 1").execute(&mut *conn));
-        match tokio::time::timeout(check.max(Duration::from_secs(1)), ping).await {
+        match tokio::time::timeout(check.max(Duration::from_secs(1)), conn.ping()).await {
             Ok(Ok(_)) => ctx.heartbeat.beat(),
             _ => return "lost the leader lock connection",
         }
     }
-}
-
-/// Boxes a database future where it is made. The election loop's future
-/// must be provably Send for the supervisor, and sqlx's
-/// `Executor for &mut PgConnection` trips rustc's higher-ranked Send check
-/// when such futures are held unboxed across awaits.
-fn boxed<'a, T>(
-    work: impl std::future::Future<Output = T> + Send + 'a,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>> {
-    Box::pin(work)
 }
 
 /// Beats while waiting `for_` (or until cancelled when None); false when

@@ -170,12 +170,9 @@ pub async fn serve_with_listeners(
     shutdown: CancellationToken,
 ) -> anyhow::Result<bool> {
     check_exposure(&config, &grpc_listener, &api_listener)?;
-    // One server per SQLite file; held until this function returns.
-    let _sqlite_lock = if config.database.url.starts_with("sqlite:") {
-        store::sqlite::ProcessLock::acquire(&config.database.url)?
-    } else {
-        None
-    };
+    // One server per SQLite file (none needed on PostgreSQL); held until
+    // this function returns.
+    let _process_lock = store::ProcessLock::acquire(&config.database.url)?;
     let store = Store::connect(&config.database)
         .await
         .context("the store is required at start (database.url / DATABASE_URL)")?;

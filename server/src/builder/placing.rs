@@ -15,9 +15,12 @@ use valence_lifecycle_api::{
     v1::{AccountRequest, AccountRequestStatus, RequestAccountRequest},
 };
 
-use super::plan::{derive_seed, request_space, seeded_address};
+use super::plan::request_space;
 use crate::{
-    chain::{codec, Chain},
+    chain::{
+        address::{derive_seed, seeded_address},
+        codec, Chain,
+    },
     error::{ApiError, ApiResult},
     store::{now_ms, timestamp},
     validate,

@@ -3,6 +3,7 @@
 //! (seed 001), plus the shard program's codecs, resilient websocket
 //! subscriptions and the embedded local network.
 
+pub mod address;
 pub mod checks;
 pub mod codec;
 pub mod dev;

@@ -1,13 +1,15 @@
 //! Websocket subscriptions that heal: programSubscribe (account changes of
 //! the shard program) and logsSubscribe (its transactions' logs, carrying
 //! its events). Each runs in its own task, reconnects with backoff when
-//! the connection fails or ends, reports its state on the status board, and
-//! hands what it receives to the monitor through a bounded channel.
+//! the connection fails or ends, reports its state through [`FeedStatus`]
+//! (the supervisor's status board, wired in by the monitor; the chain
+//! adapter does not know the board), and hands what it receives to the
+//! monitor through a bounded channel.
 //!
 //! Nothing received only here is lost when a connection drops: the
 //! monitor's periodic reconciliation reads the program's accounts again.
 
-use std::{sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use futures::StreamExt as _;
 use solana_client::{
@@ -23,7 +25,30 @@ use tokio_util::sync::CancellationToken;
 use valence_lifecycle_api::v1::ComponentState;
 
 use super::Chain;
-use crate::supervisor::StatusBoard;
+
+/// Where a feed reports the state of its connection.
+pub trait FeedStatus: Send + Sync + 'static {
+    /// The feed exists (before its first connection).
+    fn register(&self, feed: &str);
+    /// The feed's connection is in `state` now.
+    fn report(
+        &self,
+        feed: &str,
+        state: ComponentState,
+        message: String,
+    ) -> impl Future<Output = ()> + Send;
+    /// The connection failed; the feed reconnects after `delay`
+    /// (`failures` in a row so far).
+    fn reconnecting(
+        &self,
+        feed: &str,
+        failures: u32,
+        delay: Duration,
+        why: &str,
+    ) -> impl Future<Output = ()> + Send;
+    /// The feed is subscribed again.
+    fn reconnected(&self, feed: &str, message: &str) -> impl Future<Output = ()> + Send;
+}
 
 /// Something the chain told us.
 #[derive(Debug, Clone)]
@@ -60,6 +85,9 @@ pub enum Feed {
 }
 
 impl Feed {
+    /// Every feed.
+    pub const ALL: [Feed; 2] = [Feed::Accounts, Feed::Logs];
+
     /// Status board name.
     pub fn component(self) -> &'static str {
         match self {
@@ -75,11 +103,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 /// Keeps `feed` subscribed until `cancel` fires.
-pub async fn run(
+pub async fn run<S: FeedStatus>(
     chain: Chain,
     feed: Feed,
     out: mpsc::Sender<Update>,
-    board: Arc<StatusBoard>,
+    board: Arc<S>,
     cancel: CancellationToken,
 ) {
     let name = feed.component();
@@ -88,7 +116,7 @@ pub async fn run(
     while !cancel.is_cancelled() {
         let outcome = tokio::select! {
             _ = cancel.cancelled() => break,
-            r = session(&chain, feed, &out, &board) => r,
+            r = session(&chain, feed, &out, board.as_ref()) => r,
         };
         let message = match outcome {
             Ok(()) => "the subscription ended".to_string(),
@@ -98,19 +126,21 @@ pub async fn run(
         let delay = chain.retry.delay(failures).min(MAX_BACKOFF);
         tracing::warn!(feed = name, error = %message, delay_ms = delay.as_millis() as u64, "websocket down; reconnecting");
         board
-            .set(
+            .report(
                 name,
                 ComponentState::Degraded,
                 format!("reconnecting: {message}"),
             )
             .await;
-        board.restarting(name, failures, delay, &message).await;
+        board.reconnecting(name, failures, delay, &message).await;
         tokio::select! {
             _ = cancel.cancelled() => break,
             _ = tokio::time::sleep(delay) => {}
         }
     }
-    board.set(name, ComponentState::Stopped, "").await;
+    board
+        .report(name, ComponentState::Stopped, String::new())
+        .await;
 }
 
 /// One connection: connect, subscribe, forward until it breaks.
@@ -118,7 +148,7 @@ async fn session(
     chain: &Chain,
     feed: Feed,
     out: &mpsc::Sender<Update>,
-    board: &StatusBoard,
+    board: &impl FeedStatus,
 ) -> anyhow::Result<()> {
     let client = tokio::time::timeout(CONNECT_TIMEOUT, PubsubClient::new(chain.ws_url.as_str()))
         .await
@@ -135,7 +165,7 @@ async fn accounts(
     chain: &Chain,
     client: &PubsubClient,
     out: &mpsc::Sender<Update>,
-    board: &StatusBoard,
+    board: &impl FeedStatus,
 ) -> anyhow::Result<()> {
     let config = RpcProgramAccountsConfig {
         filters: None,
@@ -177,7 +207,7 @@ async fn logs(
     chain: &Chain,
     client: &PubsubClient,
     out: &mpsc::Sender<Update>,
-    board: &StatusBoard,
+    board: &impl FeedStatus,
 ) -> anyhow::Result<()> {
     let filter = RpcTransactionLogsFilter::Mentions(vec![chain.program_id.to_string()]);
     let config = RpcTransactionLogsConfig {

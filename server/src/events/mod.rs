@@ -9,19 +9,13 @@
 
 pub mod retention;
 pub mod subscription;
-pub mod types;
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use tokio::sync::{broadcast, watch, Semaphore};
 use valence_lifecycle_api::v1::LifecycleEvent;
 
-use crate::{
-    config::EventsConfig,
-    store::{postgres::EVENTS_CHANNEL, Backend, Store},
-    supervisor::Ctx,
-    telemetry::Metrics,
-};
+use crate::{config::EventsConfig, store::Store, supervisor::Ctx, telemetry::Metrics};
 
 /// Events published per store read by the tailer.
 const TAIL_BATCH: u32 = 512;
@@ -85,20 +79,13 @@ impl EventHub {
             published => published,
         };
         self.head.send_replace(cursor);
-        let appended = self.store.appended();
-        let mut listener = self.pg_listener().await;
-        let poll = match self.store.backend() {
-            Backend::Postgres => Duration::from_millis(500),
-            Backend::Sqlite => Duration::from_secs(1),
-        };
+        let mut appends = self.store.watch_appends().await;
         tracing::info!(head = cursor, "event tailer started");
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 _ = beat.tick() => {}
-                _ = appended.notified() => {}
-                _ = wait_notification(&mut listener) => {}
-                _ = tokio::time::sleep(poll) => {}
+                _ = appends.wait() => {}
             }
             match self.publish_new(cursor).await {
                 Ok(c) => cursor = c,
@@ -126,41 +113,5 @@ impl EventHub {
                 return Ok(cursor);
             }
         }
-    }
-
-    async fn pg_listener(&self) -> Option<sqlx::postgres::PgListener> {
-        if self.store.backend() != Backend::Postgres {
-            return None;
-        }
-        let connect = async {
-            let mut listener = sqlx::postgres::PgListener::connect(self.store.url()).await?;
-            listener.listen(EVENTS_CHANNEL).await?;
-            Ok::<_, sqlx::Error>(listener)
-        };
-        match tokio::time::timeout(Duration::from_secs(10), connect).await {
-            Ok(Ok(listener)) => Some(listener),
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "LISTEN failed; other replicas' events arrive by polling");
-                None
-            }
-            Err(_) => {
-                tracing::warn!("LISTEN timed out; other replicas' events arrive by polling");
-                None
-            }
-        }
-    }
-}
-
-/// Resolves on the next NOTIFY; never resolves without a listener. The
-/// listener reconnects by itself after a lost connection.
-async fn wait_notification(listener: &mut Option<sqlx::postgres::PgListener>) {
-    match listener {
-        Some(l) => {
-            if let Err(e) = l.recv().await {
-                tracing::warn!(error = %e, "LISTEN connection failed");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
-        None => std::future::pending().await,
     }
 }

@@ -240,7 +240,7 @@ impl Subscription {
                 .store
                 .events_after(self.next.saturating_sub(1), page)
                 .await
-                .map_err(|e| Stop::Failed(e.into()))?;
+                .map_err(|e| Stop::Failed(ApiError::from(e).into()))?;
             if let Some(first) = events.first() {
                 self.check_not_pruned(first.sequence).await?;
             }
@@ -264,7 +264,7 @@ impl Subscription {
             .store
             .oldest_sequence()
             .await
-            .map_err(|e| Stop::Failed(e.into()))?;
+            .map_err(|e| Stop::Failed(ApiError::from(e).into()))?;
         if oldest > self.next {
             let status = ApiError::OutOfRange(format!(
                 "events from sequence {} were pruned before delivery; the oldest available sequence is {oldest}",

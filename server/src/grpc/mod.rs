@@ -22,18 +22,10 @@ use valence_lifecycle_api::{
         lifecycle_service_server::LifecycleServiceServer, rule_service_server::RuleServiceServer,
         singleton_admin_service_server::SingletonAdminServiceServer,
     },
-    FILE_DESCRIPTOR_SET,
+    FILE_DESCRIPTOR_SET, SERVICE_NAMES,
 };
 
 use crate::AppState;
-
-/// Fully qualified names of our services, for per-service health.
-pub const SERVICE_NAMES: [&str; 4] = [
-    "valence.lifecycle.v1.LifecycleService",
-    "valence.lifecycle.v1.RuleService",
-    "valence.lifecycle.v1.SingletonAdminService",
-    "valence.lifecycle.v1.EventStreamService",
-];
 
 /// Serves gRPC on `listener` until `cancel` fires, then ends open event
 /// streams and waits for in-flight calls to finish.
@@ -109,5 +101,32 @@ pub async fn set_health(state: &AppState, serving: bool) {
     state.health.set_service_status("", status).await;
     for name in SERVICE_NAMES {
         state.health.set_service_status(name, status).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::server::NamedService;
+    use valence_lifecycle_api::v1::{
+        event_stream_service_server::EventStreamServiceServer,
+        lifecycle_service_server::LifecycleServiceServer, rule_service_server::RuleServiceServer,
+        singleton_admin_service_server::SingletonAdminServiceServer,
+    };
+
+    use super::*;
+
+    /// The shared list (used by clients for health checks) names exactly
+    /// the services this server registers.
+    #[test]
+    fn service_names_are_the_generated_ones() {
+        assert_eq!(
+            SERVICE_NAMES,
+            [
+                <LifecycleServiceServer<lifecycle::LifecycleApi> as NamedService>::NAME,
+                <RuleServiceServer<rules::RuleApi> as NamedService>::NAME,
+                <SingletonAdminServiceServer<singletons::SingletonApi> as NamedService>::NAME,
+                <EventStreamServiceServer<events::EventStreamApi> as NamedService>::NAME,
+            ]
+        );
     }
 }

@@ -12,7 +12,10 @@ use super::{Monitor, Source, MAX_REMEMBERED_FAILURES};
 use crate::{
     chain::codec::{self, base58, ChainEvent, DecodeError, Record},
     error::ApiResult,
-    store::{AccountRecord, AccountRequestRecord, ConsumptionRecord, NewEvent, SessionRecord},
+    store::{
+        AccountRecord, AccountRequestRecord, ConsumptionRecord, NewEvent, SessionRecord,
+        StoreResult,
+    },
     telemetry::metrics::{DecodeLabels, SourceLabels},
 };
 
@@ -52,7 +55,7 @@ impl Monitor {
             .observe(started.elapsed().as_secs_f64());
     }
 
-    async fn write_record(&self, key: Pubkey, record: Record, slot: u64) -> ApiResult<bool> {
+    async fn write_record(&self, key: Pubkey, record: Record, slot: u64) -> StoreResult<bool> {
         let id = key.to_string();
         match record {
             Record::AccountRequest(r) => {
@@ -269,7 +272,7 @@ impl Monitor {
         signature: &str,
         slot: u64,
         index: u32,
-    ) -> ApiResult<()> {
+    ) -> StoreResult<()> {
         let (entity, payload) = match event {
             ChainEvent::SessionQueued(e) => (
                 base58(&e.session_id),

@@ -97,7 +97,7 @@ impl Monitor {
         let mut beat = ctx.heartbeat.ticker();
         let (tx, mut rx) = mpsc::channel(UPDATE_BUFFER);
         let feeds = cancel.child_token();
-        for feed in [Feed::Accounts, Feed::Logs] {
+        for feed in Feed::ALL {
             tokio::spawn(pubsub::run(
                 self.chain.clone(),
                 feed,
@@ -192,5 +192,29 @@ impl Monitor {
             }
             *cursor = Some(tx.signature);
         }
+    }
+}
+
+/// The websocket feeds report on the status board, as components of their own.
+impl pubsub::FeedStatus for StatusBoard {
+    fn register(&self, feed: &str) {
+        StatusBoard::register(self, feed);
+    }
+
+    async fn report(
+        &self,
+        feed: &str,
+        state: valence_lifecycle_api::v1::ComponentState,
+        message: String,
+    ) {
+        self.set(feed, state, message).await;
+    }
+
+    async fn reconnecting(&self, feed: &str, failures: u32, delay: Duration, why: &str) {
+        self.restarting(feed, failures, delay, why).await;
+    }
+
+    async fn reconnected(&self, feed: &str, message: &str) {
+        StatusBoard::reconnected(self, feed, message).await;
     }
 }

@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use valence_lifecycle_api::v1::{rule_action, BundleOperation, SessionTemplate};
 
 use crate::{
-    builder::plan::{derive_seed, seeded_address},
+    chain::address::{derive_seed, seeded_address},
     chain::{
         codec::{
             self, consumption_space, session_space, BundleOperationArg, Record, SessionRecord,

@@ -16,6 +16,7 @@ pub mod engine;
 pub mod rules;
 
 use std::{
+    collections::BTreeSet,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -37,7 +38,7 @@ use crate::{
     chain::{Chain, RetryPolicy},
     config::Config,
     error::ApiResult,
-    store::{now_ms, ActionStatus, NewMatch, PendingAction, Store},
+    store::{now_ms, ActionStatus, LiveSession, NewMatch, PendingAction, Store},
     telemetry::Metrics,
 };
 
@@ -100,6 +101,50 @@ pub async fn load_engine(store: &Store) -> ApiResult<Engine> {
         engine.upsert_session(session);
     }
     Ok(engine)
+}
+
+/// Live sessions read per step of a dry run.
+const DRY_RUN_PAGE: u32 = 500;
+
+/// Dry run: the live sessions `rule` matches now (at most `limit`, by
+/// session id) and how many were examined. Reads the store a page at a
+/// time and stops at `limit` matches, so it costs one page of memory and
+/// builds no engine for the whole store; each page is evaluated off the
+/// async workers.
+pub async fn dry_run(
+    store: &Store,
+    rule: Arc<CompiledRule>,
+    now_ms: i64,
+    limit: usize,
+) -> ApiResult<(Vec<LiveSession>, u64)> {
+    let mut found = Vec::new();
+    let mut examined = 0;
+    let mut after = String::new();
+    while found.len() < limit {
+        let page = store.live_sessions_after(&after, DRY_RUN_PAGE).await?;
+        let Some(last) = page.last() else { break };
+        after = last.id.clone();
+        let full = page.len() == DRY_RUN_PAGE as usize;
+        let members: BTreeSet<String> = page.iter().flat_map(|s| s.accounts.clone()).collect();
+        let members: Vec<String> = members.into_iter().collect();
+        let mut engine = Engine::new();
+        for facts in store.account_facts_of(&members).await? {
+            engine.upsert_account(facts);
+        }
+        for session in page {
+            engine.upsert_session(session);
+        }
+        let (rule, want) = (rule.clone(), limit - found.len());
+        let (matched, n) = tokio::task::spawn_blocking(move || engine.dry_run(&rule, now_ms, want))
+            .await
+            .map_err(|e| anyhow::anyhow!("dry run evaluation failed: {e}"))?;
+        examined += n;
+        found.extend(matched);
+        if !full {
+            break;
+        }
+    }
+    Ok((found, examined))
 }
 
 /// Runs `work` on the engine on a blocking thread: a tick or a new rule

@@ -13,7 +13,7 @@ use super::{given, Page, PageParams, PageRequest};
 use crate::{
     builder::placing,
     error::{ApiError, ApiResult},
-    store::RequestStatus,
+    store::{RequestStatus, StoreError},
     validate, AppState,
 };
 
@@ -38,7 +38,7 @@ pub struct PlacedRequest {
 /// One account.
 pub async fn get(state: &AppState, id: &str) -> ApiResult<Account> {
     validate::pubkey("id", id)?;
-    state.store.get_account(id).await
+    Ok(state.store.get_account(id).await?)
 }
 
 /// One account and its progression.
@@ -96,8 +96,8 @@ pub async fn request_account(
     // record (its status may have moved on); reading is not writing.
     let request = match state.store.get_account_request(&placed.request.id).await {
         Ok(recorded) => recorded,
-        Err(ApiError::NotFound { .. }) => placed.request,
-        Err(e) => return Err(e),
+        Err(StoreError::NotFound { .. }) => placed.request,
+        Err(e) => return Err(e.into()),
     };
     Ok(PlacedRequest {
         request,

@@ -1,11 +1,13 @@
 //! Progression rules: management and dry-run evaluation.
 
+use std::sync::Arc;
+
 use valence_lifecycle_api::v1::{evaluate_rule_request::Target, ProgressionRule, RuleMatch};
 
 use super::{Page, PageParams, PageRequest};
 use crate::{
     error::{ApiError, ApiResult},
-    orchestrator::{conditions::describe, engine::CompiledRule, load_engine, rules::validate_rule},
+    orchestrator::{self, conditions::describe, engine::CompiledRule, rules::validate_rule},
     store::now_ms,
     validate, AppState,
 };
@@ -40,7 +42,7 @@ pub async fn create(state: &AppState, rule: Option<ProgressionRule>) -> ApiResul
 /// One rule.
 pub async fn get(state: &AppState, id: &str) -> ApiResult<ProgressionRule> {
     validate::identifier("id", id, MAX_RULE_ID)?;
-    state.store.get_rule(id).await
+    Ok(state.store.get_rule(id).await?)
 }
 
 /// Rules, optionally the enabled ones only.
@@ -76,7 +78,7 @@ pub async fn delete(state: &AppState, id: &str) -> ApiResult<()> {
 /// Enables or disables a rule.
 pub async fn set_enabled(state: &AppState, id: &str, enabled: bool) -> ApiResult<ProgressionRule> {
     validate::identifier("id", id, MAX_RULE_ID)?;
-    state.store.set_rule_enabled(id, enabled).await
+    Ok(state.store.set_rule_enabled(id, enabled).await?)
 }
 
 /// Dry run: the live sessions a stored or inline rule matches now, from
@@ -97,10 +99,12 @@ pub async fn evaluate(
             ))
         }
     };
-    let compiled = CompiledRule::new(rule.clone())
-        .map_err(|(field, message)| ApiError::invalid(field, message))?;
-    let mut engine = load_engine(&state.store).await?;
-    let (sessions, examined) = engine.dry_run(&compiled, now_ms(), limit);
+    let compiled = Arc::new(
+        CompiledRule::new(rule.clone())
+            .map_err(|(field, message)| ApiError::invalid(field, message))?,
+    );
+    let (sessions, examined) =
+        orchestrator::dry_run(&state.store, compiled.clone(), now_ms(), limit).await?;
     state.metrics.rules_evaluated.inc_by(examined);
     let matches = sessions
         .iter()

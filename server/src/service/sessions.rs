@@ -4,8 +4,8 @@ use valence_lifecycle_api::v1::{Progression, Session};
 
 use super::{given, Page, PageParams, PageRequest};
 use crate::{
-    error::{ApiError, ApiResult},
-    store::SessionFilter,
+    error::ApiResult,
+    store::{SessionFilter, StoreError},
     validate, AppState,
 };
 
@@ -32,7 +32,7 @@ pub struct SessionQuery {
 /// One session.
 pub async fn get(state: &AppState, id: &str) -> ApiResult<Session> {
     validate::pubkey("id", id)?;
-    state.store.get_session(id).await
+    Ok(state.store.get_session(id).await?)
 }
 
 /// One session and its progression.
@@ -70,7 +70,7 @@ pub async fn list(
 /// An entity's (account's or session's) linear progression.
 pub async fn progression(state: &AppState, entity_id: &str) -> ApiResult<Progression> {
     validate::pubkey("entity_id", entity_id)?;
-    state.store.get_progression(entity_id).await
+    Ok(state.store.get_progression(entity_id).await?)
 }
 
 /// The progression of an entity known to exist: None when none is
@@ -81,7 +81,7 @@ pub(super) async fn progression_if_any(
 ) -> ApiResult<Option<Progression>> {
     match state.store.get_progression(entity_id).await {
         Ok(p) => Ok(Some(p)),
-        Err(ApiError::NotFound { .. }) => Ok(None),
-        Err(e) => Err(e),
+        Err(StoreError::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }

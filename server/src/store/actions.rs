@@ -8,13 +8,13 @@ use valence_lifecycle_api::{
     v1::{lifecycle_event::Payload, ActionOutcome, ProgressionRule, RuleMatched},
 };
 
+use super::error::{StoreError, StoreResult};
 use super::{
     now_ms,
     rows::{count, flag, list, state, unsigned},
     rules::definition_json,
     ActionStatus, NewEvent, Store,
 };
-use crate::error::{ApiError, ApiResult};
 
 /// A live (not consumed) session, as conditions see it.
 #[derive(Debug, Clone, PartialEq)]
@@ -125,7 +125,7 @@ const ACTION_COLUMNS: &str = "id, definition, session_id, state_key, action_kind
 
 impl Store {
     /// Every live session.
-    pub async fn live_sessions(&self) -> ApiResult<Vec<LiveSession>> {
+    pub async fn live_sessions(&self) -> StoreResult<Vec<LiveSession>> {
         sqlx::query(&format!(
             "SELECT {LIVE_COLUMNS} FROM sessions WHERE is_consumed = $1"
         ))
@@ -137,8 +137,50 @@ impl Store {
         .collect()
     }
 
+    /// Up to `limit` live sessions with ids after `after`, by id (a
+    /// keyset page: stable while sessions come and go).
+    pub async fn live_sessions_after(
+        &self,
+        after: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<LiveSession>> {
+        sqlx::query(&format!(
+            "SELECT {LIVE_COLUMNS} FROM sessions WHERE is_consumed = $1 AND id > $2 ORDER BY id LIMIT $3"
+        ))
+        .bind(false)
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(decode_live)
+        .collect()
+    }
+
+    /// The facts of the stored accounts among `ids`.
+    pub async fn account_facts_of(&self, ids: &[String]) -> StoreResult<Vec<AccountFacts>> {
+        // Well within every backend's limit on bound parameters.
+        const CHUNK: usize = 500;
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(CHUNK) {
+            let marks: Vec<String> = (1..=chunk.len()).map(|n| format!("${n}")).collect();
+            let sql = format!(
+                "SELECT {FACT_COLUMNS} FROM accounts WHERE id IN ({})",
+                marks.join(", ")
+            );
+            let mut query = sqlx::query(&sql);
+            for id in chunk {
+                query = query.bind(id);
+            }
+            for row in query.fetch_all(&self.pool).await? {
+                out.push(decode_facts(&row)?);
+            }
+        }
+        Ok(out)
+    }
+
     /// One session if it is live.
-    pub async fn live_session(&self, id: &str) -> ApiResult<Option<LiveSession>> {
+    pub async fn live_session(&self, id: &str) -> StoreResult<Option<LiveSession>> {
         sqlx::query(&format!(
             "SELECT {LIVE_COLUMNS} FROM sessions WHERE id = $1 AND is_consumed = $2"
         ))
@@ -152,7 +194,7 @@ impl Store {
     }
 
     /// Every stored account's facts.
-    pub async fn account_facts_all(&self) -> ApiResult<Vec<AccountFacts>> {
+    pub async fn account_facts_all(&self) -> StoreResult<Vec<AccountFacts>> {
         sqlx::query(&format!("SELECT {FACT_COLUMNS} FROM accounts"))
             .fetch_all(&self.pool)
             .await?
@@ -162,7 +204,7 @@ impl Store {
     }
 
     /// One account's facts, when stored.
-    pub async fn account_facts(&self, id: &str) -> ApiResult<Option<AccountFacts>> {
+    pub async fn account_facts(&self, id: &str) -> StoreResult<Option<AccountFacts>> {
         sqlx::query(&format!(
             "SELECT {FACT_COLUMNS} FROM accounts WHERE id = $1"
         ))
@@ -176,7 +218,7 @@ impl Store {
 
     /// Records a match and appends RuleMatched, unless this (rule, session,
     /// state) was recorded before. Returns whether it was new.
-    pub async fn record_match(&self, m: &NewMatch<'_>) -> ApiResult<bool> {
+    pub async fn record_match(&self, m: &NewMatch<'_>) -> StoreResult<bool> {
         let definition = definition_json(m.rule)?;
         let now = now_ms();
         let status = if m.execute {
@@ -223,7 +265,7 @@ impl Store {
     }
 
     /// (rule, session) of every recorded match of a live session.
-    pub async fn matched_pairs(&self) -> ApiResult<Vec<(String, String)>> {
+    pub async fn matched_pairs(&self) -> StoreResult<Vec<(String, String)>> {
         let rows = sqlx::query(
             "SELECT p.rule_id, p.session_id FROM pending_actions p JOIN sessions s ON s.id = p.session_id WHERE s.is_consumed = $1",
         )
@@ -236,7 +278,7 @@ impl Store {
     }
 
     /// Actions recorded to run and not finished (pending or sent), oldest first.
-    pub async fn open_actions(&self) -> ApiResult<Vec<PendingAction>> {
+    pub async fn open_actions(&self) -> StoreResult<Vec<PendingAction>> {
         sqlx::query(&format!(
             "SELECT {ACTION_COLUMNS} FROM pending_actions WHERE status = $1 OR status = $2 ORDER BY created_at, id"
         ))
@@ -257,7 +299,7 @@ impl Store {
         attempts: u32,
         signature: &str,
         blockhash: &str,
-    ) -> ApiResult<()> {
+    ) -> StoreResult<()> {
         let changed = sqlx::query(
             "UPDATE pending_actions SET status = $1, attempts = $2, signature = $3, blockhash = $4, updated_at = $5 \
              WHERE id = $6 AND (status = $7 OR status = $1)",
@@ -273,7 +315,7 @@ impl Store {
         .await?
         .rows_affected();
         if changed == 0 {
-            return Err(ApiError::FailedPrecondition(format!(
+            return Err(StoreError::Conflict(format!(
                 "action {id} is no longer open"
             )));
         }
@@ -282,7 +324,7 @@ impl Store {
 
     /// Ends an open action and appends ActionExecuted or ActionFailed.
     /// Returns false (and appends nothing) when it had already ended.
-    pub async fn finish_action(&self, end: &ActionEnd<'_>) -> ApiResult<bool> {
+    pub async fn finish_action(&self, end: &ActionEnd<'_>) -> StoreResult<bool> {
         let mut tx = self.begin().await?;
         let row = sqlx::query(
             "UPDATE pending_actions SET status = $1, attempts = $2, detail = $3, error = $4, updated_at = $5 \
@@ -328,17 +370,17 @@ impl Store {
     }
 
     /// The status of an action (tests, operators).
-    pub async fn action_status(&self, id: &str) -> ApiResult<ActionStatus> {
+    pub async fn action_status(&self, id: &str) -> StoreResult<ActionStatus> {
         let row = sqlx::query("SELECT status FROM pending_actions WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
             .await?
-            .ok_or_else(|| ApiError::not_found("action", id))?;
+            .ok_or_else(|| StoreError::not_found("action", id))?;
         Ok(row.try_get::<String, _>("status")?.parse()?)
     }
 }
 
-fn decode_live(row: &AnyRow) -> ApiResult<LiveSession> {
+fn decode_live(row: &AnyRow) -> StoreResult<LiveSession> {
     Ok(LiveSession {
         id: row.try_get("id")?,
         owner: row.try_get("owner")?,
@@ -351,7 +393,7 @@ fn decode_live(row: &AnyRow) -> ApiResult<LiveSession> {
     })
 }
 
-fn decode_facts(row: &AnyRow) -> ApiResult<AccountFacts> {
+fn decode_facts(row: &AnyRow) -> StoreResult<AccountFacts> {
     Ok(AccountFacts {
         id: row.try_get("id")?,
         owner: row.try_get("owner")?,
@@ -361,7 +403,7 @@ fn decode_facts(row: &AnyRow) -> ApiResult<AccountFacts> {
     })
 }
 
-fn decode_action(row: &AnyRow) -> ApiResult<PendingAction> {
+fn decode_action(row: &AnyRow) -> StoreResult<PendingAction> {
     let id: String = row.try_get("id")?;
     let definition: String = row.try_get("definition")?;
     let seed: SeedRule = serde_json::from_str(&definition)

@@ -1,8 +1,8 @@
 //! What the monitor records that is not an entity: events decoded from
 //! transaction logs, each exactly once.
 
+use super::error::StoreResult;
 use super::{NewEvent, Store};
-use crate::error::ApiResult;
 
 impl Store {
     /// Appends `event`, decoded from transaction `signature` at position
@@ -13,7 +13,7 @@ impl Store {
         signature: &str,
         index: u32,
         event: NewEvent,
-    ) -> ApiResult<bool> {
+    ) -> StoreResult<bool> {
         let mut tx = self.begin().await?;
         let inserted = sqlx::query(
             "INSERT INTO chain_log_events (signature, event_index, slot) VALUES ($1, $2, $3) \

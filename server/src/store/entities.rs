@@ -10,12 +10,12 @@ use valence_lifecycle_api::v1::{
     StateTransition, Transition,
 };
 
+use super::error::{StoreError, StoreResult};
 use super::{
     now_ms,
     rows::{count, flag, list, optional_list, optional_unsigned, state, unsigned},
     timestamp, EntityKind, LinearState, NewEvent, RequestStatus, Store, WriteTx,
 };
-use crate::error::{ApiError, ApiResult};
 
 /// An account request as observed or placed.
 #[derive(Debug, Clone, PartialEq)]
@@ -139,7 +139,7 @@ fn state_text(state: Option<LinearState>) -> &'static str {
 }
 
 /// Reads an optional state (`unspecified` = none).
-fn optional_state(row: &AnyRow, column: &str) -> ApiResult<Option<LinearState>> {
+fn optional_state(row: &AnyRow, column: &str) -> StoreResult<Option<LinearState>> {
     let text: String = row.try_get(column)?;
     if text == NO_STATE {
         return Ok(None);
@@ -167,7 +167,7 @@ struct Cause<'a> {
 impl Store {
     /// Records an account request; new ones start their progression and
     /// append AccountRequested.
-    pub async fn upsert_account_request(&self, r: &AccountRequestRecord) -> ApiResult<bool> {
+    pub async fn upsert_account_request(&self, r: &AccountRequestRecord) -> StoreResult<bool> {
         let mut tx = self.begin().await?;
         self.lock_entity(&mut tx, &r.id).await?;
         let exists = sqlx::query("SELECT 1 FROM account_requests WHERE id = $1")
@@ -220,7 +220,7 @@ impl Store {
 
     /// Records an initialized account; new ones mark their request
     /// initialized and append AccountInitialized.
-    pub async fn upsert_account(&self, a: &AccountRecord) -> ApiResult<bool> {
+    pub async fn upsert_account(&self, a: &AccountRecord) -> StoreResult<bool> {
         let mut tx = self.begin().await?;
         self.lock_entity(&mut tx, &a.id).await?;
         // The record alone does not name its request; the builder noted
@@ -280,7 +280,7 @@ impl Store {
         Ok(true)
     }
 
-    async fn insert_account(&self, tx: &mut WriteTx<'_>, a: &AccountRecord) -> ApiResult<()> {
+    async fn insert_account(&self, tx: &mut WriteTx<'_>, a: &AccountRecord) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO accounts (id, owner, capabilities, state_hash, is_active, created_at, updated_at, state, request_id, slot) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
@@ -326,7 +326,7 @@ impl Store {
         tx: &mut WriteTx<'_>,
         a: &AccountRecord,
         cause: &Cause<'_>,
-    ) -> ApiResult<()> {
+    ) -> StoreResult<()> {
         sqlx::query(
             "UPDATE account_requests SET status = $1, account_id = $2, signature = $3, updated_at = $4, failure_reason = '' WHERE id = $5",
         )
@@ -349,7 +349,7 @@ impl Store {
 
     /// Links a stored account to its request, learned after the account,
     /// and names the initializing transaction in its first transition.
-    async fn link_request(&self, tx: &mut WriteTx<'_>, a: &AccountRecord) -> ApiResult<()> {
+    async fn link_request(&self, tx: &mut WriteTx<'_>, a: &AccountRecord) -> StoreResult<()> {
         sqlx::query("UPDATE accounts SET request_id = $1, updated_at = $2 WHERE id = $3")
             .bind(&a.request_id)
             .bind(now_ms())
@@ -381,7 +381,7 @@ impl Store {
         &self,
         session: &str,
         signature: &str,
-    ) -> ApiResult<bool> {
+    ) -> StoreResult<bool> {
         let changed = sqlx::query(
             "UPDATE session_consumptions SET transaction_signature = $1 WHERE consumed_session = $2 AND transaction_signature = ''",
         )
@@ -395,7 +395,7 @@ impl Store {
 
     /// Records a session; new ones move their accounts InSession and append
     /// SessionCreated; a stored session seen consumed is marked consumed.
-    pub async fn upsert_session(&self, s: &SessionRecord) -> ApiResult<bool> {
+    pub async fn upsert_session(&self, s: &SessionRecord) -> StoreResult<bool> {
         let mut tx = self.begin().await?;
         self.lock_entity(&mut tx, &s.id).await?;
         let stored = sqlx::query(
@@ -422,7 +422,7 @@ impl Store {
         Ok(changed)
     }
 
-    async fn insert_session(&self, tx: &mut WriteTx<'_>, s: &SessionRecord) -> ApiResult<()> {
+    async fn insert_session(&self, tx: &mut WriteTx<'_>, s: &SessionRecord) -> StoreResult<()> {
         let now = now_ms();
         sqlx::query(
             "INSERT INTO sessions (id, owner, accounts, namespace, is_consumed, nonce, created_at, metadata, state, last_activity_at, slot) \
@@ -478,7 +478,7 @@ impl Store {
 
     /// Records a consumption; consumes the session if not yet and links it
     /// to the sessions it created.
-    pub async fn record_consumption(&self, c: &ConsumptionRecord) -> ApiResult<bool> {
+    pub async fn record_consumption(&self, c: &ConsumptionRecord) -> StoreResult<bool> {
         let mut tx = self.begin().await?;
         self.lock_entity(&mut tx, &c.consumed_session).await?;
         let exists = sqlx::query("SELECT 1 FROM session_consumptions WHERE consumed_session = $1")
@@ -537,7 +537,7 @@ impl Store {
         created: &[String],
         signature: &str,
         slot: Option<u64>,
-    ) -> ApiResult<()> {
+    ) -> StoreResult<()> {
         let now = now_ms();
         let row = sqlx::query(
             "UPDATE sessions SET is_consumed = $1, state = $2, consumed_at = $3, last_activity_at = $3 WHERE id = $4 \
@@ -596,7 +596,7 @@ impl Store {
         from: LinearState,
         to: LinearState,
         cause: &Cause<'_>,
-    ) -> ApiResult<()> {
+    ) -> StoreResult<()> {
         let moved = sqlx::query(
             "UPDATE accounts SET state = $1, updated_at = $2 WHERE id = $3 AND state = $4",
         )
@@ -623,7 +623,7 @@ impl Store {
         kind: EntityKind,
         to: LinearState,
         cause: &Cause<'_>,
-    ) -> ApiResult<()> {
+    ) -> StoreResult<()> {
         let current =
             sqlx::query("SELECT current_state FROM linear_progressions WHERE entity_id = $1")
                 .bind(entity_id)
@@ -683,7 +683,7 @@ const SESSION_COLUMNS: &str =
 
 impl Store {
     /// How many requests are in one of `statuses`.
-    async fn requests_in(&self, statuses: &[RequestStatus]) -> ApiResult<u64> {
+    async fn requests_in(&self, statuses: &[RequestStatus]) -> StoreResult<u64> {
         let marks: Vec<String> = (1..=statuses.len()).map(|n| format!("${n}")).collect();
         let sql = format!(
             "SELECT COUNT(*) FROM account_requests WHERE status IN ({})",
@@ -699,14 +699,14 @@ impl Store {
     }
 
     /// One account.
-    pub async fn get_account(&self, id: &str) -> ApiResult<Account> {
+    pub async fn get_account(&self, id: &str) -> StoreResult<Account> {
         let row = sqlx::query(&format!(
             "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = $1"
         ))
         .bind(id)
         .fetch_optional(&self.pool)
         .await?
-        .ok_or_else(|| ApiError::not_found("account", id))?;
+        .ok_or_else(|| StoreError::not_found("account", id))?;
         decode_account(&row)
     }
 
@@ -716,7 +716,7 @@ impl Store {
         owner: Option<&str>,
         limit: u32,
         offset: u64,
-    ) -> ApiResult<Vec<Account>> {
+    ) -> StoreResult<Vec<Account>> {
         let filter = owner.map(|o| ("owner", o.to_string()));
         self.newest_first(
             ACCOUNT_COLUMNS,
@@ -730,14 +730,14 @@ impl Store {
     }
 
     /// One account request.
-    pub async fn get_account_request(&self, id: &str) -> ApiResult<AccountRequest> {
+    pub async fn get_account_request(&self, id: &str) -> StoreResult<AccountRequest> {
         let row = sqlx::query(&format!(
             "SELECT {REQUEST_COLUMNS} FROM account_requests WHERE id = $1"
         ))
         .bind(id)
         .fetch_optional(&self.pool)
         .await?
-        .ok_or_else(|| ApiError::not_found("account request", id))?;
+        .ok_or_else(|| StoreError::not_found("account request", id))?;
         decode_request(&row)
     }
 
@@ -747,7 +747,7 @@ impl Store {
         status: Option<RequestStatus>,
         limit: u32,
         offset: u64,
-    ) -> ApiResult<Vec<AccountRequest>> {
+    ) -> StoreResult<Vec<AccountRequest>> {
         let filter = status.map(|st| ("status", st.as_str().to_string()));
         self.newest_first(
             REQUEST_COLUMNS,
@@ -768,8 +768,8 @@ impl Store {
         filter: Option<(&str, String)>,
         limit: u32,
         offset: u64,
-        decode: fn(&AnyRow) -> ApiResult<T>,
-    ) -> ApiResult<Vec<T>> {
+        decode: fn(&AnyRow) -> StoreResult<T>,
+    ) -> StoreResult<Vec<T>> {
         let condition = filter
             .as_ref()
             .map(|(column, _)| format!("WHERE {column} = $3"))
@@ -790,14 +790,14 @@ impl Store {
     }
 
     /// One session.
-    pub async fn get_session(&self, id: &str) -> ApiResult<Session> {
+    pub async fn get_session(&self, id: &str) -> StoreResult<Session> {
         let row = sqlx::query(&format!(
             "SELECT {SESSION_COLUMNS} FROM sessions s LEFT JOIN session_consumptions c ON c.consumed_session = s.id WHERE s.id = $1"
         ))
         .bind(id)
         .fetch_optional(&self.pool)
         .await?
-        .ok_or_else(|| ApiError::not_found("session", id))?;
+        .ok_or_else(|| StoreError::not_found("session", id))?;
         decode_session(&row)
     }
 
@@ -807,7 +807,7 @@ impl Store {
         filter: &SessionFilter,
         limit: u32,
         offset: u64,
-    ) -> ApiResult<Vec<Session>> {
+    ) -> StoreResult<Vec<Session>> {
         let mut clauses = Vec::new();
         let mut n = 2;
         let mut param = || {
@@ -852,13 +852,13 @@ impl Store {
 
     /// An entity's progression. For an account created from a request, the
     /// request's steps come first, so the history starts at AccountRequest.
-    pub async fn get_progression(&self, entity_id: &str) -> ApiResult<Progression> {
+    pub async fn get_progression(&self, entity_id: &str) -> StoreResult<Progression> {
         let row =
             sqlx::query("SELECT kind, current_state FROM linear_progressions WHERE entity_id = $1")
                 .bind(entity_id)
                 .fetch_optional(&self.pool)
                 .await?
-                .ok_or_else(|| ApiError::not_found("progression", entity_id))?;
+                .ok_or_else(|| StoreError::not_found("progression", entity_id))?;
         let kind: EntityKind = state(&row, "kind")?;
         let current: LinearState = state(&row, "current_state")?;
         let request_id: Option<String> =
@@ -885,7 +885,7 @@ impl Store {
         })
     }
 
-    async fn transitions(&self, entity_id: &str) -> ApiResult<Vec<Transition>> {
+    async fn transitions(&self, entity_id: &str) -> StoreResult<Vec<Transition>> {
         let rows = sqlx::query(
             "SELECT from_state, to_state, at, slot, signature, reason FROM progression_transitions WHERE entity_id = $1 ORDER BY id",
         )
@@ -907,7 +907,7 @@ impl Store {
     }
 
     /// Counts for statistics.
-    pub async fn stats(&self) -> ApiResult<StoreStats> {
+    pub async fn stats(&self) -> StoreResult<StoreStats> {
         let total = |sql: &'static str| self.scalar_u64(sql);
         Ok(StoreStats {
             accounts: total("SELECT COUNT(*) FROM accounts").await?,
@@ -926,7 +926,7 @@ impl Store {
     }
 }
 
-fn decode_account(row: &AnyRow) -> ApiResult<Account> {
+fn decode_account(row: &AnyRow) -> StoreResult<Account> {
     Ok(Account {
         id: row.try_get("id")?,
         owner: row.try_get("owner")?,
@@ -939,7 +939,7 @@ fn decode_account(row: &AnyRow) -> ApiResult<Account> {
     })
 }
 
-fn decode_request(row: &AnyRow) -> ApiResult<AccountRequest> {
+fn decode_request(row: &AnyRow) -> StoreResult<AccountRequest> {
     let status: RequestStatus = state(row, "status")?;
     Ok(AccountRequest {
         id: row.try_get("id")?,
@@ -956,7 +956,7 @@ fn decode_request(row: &AnyRow) -> ApiResult<AccountRequest> {
     })
 }
 
-fn decode_session(row: &AnyRow) -> ApiResult<Session> {
+fn decode_session(row: &AnyRow) -> StoreResult<Session> {
     Ok(Session {
         id: row.try_get("id")?,
         owner: row.try_get("owner")?,

@@ -5,8 +5,9 @@ use prost::Message as _;
 use sqlx::Row as _;
 use valence_lifecycle_api::v1::{lifecycle_event::Payload, EventType, LifecycleEvent};
 
+use super::error::StoreResult;
+use super::event_types::event_type_of;
 use super::{now_ms, postgres, timestamp, Backend, Store, WriteTx};
-use crate::{error::ApiResult, events::types::event_type_of};
 
 /// An event about to be appended.
 #[derive(Debug, Clone)]
@@ -66,7 +67,7 @@ impl Store {
         &self,
         tx: &mut WriteTx<'_>,
         event: NewEvent,
-    ) -> ApiResult<u64> {
+    ) -> StoreResult<u64> {
         if self.backend == Backend::Postgres {
             sqlx::query(postgres::EVENT_APPEND_LOCK)
                 .execute(tx.conn())
@@ -110,7 +111,7 @@ impl Store {
 
     /// Appends events in their own transaction (for events that describe no
     /// table change, such as component status changes).
-    pub async fn append_events(&self, events: Vec<NewEvent>) -> ApiResult<Vec<u64>> {
+    pub async fn append_events(&self, events: Vec<NewEvent>) -> StoreResult<Vec<u64>> {
         let mut tx = self.begin().await?;
         let mut sequences = Vec::with_capacity(events.len());
         for event in events {
@@ -121,7 +122,7 @@ impl Store {
     }
 
     /// Events with a sequence above `after`, oldest first, at most `limit`.
-    pub async fn events_after(&self, after: u64, limit: u32) -> ApiResult<Vec<LifecycleEvent>> {
+    pub async fn events_after(&self, after: u64, limit: u32) -> StoreResult<Vec<LifecycleEvent>> {
         let rows = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM lifecycle_events WHERE sequence > $1 ORDER BY sequence LIMIT $2"
         ))
@@ -140,7 +141,7 @@ impl Store {
         after: Option<u64>,
         limit: u32,
         offset: u64,
-    ) -> ApiResult<Vec<LifecycleEvent>> {
+    ) -> StoreResult<Vec<LifecycleEvent>> {
         let mut sql = format!("SELECT {COLUMNS} FROM lifecycle_events WHERE 1 = 1");
         let mut n = 0;
         let mut next = || {
@@ -180,13 +181,13 @@ impl Store {
     }
 
     /// Highest sequence in the log (0 when empty).
-    pub async fn head_sequence(&self) -> ApiResult<u64> {
+    pub async fn head_sequence(&self) -> StoreResult<u64> {
         self.scalar_u64("SELECT COALESCE(MAX(sequence), 0) FROM lifecycle_events")
             .await
     }
 
     /// Lowest retained sequence (0 when empty).
-    pub async fn oldest_sequence(&self) -> ApiResult<u64> {
+    pub async fn oldest_sequence(&self) -> StoreResult<u64> {
         self.scalar_u64("SELECT COALESCE(MIN(sequence), 0) FROM lifecycle_events")
             .await
     }
@@ -194,7 +195,7 @@ impl Store {
     /// Deletes events older than `max_age_ms` or beyond the newest
     /// `max_count` (0 disables either), but never the newest event, so the
     /// head sequence survives pruning. Returns how many were deleted.
-    pub async fn prune_events(&self, max_age_ms: u64, max_count: u64) -> ApiResult<u64> {
+    pub async fn prune_events(&self, max_age_ms: u64, max_count: u64) -> StoreResult<u64> {
         let head = self.head_sequence().await?;
         if head == 0 {
             return Ok(0);
@@ -219,14 +220,14 @@ impl Store {
         Ok(deleted)
     }
 
-    pub(crate) async fn scalar_u64(&self, sql: &str) -> ApiResult<u64> {
+    pub(crate) async fn scalar_u64(&self, sql: &str) -> StoreResult<u64> {
         let row = sqlx::query(sql).fetch_one(&self.pool).await?;
         let value: i64 = row.try_get(0)?;
         Ok(value.max(0) as u64)
     }
 }
 
-fn decode_event(row: &sqlx::any::AnyRow) -> ApiResult<LifecycleEvent> {
+fn decode_event(row: &sqlx::any::AnyRow) -> StoreResult<LifecycleEvent> {
     let sequence: i64 = row.try_get("sequence")?;
     let created_at: i64 = row.try_get("created_at")?;
     let payload: Vec<u8> = row.try_get("payload")?;

@@ -4,8 +4,8 @@
 use sqlx::Row as _;
 use valence_lifecycle_api::v1::{lifecycle_event::Payload, LeadershipChanged};
 
+use super::error::StoreResult;
 use super::{NewEvent, Store};
-use crate::error::ApiResult;
 
 impl Store {
     /// Records that `replica_id` leads since `since_ms` and appends
@@ -15,7 +15,7 @@ impl Store {
         replica_id: &str,
         since_ms: i64,
         reason: &str,
-    ) -> ApiResult<()> {
+    ) -> StoreResult<()> {
         let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO leadership (id, replica_id, since) VALUES (1, $1, $2) \
@@ -36,7 +36,7 @@ impl Store {
     }
 
     /// Appends LeadershipChanged for a replica that stopped leading.
-    pub async fn record_step_down(&self, replica_id: &str, reason: &str) -> ApiResult<()> {
+    pub async fn record_step_down(&self, replica_id: &str, reason: &str) -> StoreResult<()> {
         let payload = Payload::LeadershipChanged(LeadershipChanged {
             replica_id: replica_id.to_string(),
             leader: false,
@@ -48,7 +48,7 @@ impl Store {
     }
 
     /// The replica that last took the lead, and since when (Unix ms).
-    pub async fn current_leader(&self) -> ApiResult<Option<(String, i64)>> {
+    pub async fn current_leader(&self) -> StoreResult<Option<(String, i64)>> {
         let row = sqlx::query("SELECT replica_id, since FROM leadership WHERE id = 1")
             .fetch_optional(&self.pool)
             .await?;

@@ -9,9 +9,13 @@
 //! transaction, so the log never disagrees with the tables.
 
 pub mod actions;
+mod appends;
 mod chain;
 mod entities;
+mod error;
+mod event_types;
 mod events;
+mod leader_lock;
 mod leadership;
 pub mod postgres;
 mod requests;
@@ -28,17 +32,21 @@ use sqlx::{any::AnyPoolOptions, AnyPool, Executor};
 use tokio::sync::{Mutex, MutexGuard, Notify};
 
 pub use actions::{AccountFacts, ActionEnd, LiveSession, NewMatch, PendingAction};
+pub use appends::AppendWatch;
 pub use entities::{
     AccountRecord, AccountRequestRecord, ConsumptionRecord, SessionFilter, SessionRecord,
     StoreStats,
 };
+pub use error::{StoreError, StoreResult};
 pub use events::{EventQuery, NewEvent};
+pub use leader_lock::{LockConnection, LockFuture};
 pub use requests::{AttemptFailure, ClaimedRequest};
 pub use rules::StoredRule;
 pub use singletons::{ConfigVersionRow, SingletonRow, SingletonSuccess};
+pub use sqlite::ProcessLock;
 pub use states::{ActionStatus, EntityKind, LinearState, RequestStatus, UnknownState};
 
-use crate::{config::DatabaseConfig, error::ApiResult};
+use crate::config::DatabaseConfig;
 
 /// Which database is behind the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +58,15 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// The backend a database URL names (`sqlite:` or anything PostgreSQL takes).
+    pub fn of_url(url: &str) -> Backend {
+        if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            Backend::Postgres
+        }
+    }
+
     /// Short name for stats and logs.
     pub fn name(self) -> &'static str {
         match self {
@@ -84,11 +101,7 @@ impl Store {
     /// Connects, creating the SQLite file when missing, and applies migrations.
     pub async fn connect(config: &DatabaseConfig) -> anyhow::Result<Store> {
         sqlx::any::install_default_drivers();
-        let backend = if config.url.starts_with("sqlite:") {
-            Backend::Sqlite
-        } else {
-            Backend::Postgres
-        };
+        let backend = Backend::of_url(&config.url);
         let url = match backend {
             Backend::Sqlite => sqlite::connect_url(&config.url),
             Backend::Postgres => config.url.clone(),
@@ -137,7 +150,7 @@ impl Store {
     }
 
     /// Answers when the database does.
-    pub async fn ping(&self) -> ApiResult<()> {
+    pub async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
@@ -153,7 +166,7 @@ impl Store {
     }
 
     /// Starts a write transaction.
-    pub(crate) async fn begin(&self) -> ApiResult<WriteTx<'_>> {
+    pub(crate) async fn begin(&self) -> StoreResult<WriteTx<'_>> {
         let turn = match &self.write_lock {
             Some(lock) => Some(lock.lock().await),
             None => None,
@@ -168,7 +181,7 @@ impl Store {
 
     /// Makes writers of entity `id` take turns until `tx` ends (PostgreSQL;
     /// SQLite writers already take turns for the whole transaction).
-    pub(crate) async fn lock_entity(&self, tx: &mut WriteTx<'_>, id: &str) -> ApiResult<()> {
+    pub(crate) async fn lock_entity(&self, tx: &mut WriteTx<'_>, id: &str) -> StoreResult<()> {
         if self.backend == Backend::Postgres {
             sqlx::query(postgres::ENTITY_LOCK)
                 .bind(id)
@@ -179,7 +192,7 @@ impl Store {
     }
 
     /// Commits, then wakes the event tailer if events were appended.
-    pub(crate) async fn commit(&self, tx: WriteTx<'_>) -> ApiResult<()> {
+    pub(crate) async fn commit(&self, tx: WriteTx<'_>) -> StoreResult<()> {
         let appended = tx.appended_events;
         tx.tx.commit().await?;
         if appended {

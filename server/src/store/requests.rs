@@ -8,12 +8,12 @@ use valence_lifecycle_api::v1::{
     lifecycle_event::Payload, AccountInitializationFailed, AccountRequest, AccountRequestRequeued,
 };
 
+use super::error::{StoreError, StoreResult};
 use super::{
     now_ms,
     rows::{count, list, state},
     NewEvent, RequestStatus, Store,
 };
-use crate::error::{ApiError, ApiResult};
 
 /// A request the builder took from the queue.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,7 +49,7 @@ impl Store {
     /// Requests left PROCESSING by a run that stopped (or crashed) go back
     /// to PENDING. The builder re-checks the chain before sending anything,
     /// so an attempt that was in flight is never repeated blindly.
-    pub async fn requeue_interrupted(&self) -> ApiResult<u64> {
+    pub async fn requeue_interrupted(&self) -> StoreResult<u64> {
         let mut tx = self.begin().await?;
         let done = sqlx::query(
             "UPDATE account_requests SET status = $1, updated_at = $2 WHERE status = $3",
@@ -66,7 +66,7 @@ impl Store {
 
     /// Takes up to `limit` pending requests, oldest first, marking them
     /// PROCESSING.
-    pub async fn claim_pending(&self, limit: usize) -> ApiResult<Vec<ClaimedRequest>> {
+    pub async fn claim_pending(&self, limit: usize) -> StoreResult<Vec<ClaimedRequest>> {
         let mut tx = self.begin().await?;
         let rows = sqlx::query(
             "SELECT id, owner, capabilities, init_state_hash, attempts, signature FROM account_requests \
@@ -113,7 +113,7 @@ impl Store {
         attempts: u32,
         account_id: &str,
         signature: &str,
-    ) -> ApiResult<()> {
+    ) -> StoreResult<()> {
         let mut tx = self.begin().await?;
         sqlx::query(
             "UPDATE account_requests SET attempts = $1, account_id = $2, signature = $3, updated_at = $4 WHERE id = $5",
@@ -130,7 +130,7 @@ impl Store {
 
     /// Records a failed attempt and appends AccountInitializationFailed; a
     /// parked request becomes FAILED.
-    pub async fn record_attempt_failure(&self, f: &AttemptFailure<'_>) -> ApiResult<()> {
+    pub async fn record_attempt_failure(&self, f: &AttemptFailure<'_>) -> StoreResult<()> {
         let status = if f.parked {
             RequestStatus::Failed
         } else {
@@ -168,11 +168,11 @@ impl Store {
 
     /// Puts a FAILED request back in the queue with its attempts reset and
     /// appends AccountRequestRequeued.
-    pub async fn requeue_failed(&self, id: &str) -> ApiResult<AccountRequest> {
+    pub async fn requeue_failed(&self, id: &str) -> StoreResult<AccountRequest> {
         let request = self.get_account_request(id).await?;
         let current = self.request_status(id).await?;
         if current != RequestStatus::Failed {
-            return Err(ApiError::FailedPrecondition(format!(
+            return Err(StoreError::Conflict(format!(
                 "account request {id} is {current}, not FAILED: only parked requests can be retried"
             )));
         }
@@ -188,7 +188,7 @@ impl Store {
         .await?
         .rows_affected();
         if changed == 0 {
-            return Err(ApiError::FailedPrecondition(format!(
+            return Err(StoreError::Conflict(format!(
                 "account request {id} changed while being retried; look again"
             )));
         }
@@ -204,12 +204,12 @@ impl Store {
     }
 
     /// The status of one request.
-    pub async fn request_status(&self, id: &str) -> ApiResult<RequestStatus> {
+    pub async fn request_status(&self, id: &str) -> StoreResult<RequestStatus> {
         let row = sqlx::query("SELECT status FROM account_requests WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
             .await?
-            .ok_or_else(|| ApiError::not_found("account request", id))?;
+            .ok_or_else(|| StoreError::not_found("account request", id))?;
         state(&row, "status")
     }
 
@@ -219,7 +219,7 @@ impl Store {
         &self,
         tx: &mut super::WriteTx<'_>,
         account_id: &str,
-    ) -> ApiResult<Option<(String, String)>> {
+    ) -> StoreResult<Option<(String, String)>> {
         let row = sqlx::query("SELECT id, signature FROM account_requests WHERE account_id = $1")
             .bind(account_id)
             .fetch_optional(tx.conn())

@@ -8,14 +8,14 @@ use std::str::FromStr;
 
 use sqlx::{any::AnyRow, Row as _};
 
+use super::error::{StoreError, StoreResult};
 use super::UnknownState;
-use crate::error::{ApiError, ApiResult};
 
 /// A boolean column, selected as `CAST(col AS INTEGER) AS col`: sqlx's Any
 /// driver refuses a SQLite column declared BOOLEAN outright ("does not
 /// support the SQLite type Bool"), and both backends cast a boolean to an
 /// integer. PostgreSQL answers int4, SQLite int8; both read here.
-pub(super) fn flag(row: &AnyRow, column: &str) -> ApiResult<bool> {
+pub(super) fn flag(row: &AnyRow, column: &str) -> StoreResult<bool> {
     if let Ok(value) = row.try_get::<i64, _>(column) {
         return Ok(value != 0);
     }
@@ -23,53 +23,52 @@ pub(super) fn flag(row: &AnyRow, column: &str) -> ApiResult<bool> {
 }
 
 /// A list of strings kept as JSON text.
-pub(super) fn list(row: &AnyRow, column: &str) -> ApiResult<Vec<String>> {
+pub(super) fn list(row: &AnyRow, column: &str) -> StoreResult<Vec<String>> {
     let text: String = row.try_get(column)?;
     parse_list(column, &text)
 }
 
 /// A nullable list of strings kept as JSON text (NULL = empty).
-pub(super) fn optional_list(row: &AnyRow, column: &str) -> ApiResult<Vec<String>> {
+pub(super) fn optional_list(row: &AnyRow, column: &str) -> StoreResult<Vec<String>> {
     match row.try_get::<Option<String>, _>(column)? {
         Some(text) => parse_list(column, &text),
         None => Ok(Vec::new()),
     }
 }
 
-fn parse_list(column: &str, text: &str) -> ApiResult<Vec<String>> {
+fn parse_list(column: &str, text: &str) -> StoreResult<Vec<String>> {
     serde_json::from_str(text).map_err(|e| {
-        ApiError::Internal(anyhow::anyhow!(
+        StoreError::damaged(format!(
             "stored {column} is not a JSON list of strings: {e}"
         ))
     })
 }
 
 /// A state or status kept as text.
-pub(super) fn state<T: FromStr<Err = UnknownState>>(row: &AnyRow, column: &str) -> ApiResult<T> {
+pub(super) fn state<T: FromStr<Err = UnknownState>>(row: &AnyRow, column: &str) -> StoreResult<T> {
     let text: String = row.try_get(column)?;
     Ok(text.parse()?)
 }
 
 /// An unsigned number kept in a BIGINT column.
-pub(super) fn unsigned(row: &AnyRow, column: &str) -> ApiResult<u64> {
+pub(super) fn unsigned(row: &AnyRow, column: &str) -> StoreResult<u64> {
     let value: i64 = row.try_get(column)?;
     u64::try_from(value)
-        .map_err(|_| ApiError::Internal(anyhow::anyhow!("stored {column} is negative ({value})")))
+        .map_err(|_| StoreError::damaged(format!("stored {column} is negative ({value})")))
 }
 
 /// A nullable unsigned number kept in a BIGINT column.
-pub(super) fn optional_unsigned(row: &AnyRow, column: &str) -> ApiResult<Option<u64>> {
+pub(super) fn optional_unsigned(row: &AnyRow, column: &str) -> StoreResult<Option<u64>> {
     match row.try_get::<Option<i64>, _>(column)? {
-        Some(value) => u64::try_from(value).map(Some).map_err(|_| {
-            ApiError::Internal(anyhow::anyhow!("stored {column} is negative ({value})"))
-        }),
+        Some(value) => u64::try_from(value)
+            .map(Some)
+            .map_err(|_| StoreError::damaged(format!("stored {column} is negative ({value})"))),
         None => Ok(None),
     }
 }
 
 /// A u32 counter kept in a BIGINT column.
-pub(super) fn count(row: &AnyRow, column: &str) -> ApiResult<u32> {
+pub(super) fn count(row: &AnyRow, column: &str) -> StoreResult<u32> {
     let value = unsigned(row, column)?;
-    u32::try_from(value)
-        .map_err(|_| ApiError::Internal(anyhow::anyhow!("stored {column} is {value}")))
+    u32::try_from(value).map_err(|_| StoreError::damaged(format!("stored {column} is {value}")))
 }

@@ -7,8 +7,8 @@ use valence_lifecycle_api::{
     v1::{lifecycle_event::Payload, ProgressionRule, RuleChanged},
 };
 
+use super::error::{StoreError, StoreResult};
 use super::{now_ms, timestamp, NewEvent, Store};
-use crate::error::{ApiError, ApiResult};
 
 /// A rule as stored (same type as the API's).
 pub type StoredRule = ProgressionRule;
@@ -17,7 +17,7 @@ const COLUMNS: &str = "id, definition, created_at, updated_at";
 
 impl Store {
     /// Stores a new rule (validated by the caller) and appends RuleCreated.
-    pub async fn create_rule(&self, rule: &ProgressionRule) -> ApiResult<ProgressionRule> {
+    pub async fn create_rule(&self, rule: &ProgressionRule) -> StoreResult<ProgressionRule> {
         let definition = definition_json(rule)?;
         let now = now_ms();
         let mut tx = self.begin().await?;
@@ -34,7 +34,7 @@ impl Store {
         .await;
         if let Err(sqlx::Error::Database(db)) = &inserted {
             if db.is_unique_violation() {
-                return Err(ApiError::AlreadyExists {
+                return Err(StoreError::AlreadyExists {
                     kind: "rule",
                     id: rule.id.clone(),
                 });
@@ -53,14 +53,14 @@ impl Store {
     }
 
     /// One rule.
-    pub async fn get_rule(&self, id: &str) -> ApiResult<ProgressionRule> {
+    pub async fn get_rule(&self, id: &str) -> StoreResult<ProgressionRule> {
         let row = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM progression_rules WHERE id = $1"
         ))
         .bind(id)
         .fetch_optional(&self.pool)
         .await?
-        .ok_or_else(|| ApiError::not_found("rule", id))?;
+        .ok_or_else(|| StoreError::not_found("rule", id))?;
         decode_rule(&row)
     }
 
@@ -70,7 +70,7 @@ impl Store {
         enabled_only: bool,
         limit: u32,
         offset: u64,
-    ) -> ApiResult<Vec<ProgressionRule>> {
+    ) -> StoreResult<Vec<ProgressionRule>> {
         let filter = if enabled_only {
             "WHERE enabled = $3"
         } else {
@@ -88,7 +88,7 @@ impl Store {
     }
 
     /// Replaces name, condition, action and enabled; appends RuleUpdated.
-    pub async fn update_rule(&self, rule: &ProgressionRule) -> ApiResult<ProgressionRule> {
+    pub async fn update_rule(&self, rule: &ProgressionRule) -> StoreResult<ProgressionRule> {
         self.rewrite_rule(&rule.id, Payload::RuleUpdated, |stored| ProgressionRule {
             created_at: stored.created_at,
             updated_at: stored.updated_at,
@@ -98,7 +98,7 @@ impl Store {
     }
 
     /// Sets the enabled flag; appends RuleEnabled or RuleDisabled.
-    pub async fn set_rule_enabled(&self, id: &str, enabled: bool) -> ApiResult<ProgressionRule> {
+    pub async fn set_rule_enabled(&self, id: &str, enabled: bool) -> StoreResult<ProgressionRule> {
         let change = if enabled {
             Payload::RuleEnabled
         } else {
@@ -109,7 +109,7 @@ impl Store {
     }
 
     /// Deletes a rule; appends RuleDeleted.
-    pub async fn delete_rule(&self, id: &str) -> ApiResult<()> {
+    pub async fn delete_rule(&self, id: &str) -> StoreResult<()> {
         let mut tx = self.begin().await?;
         let row = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM progression_rules WHERE id = $1"
@@ -117,7 +117,7 @@ impl Store {
         .bind(id)
         .fetch_optional(tx.conn())
         .await?
-        .ok_or_else(|| ApiError::not_found("rule", id))?;
+        .ok_or_else(|| StoreError::not_found("rule", id))?;
         let stored = decode_rule(&row)?;
         sqlx::query("DELETE FROM progression_rules WHERE id = $1")
             .bind(id)
@@ -134,7 +134,7 @@ impl Store {
         id: &str,
         payload: fn(RuleChanged) -> Payload,
         change: impl FnOnce(ProgressionRule) -> ProgressionRule,
-    ) -> ApiResult<ProgressionRule> {
+    ) -> StoreResult<ProgressionRule> {
         let mut tx = self.begin().await?;
         let row = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM progression_rules WHERE id = $1"
@@ -142,7 +142,7 @@ impl Store {
         .bind(id)
         .fetch_optional(tx.conn())
         .await?
-        .ok_or_else(|| ApiError::not_found("rule", id))?;
+        .ok_or_else(|| StoreError::not_found("rule", id))?;
         let now = now_ms();
         let mut updated = change(decode_rule(&row)?);
         updated.updated_at = Some(timestamp(now));
@@ -170,13 +170,15 @@ fn rule_event(rule: &ProgressionRule, payload: fn(RuleChanged) -> Payload) -> Ne
     )
 }
 
-pub(super) fn definition_json(rule: &ProgressionRule) -> ApiResult<String> {
-    let seed = SeedRule::try_from(rule)
-        .map_err(|missing| ApiError::invalid(format!("rule.{}", missing.0), "must be set"))?;
-    serde_json::to_string(&seed).map_err(|e| ApiError::Internal(e.into()))
+pub(super) fn definition_json(rule: &ProgressionRule) -> StoreResult<String> {
+    let seed = SeedRule::try_from(rule).map_err(|missing| StoreError::Invalid {
+        field: format!("rule.{}", missing.0),
+        message: "must be set".into(),
+    })?;
+    serde_json::to_string(&seed).map_err(|e| StoreError::Other(e.into()))
 }
 
-pub(super) fn decode_rule(row: &sqlx::any::AnyRow) -> ApiResult<ProgressionRule> {
+pub(super) fn decode_rule(row: &sqlx::any::AnyRow) -> StoreResult<ProgressionRule> {
     let id: String = row.try_get("id")?;
     let definition: String = row.try_get("definition")?;
     let seed: SeedRule = serde_json::from_str(&definition)

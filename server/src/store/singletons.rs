@@ -6,12 +6,12 @@
 use sqlx::{any::AnyRow, Row as _};
 use valence_lifecycle_api::v1::{lifecycle_event::Payload, SingletonOperation};
 
+use super::error::StoreResult;
 use super::{
     now_ms,
     rows::{count, unsigned},
     NewEvent, Store, WriteTx,
 };
-use crate::error::ApiResult;
 
 /// A stored singleton.
 #[derive(Debug, Clone, PartialEq)]
@@ -76,7 +76,7 @@ const COLUMNS: &str =
     "kind, status, program_id, version, config_json, updated_at, last_signature, \
                        operations_total, failures_total, last_error, last_operation_at";
 
-fn decode(row: &AnyRow) -> ApiResult<SingletonRow> {
+fn decode(row: &AnyRow) -> StoreResult<SingletonRow> {
     Ok(SingletonRow {
         kind: row.try_get("kind")?,
         status: row.try_get("status")?,
@@ -94,7 +94,7 @@ fn decode(row: &AnyRow) -> ApiResult<SingletonRow> {
 
 impl Store {
     /// Every stored singleton (those never touched have no row).
-    pub async fn singletons(&self) -> ApiResult<Vec<SingletonRow>> {
+    pub async fn singletons(&self) -> StoreResult<Vec<SingletonRow>> {
         let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM singletons ORDER BY kind"))
             .fetch_all(&self.pool)
             .await?;
@@ -102,7 +102,7 @@ impl Store {
     }
 
     /// The config history of `kind`, oldest first.
-    pub async fn singleton_history(&self, kind: &str) -> ApiResult<Vec<ConfigVersionRow>> {
+    pub async fn singleton_history(&self, kind: &str) -> StoreResult<Vec<ConfigVersionRow>> {
         let rows = sqlx::query(
             "SELECT version, at, signature, config_json FROM singleton_config_versions \
              WHERE kind = $1 ORDER BY version",
@@ -128,7 +128,7 @@ impl Store {
         tx: &mut WriteTx<'_>,
         kind: &str,
         program_id: &str,
-    ) -> ApiResult<()> {
+    ) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO singletons (kind, status, program_id, updated_at) VALUES ($1, 'uninitialized', $2, $3) \
              ON CONFLICT (kind) DO NOTHING",
@@ -144,7 +144,7 @@ impl Store {
     /// Records a confirmed operation: status, version and config, a history
     /// entry when the config changed, the health counters, and the
     /// SingletonOperation event; one transaction. Returns the event's sequence.
-    pub async fn record_singleton_success(&self, op: &SingletonSuccess<'_>) -> ApiResult<u64> {
+    pub async fn record_singleton_success(&self, op: &SingletonSuccess<'_>) -> StoreResult<u64> {
         let now = now_ms();
         let mut tx = self.begin().await?;
         self.ensure_singleton(&mut tx, op.kind, op.program_id)
@@ -203,7 +203,7 @@ impl Store {
         status: &str,
         program_id: &str,
         error: &str,
-    ) -> ApiResult<u64> {
+    ) -> StoreResult<u64> {
         let now = now_ms();
         let mut tx = self.begin().await?;
         self.ensure_singleton(&mut tx, kind, program_id).await?;
@@ -247,7 +247,7 @@ impl Store {
         status: &str,
         program_id: &str,
         adopt: Option<(u32, &str)>,
-    ) -> ApiResult<bool> {
+    ) -> StoreResult<bool> {
         let mut tx = self.begin().await?;
         self.ensure_singleton(&mut tx, kind, program_id).await?;
         let mut changed = sqlx::query(

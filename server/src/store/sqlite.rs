@@ -36,7 +36,8 @@ pub struct ProcessLock {
 }
 
 impl ProcessLock {
-    /// Takes `<database file>.lock` (created if missing), or explains who holds it.
+    /// Takes `<database file>.lock` (created if missing), or explains who
+    /// holds it; None for URLs of other backends and in-memory databases.
     pub fn acquire(url: &str) -> anyhow::Result<Option<ProcessLock>> {
         let Some(path) = database_path(url) else {
             return Ok(None);

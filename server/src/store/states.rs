@@ -7,8 +7,6 @@ use std::{fmt, str::FromStr};
 
 use valence_lifecycle_api::v1 as proto;
 
-use crate::error::ApiError;
-
 /// A stored text that names no known state.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{value:?} is not a known {kind}")]
@@ -17,12 +15,6 @@ pub struct UnknownState {
     pub kind: &'static str,
     /// The text found.
     pub value: String,
-}
-
-impl From<UnknownState> for ApiError {
-    fn from(e: UnknownState) -> Self {
-        ApiError::Internal(anyhow::Error::new(e).context("decoding a stored row"))
-    }
 }
 
 /// Declares a state enum with its stored text, `as_str`, `FromStr`,
