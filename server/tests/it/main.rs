@@ -12,6 +12,8 @@ mod grpc_api;
 mod orchestrator;
 mod process;
 mod proxy;
+#[cfg(feature = "embedded-chain")]
+mod replicas;
 mod rest;
 mod shard_program;
 #[cfg(feature = "embedded-chain")]
