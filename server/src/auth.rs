@@ -18,7 +18,7 @@ struct Token {
 
 /// Who the caller is, once authenticated.
 #[derive(Debug, Clone)]
-pub struct Caller {
+pub(crate) struct Caller {
     /// The token holder's name (`anonymous` or `open` when no token was needed).
     pub name: String,
     /// The caller's role.
@@ -26,14 +26,14 @@ pub struct Caller {
 }
 
 /// The configured tokens and policy.
-pub struct Auth {
+pub(crate) struct Auth {
     tokens: Vec<Token>,
     allow_anonymous_reads: bool,
 }
 
 impl Auth {
     /// Builds the checker from configuration.
-    pub fn new(config: &AuthConfig) -> Self {
+    pub(crate) fn new(config: &AuthConfig) -> Self {
         Auth {
             tokens: config
                 .tokens
@@ -53,12 +53,16 @@ impl Auth {
     }
 
     /// True when no tokens are configured: every caller has every role.
-    pub fn is_open(&self) -> bool {
+    pub(crate) fn is_open(&self) -> bool {
         self.tokens.is_empty()
     }
 
     /// Checks an `authorization` header value against the role `needed`.
-    pub fn check(&self, authorization: Option<&str>, needed: Role) -> Result<Caller, ApiError> {
+    pub(crate) fn check(
+        &self,
+        authorization: Option<&str>,
+        needed: Role,
+    ) -> Result<Caller, ApiError> {
         if self.is_open() {
             return Ok(Caller {
                 name: "open".into(),
@@ -111,7 +115,7 @@ impl Auth {
 }
 
 /// Lower-case role name.
-pub fn role_name(role: Role) -> &'static str {
+pub(crate) fn role_name(role: Role) -> &'static str {
     match role {
         Role::Reader => "reader",
         Role::Operator => "operator",
@@ -121,7 +125,7 @@ pub fn role_name(role: Role) -> &'static str {
 
 /// The role a gRPC method needs; `None` for health and reflection, which
 /// are open so load balancers and grpcurl work without credentials.
-pub fn grpc_role(path: &str) -> Option<Role> {
+pub(crate) fn grpc_role(path: &str) -> Option<Role> {
     let (service, method) = path.trim_start_matches('/').split_once('/')?;
     match service {
         "grpc.health.v1.Health"
@@ -141,7 +145,7 @@ pub fn grpc_role(path: &str) -> Option<Role> {
 }
 
 /// The role a REST route needs; `None` for /health and /metrics.
-pub fn http_role(method: &http::Method, path: &str) -> Option<Role> {
+pub(crate) fn http_role(method: &http::Method, path: &str) -> Option<Role> {
     match path {
         "/health" | "/metrics" => None,
         _ if method == http::Method::GET => Some(Role::Reader),

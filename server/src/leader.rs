@@ -36,7 +36,7 @@ use crate::{
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// This replica's view of leadership.
-pub struct Leadership {
+pub(crate) struct Leadership {
     replica_id: String,
     leading: watch::Sender<bool>,
     since_ms: AtomicI64,
@@ -44,7 +44,7 @@ pub struct Leadership {
 }
 
 /// `<hostname>-<pid>`, the default replica id.
-pub fn default_replica_id() -> String {
+pub(crate) fn default_replica_id() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .or_else(|| std::env::var("HOSTNAME").ok())
@@ -56,7 +56,7 @@ pub fn default_replica_id() -> String {
 
 impl Leadership {
     /// Not leading yet.
-    pub fn new(config: &LeaderConfig, metrics: Arc<Metrics>) -> Arc<Leadership> {
+    pub(crate) fn new(config: &LeaderConfig, metrics: Arc<Metrics>) -> Arc<Leadership> {
         let replica_id = if config.replica_id.is_empty() {
             default_replica_id()
         } else {
@@ -71,22 +71,22 @@ impl Leadership {
     }
 
     /// This replica's id.
-    pub fn replica_id(&self) -> &str {
+    pub(crate) fn replica_id(&self) -> &str {
         &self.replica_id
     }
 
     /// Whether this replica leads now.
-    pub fn is_leader(&self) -> bool {
+    pub(crate) fn is_leader(&self) -> bool {
         *self.leading.borrow()
     }
 
     /// Follows changes of [`Leadership::is_leader`].
-    pub fn watch(&self) -> watch::Receiver<bool> {
+    pub(crate) fn watch(&self) -> watch::Receiver<bool> {
         self.leading.subscribe()
     }
 
     /// For GetStats and /health.
-    pub async fn info(&self, store: &Store) -> LeaderInfo {
+    pub(crate) async fn info(&self, store: &Store) -> LeaderInfo {
         let current = store.current_leader().await.ok().flatten();
         LeaderInfo {
             replica_id: self.replica_id.clone(),
@@ -141,7 +141,7 @@ impl Leadership {
 
 /// The election component: runs until cancelled, keeping
 /// [`Leadership::is_leader`] current.
-pub async fn run_election(
+pub(crate) async fn run_election(
     leadership: Arc<Leadership>,
     store: Store,
     config: LeaderConfig,

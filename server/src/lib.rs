@@ -4,24 +4,24 @@
 //! [`serve`] is what `main` runs; [`serve_with_listeners`] is the same code
 //! on listeners the caller bound (tests bind `127.0.0.1:0`).
 
-pub mod auth;
+pub(crate) mod auth;
 pub mod builder;
 pub mod chain;
 mod components;
 pub mod config;
 pub mod error;
-pub mod events;
-pub mod gateway;
-pub mod grpc;
-pub mod leader;
-pub mod monitor;
+pub(crate) mod events;
+pub(crate) mod gateway;
+pub(crate) mod grpc;
+pub(crate) mod leader;
+pub(crate) mod monitor;
 pub mod orchestrator;
-pub mod service;
+pub(crate) mod service;
 pub mod singletons;
 pub mod store;
 pub mod supervisor;
 pub mod telemetry;
-pub mod validate;
+pub(crate) mod validate;
 
 use std::{sync::Arc, time::Duration, time::Instant};
 
@@ -40,7 +40,7 @@ use crate::{
 };
 
 /// Everything request handlers and components share.
-pub struct AppState {
+pub(crate) struct AppState {
     /// The validated configuration.
     pub config: Arc<Config>,
     /// The store.
@@ -72,7 +72,7 @@ pub struct AppState {
 
 impl AppState {
     /// Updates gauges that mirror stored state, before a scrape.
-    pub async fn refresh_gauges(&self) {
+    pub(crate) async fn refresh_gauges(&self) {
         self.metrics
             .service_uptime_seconds
             .set(self.started.elapsed().as_secs());

@@ -4,12 +4,12 @@
 use crate::error::{ApiError, ApiResult};
 
 /// Default page size when the caller sends 0.
-pub const DEFAULT_PAGE_SIZE: u32 = 100;
+pub(crate) const DEFAULT_PAGE_SIZE: u32 = 100;
 /// Largest page size accepted.
-pub const MAX_PAGE_SIZE: u32 = 1000;
+pub(crate) const MAX_PAGE_SIZE: u32 = 1000;
 
 /// A base58 Solana public key (32 bytes).
-pub fn pubkey(field: &str, value: &str) -> ApiResult<()> {
+pub(crate) fn pubkey(field: &str, value: &str) -> ApiResult<()> {
     if value.is_empty() {
         return Err(ApiError::invalid(field, "must not be empty"));
     }
@@ -27,7 +27,7 @@ pub fn pubkey(field: &str, value: &str) -> ApiResult<()> {
 }
 
 /// 64 hex characters (a sha256 hash); returns the bytes.
-pub fn hash_hex(field: &str, value: &str) -> ApiResult<[u8; 32]> {
+pub(crate) fn hash_hex(field: &str, value: &str) -> ApiResult<[u8; 32]> {
     let bytes = hex::decode(value)
         .map_err(|_| ApiError::invalid(field, format!("{value:?} is not hex")))?;
     bytes.try_into().map_err(|_| {
@@ -39,7 +39,7 @@ pub fn hash_hex(field: &str, value: &str) -> ApiResult<[u8; 32]> {
 }
 
 /// A page size: negative is invalid, 0 means the default, capped at the maximum.
-pub fn page_size(field: &str, value: i32) -> ApiResult<u32> {
+pub(crate) fn page_size(field: &str, value: i32) -> ApiResult<u32> {
     match value {
         v if v < 0 => Err(ApiError::invalid(field, format!("{v} is negative"))),
         0 => Ok(DEFAULT_PAGE_SIZE),
@@ -48,7 +48,7 @@ pub fn page_size(field: &str, value: i32) -> ApiResult<u32> {
 }
 
 /// A page token: the offset the previous page ended at, as decimal text.
-pub fn page_token(value: &str) -> ApiResult<u64> {
+pub(crate) fn page_token(value: &str) -> ApiResult<u64> {
     if value.is_empty() {
         return Ok(0);
     }
@@ -61,7 +61,7 @@ pub fn page_token(value: &str) -> ApiResult<u64> {
 }
 
 /// The token of the page after `offset + returned`, or empty when the page was short.
-pub fn next_page_token(offset: u64, requested: u32, returned: usize) -> String {
+pub(crate) fn next_page_token(offset: u64, requested: u32, returned: usize) -> String {
     if returned < requested as usize {
         String::new()
     } else {
@@ -70,7 +70,7 @@ pub fn next_page_token(offset: u64, requested: u32, returned: usize) -> String {
 }
 
 /// A non-empty identifier of at most `max` characters of `[A-Za-z0-9._-]`.
-pub fn identifier(field: &str, value: &str, max: usize) -> ApiResult<()> {
+pub(crate) fn identifier(field: &str, value: &str, max: usize) -> ApiResult<()> {
     if value.is_empty() || value.len() > max {
         return Err(ApiError::invalid(
             field,

@@ -7,8 +7,8 @@
 //! The tailer wakes on local commits, on PostgreSQL NOTIFY (events written
 //! by other replicas) and on a short poll as a safety net.
 
-pub mod retention;
-pub mod subscription;
+pub(crate) mod retention;
+pub(crate) mod subscription;
 
 use std::sync::Arc;
 
@@ -21,7 +21,7 @@ use crate::{config::EventsConfig, store::Store, supervisor::Ctx, telemetry::Metr
 const TAIL_BATCH: u32 = 512;
 
 /// Shared state of the live event side.
-pub struct EventHub {
+pub(crate) struct EventHub {
     store: Store,
     config: EventsConfig,
     metrics: Arc<Metrics>,
@@ -32,7 +32,7 @@ pub struct EventHub {
 
 impl EventHub {
     /// Creates the hub; call [`EventHub::run_tailer`] to start publishing.
-    pub fn new(store: Store, config: EventsConfig, metrics: Arc<Metrics>) -> Arc<Self> {
+    pub(crate) fn new(store: Store, config: EventsConfig, metrics: Arc<Metrics>) -> Arc<Self> {
         let (live, _) = broadcast::channel(config.live_buffer);
         let (head, _) = watch::channel(0);
         Arc::new(EventHub {
@@ -46,30 +46,18 @@ impl EventHub {
     }
 
     /// Highest sequence published by the tailer.
-    pub fn head(&self) -> u64 {
+    pub(crate) fn head(&self) -> u64 {
         *self.head.borrow()
     }
 
     /// Follows the published head: wakes whoever waits on it after each
     /// batch of new events (the builder uses it to notice new requests).
-    pub fn watch_head(&self) -> watch::Receiver<u64> {
+    pub(crate) fn watch_head(&self) -> watch::Receiver<u64> {
         self.head.subscribe()
     }
 
-    /// Waits until the tailer has published `sequence` (used by tests and
-    /// start-up ordering).
-    pub async fn wait_for(&self, sequence: u64) {
-        let mut rx = self.head.subscribe();
-        let _ = rx.wait_for(|h| *h >= sequence).await;
-    }
-
-    /// The store behind the log.
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
     /// Follows the log until cancelled, publishing every new event in order.
-    pub async fn run_tailer(self: Arc<Self>, ctx: Ctx) -> anyhow::Result<()> {
+    pub(crate) async fn run_tailer(self: Arc<Self>, ctx: Ctx) -> anyhow::Result<()> {
         let cancel = ctx.cancel.clone();
         let mut beat = ctx.heartbeat.ticker();
         // After a restart, go on from what was published (events appended

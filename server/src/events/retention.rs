@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 use crate::{config::EventsConfig, store::Store, supervisor::Ctx, telemetry::Metrics};
 
 /// Prunes every `prune_interval_secs` until cancelled.
-pub async fn run(
+pub(crate) async fn run(
     store: Store,
     config: EventsConfig,
     metrics: Arc<Metrics>,

@@ -29,7 +29,7 @@ const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
 
 /// What a subscriber wants.
 #[derive(Debug, Clone, Default)]
-pub struct Filter {
+pub(crate) struct Filter {
     event_types: HashSet<i32>,
     entity_ids: HashSet<String>,
     namespaces: HashSet<String>,
@@ -37,7 +37,7 @@ pub struct Filter {
 
 impl Filter {
     /// Whether the event passes every filter given.
-    pub fn matches(&self, event: &LifecycleEvent) -> bool {
+    pub(crate) fn matches(&self, event: &LifecycleEvent) -> bool {
         (self.event_types.is_empty() || self.event_types.contains(&event.event_type))
             && (self.entity_ids.is_empty() || self.entity_ids.contains(&event.entity_id))
             && (self.namespaces.is_empty() || self.namespaces.contains(&event.namespace))
@@ -45,7 +45,7 @@ impl Filter {
 }
 
 /// A validated subscription, ready to run.
-pub struct Subscription {
+pub(crate) struct Subscription {
     hub: Arc<EventHub>,
     filter: Filter,
     /// Next sequence to deliver (every sequence below it has been seen).
@@ -56,11 +56,11 @@ pub struct Subscription {
 }
 
 /// Item sent to the gRPC stream.
-pub type StreamItem = Result<SubscribeResponse, tonic::Status>;
+pub(crate) type StreamItem = Result<SubscribeResponse, tonic::Status>;
 
 impl EventHub {
     /// Validates `request` and opens a subscription positioned at its start.
-    pub async fn subscribe(
+    pub(crate) async fn subscribe(
         self: &Arc<Self>,
         request: &SubscribeRequest,
     ) -> ApiResult<Subscription> {
@@ -169,7 +169,7 @@ enum Stop {
 
 impl Subscription {
     /// Delivers into `out` until the client disconnects or `cancel` fires.
-    pub async fn run(mut self, out: mpsc::Sender<StreamItem>, cancel: CancellationToken) {
+    pub(crate) async fn run(mut self, out: mpsc::Sender<StreamItem>, cancel: CancellationToken) {
         let metrics = self.hub.metrics.clone();
         metrics.event_subscribers.inc();
         if let Stop::Failed(status) = self.deliver(&out, &cancel).await {

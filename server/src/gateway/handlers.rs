@@ -38,7 +38,7 @@ type AppStateRef = State<Arc<AppState>>;
 
 /// `GET /health`: per-component status (never blocks on a dependency for
 /// long); 200 when healthy or degraded, 503 when unhealthy.
-pub async fn health(State(state): AppStateRef) -> Response {
+pub(super) async fn health(State(state): AppStateRef) -> Response {
     let health = health::check(&state).await;
     let body = json!({
         "status": health.status.as_str(),
@@ -55,12 +55,12 @@ pub async fn health(State(state): AppStateRef) -> Response {
 }
 
 /// `GET /stats`: seed 001's fields plus counts and component states.
-pub async fn stats(State(state): AppStateRef) -> ApiResult<Json<Value>> {
+pub(super) async fn stats(State(state): AppStateRef) -> ApiResult<Json<Value>> {
     Ok(Json(to_json(&stats::get(&state).await?)))
 }
 
 /// `GET /metrics`: Prometheus text format.
-pub async fn metrics(State(state): AppStateRef) -> Response {
+pub(super) async fn metrics(State(state): AppStateRef) -> Response {
     if !state.config.monitoring.enable_prometheus {
         return ApiError::not_found("route", "/metrics").into_response();
     }
@@ -80,7 +80,7 @@ pub async fn metrics(State(state): AppStateRef) -> Response {
 /// Query parameters of the list endpoints.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ListQuery {
+pub(super) struct ListQuery {
     #[serde(default)]
     page_size: i32,
     #[serde(default)]
@@ -117,7 +117,7 @@ fn page_json<T: serde::Serialize>(name: &str, page: &crate::service::Page<T>) ->
 }
 
 /// `GET /accounts/{id}`: the account and its linear progression.
-pub async fn get_account(
+pub(super) async fn get_account(
     State(state): AppStateRef,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
@@ -128,7 +128,7 @@ pub async fn get_account(
 }
 
 /// `GET /accounts`: accounts, newest first.
-pub async fn list_accounts(
+pub(super) async fn list_accounts(
     State(state): AppStateRef,
     q: QueryResult<ListQuery>,
 ) -> ApiResult<Json<Value>> {
@@ -138,7 +138,7 @@ pub async fn list_accounts(
 }
 
 /// `GET /account-requests?status=`: account requests, newest first.
-pub async fn list_account_requests(
+pub(super) async fn list_account_requests(
     State(state): AppStateRef,
     q: QueryResult<ListQuery>,
 ) -> ApiResult<Json<Value>> {
@@ -149,7 +149,7 @@ pub async fn list_account_requests(
 }
 
 /// `GET /sessions/{id}`: the session and its linear progression.
-pub async fn get_session(
+pub(super) async fn get_session(
     State(state): AppStateRef,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
@@ -160,7 +160,7 @@ pub async fn get_session(
 }
 
 /// `GET /sessions`: live sessions (all with `include_consumed=true`), newest first.
-pub async fn list_sessions(
+pub(super) async fn list_sessions(
     State(state): AppStateRef,
     q: QueryResult<ListQuery>,
 ) -> ApiResult<Json<Value>> {
@@ -175,7 +175,7 @@ pub async fn list_sessions(
 }
 
 /// `GET /progressions/{id}`: an entity's linear progression.
-pub async fn get_progression(
+pub(super) async fn get_progression(
     State(state): AppStateRef,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
@@ -185,7 +185,7 @@ pub async fn get_progression(
 /// `/events` query parameters (seed 000: limit, offset, event_type).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct EventsQuery {
+pub(super) struct EventsQuery {
     limit: Option<i32>,
     offset: Option<i64>,
     event_type: Option<String>,
@@ -194,7 +194,7 @@ pub struct EventsQuery {
 }
 
 /// `GET /events?limit=100&offset=0&event_type=session_created`.
-pub async fn list_events(
+pub(super) async fn list_events(
     State(state): AppStateRef,
     q: QueryResult<EventsQuery>,
 ) -> ApiResult<Json<Value>> {
@@ -217,7 +217,7 @@ pub async fn list_events(
 
 /// `POST /rules` with seed 000's rule JSON; answers 201 with the stored rule
 /// in the same shape.
-pub async fn create_rule(State(state): AppStateRef, body: Bytes) -> ApiResult<Response> {
+pub(super) async fn create_rule(State(state): AppStateRef, body: Bytes) -> ApiResult<Response> {
     let seed = parse_seed_rule(&body)?;
     let stored = rules::create(&state, Some(ProgressionRule::from(seed))).await?;
     Ok((StatusCode::CREATED, Json(seed_json(&stored)?)).into_response())
@@ -225,7 +225,10 @@ pub async fn create_rule(State(state): AppStateRef, body: Bytes) -> ApiResult<Re
 
 /// `POST /account-requests` with `{"owner", "capabilities", "init_state_hash"?,
 /// "idempotency_key"?}` (RequestAccount); answers 201 with `{"request", "signature"}`.
-pub async fn create_account_request(State(state): AppStateRef, body: Bytes) -> ApiResult<Response> {
+pub(super) async fn create_account_request(
+    State(state): AppStateRef,
+    body: Bytes,
+) -> ApiResult<Response> {
     let r: NewAccountRequest = parse_body(&body)?;
     let request = RequestAccountRequest {
         owner: r.owner,
@@ -242,7 +245,7 @@ pub async fn create_account_request(State(state): AppStateRef, body: Bytes) -> A
 }
 
 /// `POST /account-requests/{id}/retry` (RetryAccountRequest).
-pub async fn retry_account_request(
+pub(super) async fn retry_account_request(
     State(state): AppStateRef,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
@@ -286,7 +289,7 @@ fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
 }
 
 /// `GET /rules`: rules in seed 000's JSON shape.
-pub async fn list_rules(
+pub(super) async fn list_rules(
     State(state): AppStateRef,
     q: QueryResult<ListQuery>,
 ) -> ApiResult<Json<Value>> {
@@ -299,12 +302,15 @@ pub async fn list_rules(
 }
 
 /// `GET /rules/{id}`: one rule in seed 000's JSON shape.
-pub async fn get_rule(State(state): AppStateRef, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub(super) async fn get_rule(
+    State(state): AppStateRef,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     Ok(Json(seed_json(&rules::get(&state, &id).await?)?))
 }
 
 /// Unknown routes: JSON 404.
-pub async fn not_found(uri: axum::http::Uri) -> ApiError {
+pub(super) async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::not_found("route", uri.path())
 }
 

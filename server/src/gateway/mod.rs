@@ -26,7 +26,7 @@ use crate::{
 };
 
 /// The gateway's routes with their middleware.
-pub fn router(state: Arc<AppState>) -> Router {
+pub(crate) fn router(state: Arc<AppState>) -> Router {
     let limits = tower::ServiceBuilder::new()
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
@@ -73,7 +73,12 @@ async fn guard(State(state): State<Arc<AppState>>, request: Request, next: Next)
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".into());
-    let span = tracing::info_span!("http", method = %request.method(), route = %route);
+    let span = tracing::info_span!(
+        "http",
+        method = %request.method(),
+        route = %route,
+        caller = tracing::field::Empty
+    );
     crate::telemetry::continue_trace(&span, request.headers());
     let response = match http_role(request.method(), request.uri().path()) {
         Some(role) => {
@@ -82,7 +87,11 @@ async fn guard(State(state): State<Arc<AppState>>, request: Request, next: Next)
                 .get("authorization")
                 .and_then(|v| v.to_str().ok());
             match state.auth.check(header, role) {
-                Ok(_) => tracing::Instrument::instrument(next.run(request), span).await,
+                Ok(caller) => {
+                    // Who did it, on every log line of the request.
+                    span.record("caller", caller.name.as_str());
+                    tracing::Instrument::instrument(next.run(request), span).await
+                }
                 Err(denied) => denied.into_response(),
             }
         }
@@ -103,7 +112,7 @@ async fn guard(State(state): State<Arc<AppState>>, request: Request, next: Next)
 
 /// Serves the gateway on `listener` (and /metrics alone on
 /// `monitoring.metrics_port`, when set) until `cancel` fires.
-pub async fn serve(
+pub(crate) async fn serve(
     state: Arc<AppState>,
     listener: TcpListener,
     cancel: CancellationToken,

@@ -13,13 +13,13 @@ use valence_lifecycle_api::v1::{
 use crate::{service::events, AppState};
 
 /// The EventStreamService implementation.
-pub struct EventStreamApi {
+pub(crate) struct EventStreamApi {
     state: Arc<AppState>,
 }
 
 impl EventStreamApi {
     /// Serves from `state`.
-    pub fn new(state: Arc<AppState>) -> Self {
+    pub(crate) fn new(state: Arc<AppState>) -> Self {
         EventStreamApi { state }
     }
 }

@@ -24,13 +24,13 @@ use crate::{
 };
 
 /// The LifecycleService implementation.
-pub struct LifecycleApi {
+pub(crate) struct LifecycleApi {
     state: Arc<AppState>,
 }
 
 impl LifecycleApi {
     /// Serves from `state`.
-    pub fn new(state: Arc<AppState>) -> Self {
+    pub(crate) fn new(state: Arc<AppState>) -> Self {
         LifecycleApi { state }
     }
 }

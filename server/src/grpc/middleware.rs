@@ -21,13 +21,13 @@ use crate::{
 
 /// Adds [`GrpcMiddleware`] to the tonic router.
 #[derive(Clone)]
-pub struct GrpcLayer {
+pub(crate) struct GrpcLayer {
     state: Arc<AppState>,
 }
 
 impl GrpcLayer {
     /// A layer using the server's auth and metrics.
-    pub fn new(state: Arc<AppState>) -> Self {
+    pub(crate) fn new(state: Arc<AppState>) -> Self {
         GrpcLayer { state }
     }
 }
@@ -45,7 +45,7 @@ impl<S> Layer<S> for GrpcLayer {
 
 /// See the module documentation.
 #[derive(Clone)]
-pub struct GrpcMiddleware<S> {
+pub(crate) struct GrpcMiddleware<S> {
     inner: S,
     state: Arc<AppState>,
 }
@@ -71,7 +71,12 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let method = request.uri().path().to_string();
-        let span = tracing::info_span!("grpc", method = %method, otel.kind = "server");
+        let span = tracing::info_span!(
+            "grpc",
+            method = %method,
+            caller = tracing::field::Empty,
+            otel.kind = "server"
+        );
         crate::telemetry::continue_trace(&span, request.headers());
         let state = self.state.clone();
         if let Some(role) = grpc_role(&method) {
@@ -79,7 +84,12 @@ where
                 .headers()
                 .get("authorization")
                 .and_then(|v| v.to_str().ok());
-            if let Err(denied) = state.auth.check(header, role) {
+            let checked = state.auth.check(header, role);
+            if let Ok(caller) = &checked {
+                // Who did it, on every log line of the call.
+                span.record("caller", caller.name.as_str());
+            }
+            if let Err(denied) = checked {
                 let _guard = span.enter();
                 tracing::info!(error = %denied, "request refused");
                 record(&state, &method, denied.grpc_code(), Instant::now());

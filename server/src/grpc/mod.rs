@@ -3,11 +3,11 @@
 //! list and describe everything with no proto files), behind request
 //! limits, access control and metrics.
 
-pub mod events;
-pub mod lifecycle;
-pub mod middleware;
-pub mod rules;
-pub mod singletons;
+pub(crate) mod events;
+pub(crate) mod lifecycle;
+pub(crate) mod middleware;
+pub(crate) mod rules;
+pub(crate) mod singletons;
 
 use std::sync::Arc;
 
@@ -29,7 +29,7 @@ use crate::AppState;
 
 /// Serves gRPC on `listener` until `cancel` fires, then ends open event
 /// streams and waits for in-flight calls to finish.
-pub async fn serve(
+pub(crate) async fn serve(
     state: Arc<AppState>,
     listener: TcpListener,
     cancel: CancellationToken,
@@ -92,7 +92,7 @@ fn incoming(listener: TcpListener) -> TcpIncoming {
 }
 
 /// Sets the overall and per-service health.
-pub async fn set_health(state: &AppState, serving: bool) {
+pub(crate) async fn set_health(state: &AppState, serving: bool) {
     let status = if serving {
         ServingStatus::Serving
     } else {

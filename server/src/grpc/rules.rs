@@ -17,13 +17,13 @@ use crate::{
 };
 
 /// The RuleService implementation.
-pub struct RuleApi {
+pub(crate) struct RuleApi {
     state: Arc<AppState>,
 }
 
 impl RuleApi {
     /// Serves from `state`.
-    pub fn new(state: Arc<AppState>) -> Self {
+    pub(crate) fn new(state: Arc<AppState>) -> Self {
         RuleApi { state }
     }
 }

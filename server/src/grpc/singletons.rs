@@ -19,13 +19,13 @@ use crate::{
 };
 
 /// The SingletonAdminService implementation.
-pub struct SingletonApi {
+pub(crate) struct SingletonApi {
     state: Arc<AppState>,
 }
 
 impl SingletonApi {
     /// The service over the shared state.
-    pub fn new(state: Arc<AppState>) -> Self {
+    pub(crate) fn new(state: Arc<AppState>) -> Self {
         SingletonApi { state }
     }
 }

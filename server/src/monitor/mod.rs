@@ -38,7 +38,7 @@ const MAX_REMEMBERED_FAILURES: usize = 10_000;
 
 /// Where an update came from (a metric label).
 #[derive(Debug, Clone, Copy)]
-pub enum Source {
+pub(crate) enum Source {
     /// A getProgramAccounts pass.
     Reconciliation,
     /// A websocket notification.
@@ -58,7 +58,7 @@ impl Source {
 }
 
 /// The monitor component.
-pub struct Monitor {
+pub(crate) struct Monitor {
     chain: Chain,
     store: Store,
     metrics: Arc<Metrics>,
@@ -72,7 +72,7 @@ pub struct Monitor {
 
 impl Monitor {
     /// A monitor of `chain` writing to `store`.
-    pub fn new(
+    pub(crate) fn new(
         chain: Chain,
         store: Store,
         metrics: Arc<Metrics>,
@@ -92,7 +92,7 @@ impl Monitor {
 
     /// Runs until cancelled, beating between steps (a reconciliation that
     /// hangs past the heartbeat timeout gets the monitor restarted).
-    pub async fn run(self: Arc<Self>, ctx: Ctx) -> anyhow::Result<()> {
+    pub(crate) async fn run(self: Arc<Self>, ctx: Ctx) -> anyhow::Result<()> {
         let cancel = ctx.cancel.clone();
         let mut beat = ctx.heartbeat.ticker();
         let (tx, mut rx) = mpsc::channel(UPDATE_BUFFER);

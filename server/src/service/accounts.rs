@@ -19,7 +19,7 @@ use crate::{
 
 /// An account with its linear progression (None when none is recorded).
 #[derive(Debug, Clone, PartialEq)]
-pub struct AccountView {
+pub(crate) struct AccountView {
     /// The account.
     pub account: Account,
     /// Its progression, from the request on.
@@ -28,7 +28,7 @@ pub struct AccountView {
 
 /// A request placed by `request_account`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct PlacedRequest {
+pub(crate) struct PlacedRequest {
     /// The request as placed (or as recorded, for an idempotent repeat).
     pub request: AccountRequest,
     /// Signature of the placing transaction; empty for a repeat.
@@ -36,13 +36,13 @@ pub struct PlacedRequest {
 }
 
 /// One account.
-pub async fn get(state: &AppState, id: &str) -> ApiResult<Account> {
+pub(crate) async fn get(state: &AppState, id: &str) -> ApiResult<Account> {
     validate::pubkey("id", id)?;
     Ok(state.store.get_account(id).await?)
 }
 
 /// One account and its progression.
-pub async fn get_with_progression(state: &AppState, id: &str) -> ApiResult<AccountView> {
+pub(crate) async fn get_with_progression(state: &AppState, id: &str) -> ApiResult<AccountView> {
     let account = get(state, id).await?;
     let progression = super::sessions::progression_if_any(state, id).await?;
     Ok(AccountView {
@@ -52,7 +52,11 @@ pub async fn get_with_progression(state: &AppState, id: &str) -> ApiResult<Accou
 }
 
 /// Accounts, newest first, optionally of one owner ("" = any).
-pub async fn list(state: &AppState, owner: &str, page: &PageParams) -> ApiResult<Page<Account>> {
+pub(crate) async fn list(
+    state: &AppState,
+    owner: &str,
+    page: &PageParams,
+) -> ApiResult<Page<Account>> {
     let request = PageRequest::parse(page.page_size, &page.page_token)?;
     let owner = given(owner);
     if let Some(owner) = owner {
@@ -66,7 +70,7 @@ pub async fn list(state: &AppState, owner: &str, page: &PageParams) -> ApiResult
 }
 
 /// Account requests, newest first, optionally in one status.
-pub async fn list_requests(
+pub(crate) async fn list_requests(
     state: &AppState,
     status: Option<RequestStatus>,
     page: &PageParams,
@@ -81,7 +85,7 @@ pub async fn list_requests(
 
 /// Places an account request on chain for a client (paid by the service
 /// wallet); idempotent per `idempotency_key`.
-pub async fn request_account(
+pub(crate) async fn request_account(
     state: &AppState,
     r: &RequestAccountRequest,
 ) -> ApiResult<PlacedRequest> {
@@ -106,7 +110,7 @@ pub async fn request_account(
 }
 
 /// Puts a failed request back in the builder's queue.
-pub async fn retry_request(state: &AppState, id: &str) -> ApiResult<AccountRequest> {
+pub(crate) async fn retry_request(state: &AppState, id: &str) -> ApiResult<AccountRequest> {
     validate::pubkey("id", id)?;
     let request = state.store.requeue_failed(id).await?;
     tracing::info!(request = %id, "account request put back in the queue");
@@ -114,7 +118,7 @@ pub async fn retry_request(state: &AppState, id: &str) -> ApiResult<AccountReque
 }
 
 /// A status filter given as a number (gRPC): 0 means any.
-pub fn status_from_number(value: i32) -> ApiResult<Option<RequestStatus>> {
+pub(crate) fn status_from_number(value: i32) -> ApiResult<Option<RequestStatus>> {
     use valence_lifecycle_api::v1::AccountRequestStatus;
     let status = AccountRequestStatus::try_from(value)
         .map_err(|_| ApiError::invalid("status", format!("{value} is not a status")))?;
@@ -123,7 +127,7 @@ pub fn status_from_number(value: i32) -> ApiResult<Option<RequestStatus>> {
 
 /// A status filter given by name (REST: `pending` or
 /// `ACCOUNT_REQUEST_STATUS_PENDING`): empty means any.
-pub fn status_from_name(name: &str) -> ApiResult<Option<RequestStatus>> {
+pub(crate) fn status_from_name(name: &str) -> ApiResult<Option<RequestStatus>> {
     use valence_lifecycle_api::v1::AccountRequestStatus;
     if name.is_empty() {
         return Ok(None);

@@ -16,7 +16,7 @@ use crate::{
 
 /// Which events a `list` call wants.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct EventListQuery {
+pub(crate) struct EventListQuery {
     /// Most events returned (0 = the default page size).
     pub limit: i32,
     /// Events skipped after the filter (seed 000's paging).
@@ -31,7 +31,7 @@ pub struct EventListQuery {
 
 /// A page of events with the log's bounds.
 #[derive(Debug, Clone, PartialEq)]
-pub struct EventPage {
+pub(crate) struct EventPage {
     /// The events, oldest first.
     pub events: Vec<LifecycleEvent>,
     /// Highest sequence stored.
@@ -41,7 +41,7 @@ pub struct EventPage {
 }
 
 /// Stored events, oldest first.
-pub async fn list(state: &AppState, q: &EventListQuery) -> ApiResult<EventPage> {
+pub(crate) async fn list(state: &AppState, q: &EventListQuery) -> ApiResult<EventPage> {
     let limit = validate::page_size("limit", q.limit)?;
     let offset = u64::try_from(q.offset)
         .map_err(|_| ApiError::invalid("offset", format!("{} is negative", q.offset)))?;
@@ -62,7 +62,7 @@ pub async fn list(state: &AppState, q: &EventListQuery) -> ApiResult<EventPage> 
 
 /// Opens a subscription and starts serving it into a bounded channel;
 /// the stream ends at shutdown or when the receiver is dropped.
-pub async fn subscribe(
+pub(crate) async fn subscribe(
     state: &Arc<AppState>,
     request: &SubscribeRequest,
 ) -> ApiResult<mpsc::Receiver<StreamItem>> {
@@ -73,7 +73,7 @@ pub async fn subscribe(
 }
 
 /// An event type filter given as a number (gRPC): 0 means all.
-pub fn event_type_from_number(field: &str, value: i32) -> ApiResult<Option<EventType>> {
+pub(crate) fn event_type_from_number(field: &str, value: i32) -> ApiResult<Option<EventType>> {
     match EventType::try_from(value) {
         Ok(EventType::Unspecified) => Ok(None),
         Ok(t) => Ok(Some(t)),
@@ -86,7 +86,7 @@ pub fn event_type_from_number(field: &str, value: i32) -> ApiResult<Option<Event
 
 /// An event type filter given by name (REST: `session_created` or
 /// `EVENT_TYPE_SESSION_CREATED`): empty means all.
-pub fn event_type_from_name(field: &str, name: &str) -> ApiResult<Option<EventType>> {
+pub(crate) fn event_type_from_name(field: &str, name: &str) -> ApiResult<Option<EventType>> {
     if name.is_empty() {
         return Ok(None);
     }

@@ -14,7 +14,7 @@ const STORE_BOUND: Duration = Duration::from_millis(300);
 
 /// The overall status of a replica.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Overall {
+pub(crate) enum Overall {
     /// Every component is running.
     Healthy,
     /// Still serving, but a resource is impaired or a component is starting
@@ -26,7 +26,7 @@ pub enum Overall {
 
 impl Overall {
     /// The name `/health` reports.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Overall::Healthy => "healthy",
             Overall::Degraded => "degraded",
@@ -35,7 +35,7 @@ impl Overall {
     }
 
     /// From the components' states.
-    pub fn of(components: &[ComponentStatus]) -> Overall {
+    pub(crate) fn of(components: &[ComponentStatus]) -> Overall {
         let states: Vec<ComponentState> = components
             .iter()
             .map(|c| ComponentState::try_from(c.state).unwrap_or(ComponentState::Unspecified))
@@ -62,7 +62,7 @@ impl Overall {
 
 /// What a health probe reports.
 #[derive(Debug, Clone)]
-pub struct Health {
+pub(crate) struct Health {
     /// The overall status.
     pub status: Overall,
     /// Who leads (from the store when it answered in time).
@@ -75,7 +75,7 @@ pub struct Health {
 
 /// The replica's health now; never waits on the store for more than
 /// [`STORE_BOUND`].
-pub async fn check(state: &AppState) -> Health {
+pub(crate) async fn check(state: &AppState) -> Health {
     let components = state.board.snapshot();
     let status = Overall::of(&components);
     let (singletons, leader) = tokio::join!(

@@ -8,18 +8,18 @@
 //! [`RequestStatus`](crate::store::RequestStatus)) and returns records and
 //! an [`ApiError`](crate::error::ApiError) that both faces map the same way.
 
-pub mod accounts;
-pub mod events;
-pub mod health;
-pub mod rules;
-pub mod sessions;
-pub mod stats;
+pub(crate) mod accounts;
+pub(crate) mod events;
+pub(crate) mod health;
+pub(crate) mod rules;
+pub(crate) mod sessions;
+pub(crate) mod stats;
 
 use crate::{error::ApiResult, validate};
 
 /// A page of a list and the token of the next one (empty on the last page).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Page<T> {
+pub(crate) struct Page<T> {
     /// The records of this page.
     pub items: Vec<T>,
     /// Where the next page starts; empty when this page is the last.
@@ -55,7 +55,7 @@ impl PageRequest {
 /// What the caller asked for in a list call: a page size (0 = default) and
 /// the token of the previous answer (empty = first page).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PageParams {
+pub(crate) struct PageParams {
     /// Records per page; 0 means the default, larger than the maximum is capped.
     pub page_size: i32,
     /// `next_page_token` of the previous page, or empty.

@@ -17,7 +17,7 @@ const MAX_RULE_ID: usize = 128;
 
 /// What a dry run found.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Evaluation {
+pub(crate) struct Evaluation {
     /// The live sessions the rule matches now (at most the limit asked for).
     pub matches: Vec<RuleMatch>,
     /// How many sessions were examined.
@@ -32,7 +32,10 @@ fn checked(state: &AppState, rule: Option<ProgressionRule>) -> ApiResult<Progres
 }
 
 /// Validates and stores a new rule.
-pub async fn create(state: &AppState, rule: Option<ProgressionRule>) -> ApiResult<ProgressionRule> {
+pub(crate) async fn create(
+    state: &AppState,
+    rule: Option<ProgressionRule>,
+) -> ApiResult<ProgressionRule> {
     let rule = checked(state, rule)?;
     let stored = state.store.create_rule(&rule).await?;
     tracing::info!(rule = %stored.id, "rule created");
@@ -40,13 +43,13 @@ pub async fn create(state: &AppState, rule: Option<ProgressionRule>) -> ApiResul
 }
 
 /// One rule.
-pub async fn get(state: &AppState, id: &str) -> ApiResult<ProgressionRule> {
+pub(crate) async fn get(state: &AppState, id: &str) -> ApiResult<ProgressionRule> {
     validate::identifier("id", id, MAX_RULE_ID)?;
     Ok(state.store.get_rule(id).await?)
 }
 
 /// Rules, optionally the enabled ones only.
-pub async fn list(
+pub(crate) async fn list(
     state: &AppState,
     enabled_only: bool,
     page: &PageParams,
@@ -60,7 +63,10 @@ pub async fn list(
 }
 
 /// Replaces a stored rule.
-pub async fn update(state: &AppState, rule: Option<ProgressionRule>) -> ApiResult<ProgressionRule> {
+pub(crate) async fn update(
+    state: &AppState,
+    rule: Option<ProgressionRule>,
+) -> ApiResult<ProgressionRule> {
     let rule = checked(state, rule)?;
     let stored = state.store.update_rule(&rule).await?;
     tracing::info!(rule = %stored.id, "rule updated");
@@ -68,7 +74,7 @@ pub async fn update(state: &AppState, rule: Option<ProgressionRule>) -> ApiResul
 }
 
 /// Deletes a rule.
-pub async fn delete(state: &AppState, id: &str) -> ApiResult<()> {
+pub(crate) async fn delete(state: &AppState, id: &str) -> ApiResult<()> {
     validate::identifier("id", id, MAX_RULE_ID)?;
     state.store.delete_rule(id).await?;
     tracing::info!(rule = %id, "rule deleted");
@@ -76,14 +82,18 @@ pub async fn delete(state: &AppState, id: &str) -> ApiResult<()> {
 }
 
 /// Enables or disables a rule.
-pub async fn set_enabled(state: &AppState, id: &str, enabled: bool) -> ApiResult<ProgressionRule> {
+pub(crate) async fn set_enabled(
+    state: &AppState,
+    id: &str,
+    enabled: bool,
+) -> ApiResult<ProgressionRule> {
     validate::identifier("id", id, MAX_RULE_ID)?;
     Ok(state.store.set_rule_enabled(id, enabled).await?)
 }
 
 /// Dry run: the live sessions a stored or inline rule matches now, from
 /// the store (this replica need not be the one running the orchestrator).
-pub async fn evaluate(
+pub(crate) async fn evaluate(
     state: &AppState,
     target: Option<Target>,
     limit: i32,

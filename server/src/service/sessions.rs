@@ -11,7 +11,7 @@ use crate::{
 
 /// A session with its linear progression (None when none is recorded).
 #[derive(Debug, Clone, PartialEq)]
-pub struct SessionView {
+pub(crate) struct SessionView {
     /// The session.
     pub session: Session,
     /// Its progression.
@@ -20,7 +20,7 @@ pub struct SessionView {
 
 /// Which sessions a list call wants ("" = any owner or namespace).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SessionQuery {
+pub(crate) struct SessionQuery {
     /// Only sessions of this owner.
     pub owner: String,
     /// Only sessions in this namespace.
@@ -30,13 +30,13 @@ pub struct SessionQuery {
 }
 
 /// One session.
-pub async fn get(state: &AppState, id: &str) -> ApiResult<Session> {
+pub(crate) async fn get(state: &AppState, id: &str) -> ApiResult<Session> {
     validate::pubkey("id", id)?;
     Ok(state.store.get_session(id).await?)
 }
 
 /// One session and its progression.
-pub async fn get_with_progression(state: &AppState, id: &str) -> ApiResult<SessionView> {
+pub(crate) async fn get_with_progression(state: &AppState, id: &str) -> ApiResult<SessionView> {
     let session = get(state, id).await?;
     let progression = progression_if_any(state, id).await?;
     Ok(SessionView {
@@ -46,7 +46,7 @@ pub async fn get_with_progression(state: &AppState, id: &str) -> ApiResult<Sessi
 }
 
 /// Sessions, newest first.
-pub async fn list(
+pub(crate) async fn list(
     state: &AppState,
     query: &SessionQuery,
     page: &PageParams,
@@ -68,7 +68,7 @@ pub async fn list(
 }
 
 /// An entity's (account's or session's) linear progression.
-pub async fn progression(state: &AppState, entity_id: &str) -> ApiResult<Progression> {
+pub(crate) async fn progression(state: &AppState, entity_id: &str) -> ApiResult<Progression> {
     validate::pubkey("entity_id", entity_id)?;
     Ok(state.store.get_progression(entity_id).await?)
 }

@@ -6,7 +6,7 @@ use valence_lifecycle_api::v1::{ChainInfo, GetStatsResponse};
 use crate::{error::ApiResult, store::timestamp, AppState};
 
 /// The replica's statistics now.
-pub async fn get(state: &AppState) -> ApiResult<GetStatsResponse> {
+pub(crate) async fn get(state: &AppState) -> ApiResult<GetStatsResponse> {
     let s = state.store.stats().await?;
     Ok(GetStatsResponse {
         accounts_created: s.accounts_created,

@@ -5,7 +5,7 @@
 use valence_lifecycle_api::v1::{lifecycle_event::Payload, EventType};
 
 /// The event type of a payload.
-pub fn event_type_of(payload: &Payload) -> EventType {
+pub(super) fn event_type_of(payload: &Payload) -> EventType {
     match payload {
         Payload::AccountRequested(_) => EventType::AccountRequested,
         Payload::AccountInitialized(_) => EventType::AccountInitialized,

@@ -18,14 +18,14 @@ use valence_lifecycle_server::config::{Config, Role, TokenConfig};
 
 /// Which database a test runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Db {
+pub(crate) enum Db {
     Sqlite,
     Postgres,
 }
 
 /// A fresh, empty database: a SQLite file in a temp dir, or a new
 /// PostgreSQL database on TEST_DATABASE_URL's server.
-pub struct TestDb {
+pub(crate) struct TestDb {
     pub url: String,
     _dir: Option<tempfile::TempDir>,
 }
@@ -33,7 +33,7 @@ pub struct TestDb {
 /// The PostgreSQL server for tests. Without TEST_DATABASE_URL the
 /// PostgreSQL variant of a test is skipped (loudly), unless
 /// VALENCE_REQUIRE_POSTGRES=1 (set by `.ci/test`), where it fails.
-pub fn postgres_server() -> Option<String> {
+pub(crate) fn postgres_server() -> Option<String> {
     match std::env::var("TEST_DATABASE_URL") {
         Ok(url) if !url.is_empty() => Some(url),
         _ if std::env::var("VALENCE_REQUIRE_POSTGRES").as_deref() == Ok("1") => {
@@ -48,7 +48,7 @@ pub fn postgres_server() -> Option<String> {
 
 impl TestDb {
     /// A new database of the given kind; None when PostgreSQL is not available.
-    pub async fn new(db: Db) -> Option<TestDb> {
+    pub(crate) async fn new(db: Db) -> Option<TestDb> {
         match db {
             Db::Sqlite => {
                 let dir = tempfile::tempdir().unwrap();
@@ -77,15 +77,15 @@ impl TestDb {
 }
 
 /// The two backends, for tests that must pass on both.
-pub const BOTH: [Db; 2] = [Db::Sqlite, Db::Postgres];
+pub(crate) const BOTH: [Db; 2] = [Db::Sqlite, Db::Postgres];
 
 /// Test tokens (at least 16 characters, as config requires).
-pub const READER: &str = "reader-token-for-tests";
-pub const OPERATOR: &str = "operator-token-for-tests";
-pub const ADMIN: &str = "admin-token-for-tests";
+pub(crate) const READER: &str = "reader-token-for-tests";
+pub(crate) const OPERATOR: &str = "operator-token-for-tests";
+pub(crate) const ADMIN: &str = "admin-token-for-tests";
 
 /// A config for tests: loopback, the given database, fast timers.
-pub fn test_config(db_url: &str) -> Config {
+pub(crate) fn test_config(db_url: &str) -> Config {
     let mut c = Config::default();
     c.database.url = db_url.to_string();
     c.server.shutdown_grace_secs = 5;
@@ -96,7 +96,7 @@ pub fn test_config(db_url: &str) -> Config {
 }
 
 /// Adds reader, operator and admin tokens.
-pub fn with_tokens(mut c: Config) -> Config {
+pub(crate) fn with_tokens(mut c: Config) -> Config {
     c.auth.tokens = vec![
         TokenConfig {
             token: READER.into(),
@@ -118,7 +118,7 @@ pub fn with_tokens(mut c: Config) -> Config {
 }
 
 /// A running in-process server.
-pub struct TestServer {
+pub(crate) struct TestServer {
     pub grpc: SocketAddr,
     pub api: SocketAddr,
     pub shutdown: CancellationToken,
@@ -129,7 +129,7 @@ pub struct TestServer {
 
 impl TestServer {
     /// Starts a server with default test config on `db`.
-    pub async fn start(db: Db) -> Option<TestServer> {
+    pub(crate) async fn start(db: Db) -> Option<TestServer> {
         let test_db = TestDb::new(db).await?;
         let config = test_config(&test_db.url);
         Some(Self::start_with(test_db, config).await)
@@ -137,7 +137,7 @@ impl TestServer {
 
     /// Starts a server with `config` (its database.url must be `db`'s).
     /// Set TEST_LOG (a RUST_LOG filter) to see the server's logs.
-    pub async fn start_with(db: TestDb, config: Config) -> TestServer {
+    pub(crate) async fn start_with(db: TestDb, config: Config) -> TestServer {
         if let Ok(filter) = std::env::var("TEST_LOG") {
             let _ = tracing_subscriber::fmt()
                 .with_env_filter(filter)
@@ -179,12 +179,12 @@ impl TestServer {
     }
 
     /// `http://127.0.0.1:<api port>`.
-    pub fn http(&self) -> String {
+    pub(crate) fn http(&self) -> String {
         format!("http://{}", self.api)
     }
 
     /// A gRPC channel to the server.
-    pub async fn channel(&self) -> Channel {
+    pub(crate) async fn channel(&self) -> Channel {
         Channel::from_shared(format!("http://{}", self.grpc))
             .unwrap()
             .connect_timeout(Duration::from_secs(5))
@@ -193,25 +193,25 @@ impl TestServer {
             .unwrap()
     }
 
-    pub async fn lifecycle(&self) -> LifecycleServiceClient<Channel> {
+    pub(crate) async fn lifecycle(&self) -> LifecycleServiceClient<Channel> {
         LifecycleServiceClient::new(self.channel().await)
     }
 
-    pub async fn rules(&self) -> RuleServiceClient<Channel> {
+    pub(crate) async fn rules(&self) -> RuleServiceClient<Channel> {
         RuleServiceClient::new(self.channel().await)
     }
 
-    pub async fn events(&self) -> EventStreamServiceClient<Channel> {
+    pub(crate) async fn events(&self) -> EventStreamServiceClient<Channel> {
         EventStreamServiceClient::new(self.channel().await)
     }
 
     /// Stops the server and returns whether shutdown was clean.
-    pub async fn stop(self) -> bool {
+    pub(crate) async fn stop(self) -> bool {
         self.stop_and_keep().await.0
     }
 
     /// Stops the server, keeping its database for another one.
-    pub async fn stop_and_keep(self) -> (bool, TestDb) {
+    pub(crate) async fn stop_and_keep(self) -> (bool, TestDb) {
         self.shutdown.cancel();
         let clean = tokio::time::timeout(Duration::from_secs(30), self.handle)
             .await
@@ -223,7 +223,7 @@ impl TestServer {
 }
 
 /// Adds `authorization: Bearer <token>` to a request.
-pub fn authed<T>(message: T, token: &str) -> tonic::Request<T> {
+pub(crate) fn authed<T>(message: T, token: &str) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request
         .metadata_mut()
@@ -232,7 +232,7 @@ pub fn authed<T>(message: T, token: &str) -> tonic::Request<T> {
 }
 
 /// Seed 000's example rule body, verbatim.
-pub const SEED_RULE: &str = r#"{
+pub(crate) const SEED_RULE: &str = r#"{
   "id": "rule-1",
   "name": "Auto-consume idle sessions",
   "condition": {
@@ -249,7 +249,7 @@ pub const SEED_RULE: &str = r#"{
 }"#;
 
 /// A valid base58 public key made from `n`.
-pub fn pubkey(n: u8) -> String {
+pub(crate) fn pubkey(n: u8) -> String {
     let mut bytes = [0u8; 32];
     bytes[0] = n;
     bytes[31] = 7;

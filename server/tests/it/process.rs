@@ -5,14 +5,14 @@ use std::{net::SocketAddr, process::Stdio, time::Duration};
 use tokio::process::{Child, Command};
 
 /// A server running as its own process.
-pub struct ServerProcess {
+pub(crate) struct ServerProcess {
     pub child: Child,
     pub grpc: SocketAddr,
     pub api: SocketAddr,
 }
 
 /// A loopback port that was free a moment ago.
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -23,7 +23,7 @@ pub fn free_port() -> u16 {
 impl ServerProcess {
     /// Starts the binary on free ports with `database_url` and `env`, and
     /// waits until /health answers.
-    pub async fn start(database_url: &str, env: &[(&str, &str)]) -> ServerProcess {
+    pub(crate) async fn start(database_url: &str, env: &[(&str, &str)]) -> ServerProcess {
         let (grpc, api) = (free_port(), free_port());
         let mut command = Command::new(env!("CARGO_BIN_EXE_valence-lifecycle"));
         command
@@ -65,7 +65,7 @@ impl ServerProcess {
     }
 
     /// Sends SIGTERM and waits for the exit code.
-    pub async fn terminate(mut self) -> Option<i32> {
+    pub(crate) async fn terminate(mut self) -> Option<i32> {
         let pid = self.child.id().expect("running").to_string();
         let status = Command::new("kill")
             .args(["-TERM", &pid])

@@ -21,7 +21,7 @@ use tokio::{
 };
 
 /// A running proxy to one target.
-pub struct Proxy {
+pub(crate) struct Proxy {
     pub addr: SocketAddr,
     cut: broadcast::Sender<()>,
     refusing: Arc<AtomicBool>,
@@ -32,7 +32,7 @@ pub struct Proxy {
 
 impl Proxy {
     /// Listens on a loopback port and forwards to `target`.
-    pub async fn start(target: SocketAddr) -> Proxy {
+    pub(crate) async fn start(target: SocketAddr) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (cut, _) = broadcast::channel(4);
@@ -57,19 +57,19 @@ impl Proxy {
     }
 
     /// Drops every open connection (both directions, at once).
-    pub fn cut(&self) {
+    pub(crate) fn cut(&self) {
         let _ = self.cut.send(());
     }
 
     /// While set, new connections are accepted and dropped at once.
-    pub fn refuse(&self, refusing: bool) {
+    pub(crate) fn refuse(&self, refusing: bool) {
         self.refusing.store(refusing, Ordering::SeqCst);
     }
 
     /// While set, connections stay open but no byte goes through either
     /// way: the peer hangs, as behind a broken middlebox.
     #[cfg_attr(not(feature = "embedded-chain"), allow(dead_code))]
-    pub fn stall(&self, stalled: bool) {
+    pub(crate) fn stall(&self, stalled: bool) {
         self.stalled.store(stalled, Ordering::SeqCst);
     }
 }
