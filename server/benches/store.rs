@@ -187,8 +187,10 @@ async fn bare_inserts(url: &str) -> anyhow::Result<f64> {
         conn.execute(valence_lifecycle_server::store::sqlite::CONNECTION_PRAGMAS)
             .await?;
     }
-    conn.execute("CREATE TABLE IF NOT EXISTS bench_scratch (id TEXT PRIMARY KEY, body TEXT NOT NULL)")
-        .await?;
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS bench_scratch (id TEXT PRIMARY KEY, body TEXT NOT NULL)",
+    )
+    .await?;
     let started = Instant::now();
     for n in 0..RECORDS {
         let mut tx = conn.begin().await?;

@@ -29,7 +29,7 @@ use crate::{
         health::{self, Overall},
         rules,
         sessions::{self, SessionQuery},
-        stats, PageParams,
+        stats, Page, PageParams,
     },
     AppState,
 };
@@ -43,7 +43,7 @@ pub(super) async fn health(State(state): AppStateRef) -> Response {
     let body = json!({
         "status": health.status.as_str(),
         "leader": health.leader,
-        "timestamp": crate::store::timestamp(crate::store::now_ms()).to_string(),
+        "timestamp": health.checked_at.to_string(),
         "components": health.components,
         "singletons": health.singletons,
     });
@@ -64,7 +64,7 @@ pub(super) async fn metrics(State(state): AppStateRef) -> Response {
     if !state.config.monitoring.enable_prometheus {
         return ApiError::not_found("route", "/metrics").into_response();
     }
-    state.refresh_gauges().await;
+    let text = stats::prometheus_text(&state).await;
     (
         // prometheus-client writes OpenMetrics (counter families named
         // without `_total`, a closing `# EOF`); say so, so scrapers parse it as such.
@@ -72,7 +72,7 @@ pub(super) async fn metrics(State(state): AppStateRef) -> Response {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        state.metrics.encode(),
+        text,
     )
         .into_response()
 }
@@ -112,7 +112,7 @@ fn query<T>(q: QueryResult<T>) -> ApiResult<T> {
 }
 
 /// `{"items_name": [...], "next_page_token": ...}`.
-fn page_json<T: serde::Serialize>(name: &str, page: &crate::service::Page<T>) -> Json<Value> {
+fn page_json<T: serde::Serialize>(name: &str, page: &Page<T>) -> Json<Value> {
     Json(json!({ name: to_json(&page.items), "next_page_token": page.next_page_token }))
 }
 

@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use valence_lifecycle_api::v1::{ComponentState, ComponentStatus, LeaderInfo};
 
-use crate::AppState;
+use crate::{
+    store::{now_ms, timestamp},
+    AppState,
+};
 
 /// How long the store reads of a health probe may take together.
 const STORE_BOUND: Duration = Duration::from_millis(300);
@@ -71,6 +74,8 @@ pub(crate) struct Health {
     pub components: Vec<ComponentStatus>,
     /// Per-singleton health; None when the store did not answer in time.
     pub singletons: Option<Vec<serde_json::Value>>,
+    /// When this was checked.
+    pub checked_at: prost_types::Timestamp,
 }
 
 /// The replica's health now; never waits on the store for more than
@@ -92,5 +97,6 @@ pub(crate) async fn check(state: &AppState) -> Health {
         leader,
         components,
         singletons: singletons.ok().and_then(Result::ok),
+        checked_at: timestamp(now_ms()),
     }
 }

@@ -44,3 +44,10 @@ fn chain_info(state: &AppState) -> Option<ChainInfo> {
         last_processed_slot: state.metrics.last_processed_slot.get(),
     })
 }
+
+/// The Prometheus exposition (OpenMetrics text), with the gauges that
+/// mirror stored state refreshed first.
+pub(crate) async fn prometheus_text(state: &AppState) -> String {
+    state.refresh_gauges().await;
+    state.metrics.encode()
+}
