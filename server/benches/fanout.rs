@@ -24,6 +24,8 @@
 //! Run with
 //! `cargo bench -p valence-lifecycle-server --bench fanout`.
 
+mod support;
+
 use std::{
     net::SocketAddr,
     pin::Pin,
@@ -386,29 +388,13 @@ async fn start_valence(
     config.events.live_buffer = LIVE_BUFFER;
     config.events.max_subscribers = 10_000;
     config.server.max_concurrent_requests = 4_096;
-    config.validate()?;
     let mut database = config.database.clone();
     database.max_connections = 2;
-    let grpc = TcpListener::bind("127.0.0.1:0").await?;
-    let api = TcpListener::bind("127.0.0.1:0").await?;
-    let (grpc_addr, api_addr) = (grpc.local_addr()?, api.local_addr()?);
-    let handle = tokio::spawn(valence_lifecycle_server::serve_with_listeners(
-        config, grpc, api, shutdown,
-    ));
-    let health = format!("http://{api_addr}/health");
-    let healthy = async {
-        loop {
-            if let Ok(r) = reqwest::get(&health).await {
-                if r.status().is_success() {
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    };
-    timeout(SETUP_TIMEOUT, healthy)
-        .await
-        .map_err(|_| anyhow!("the server did not become healthy at {health}"))?;
+    let support::Started {
+        grpc: grpc_addr,
+        api: api_addr,
+        handle,
+    } = support::start_server(config, shutdown, SETUP_TIMEOUT).await?;
     let writer = RuleServiceClient::new(connect(grpc_addr).await?);
     let store = Store::connect(&database)
         .await

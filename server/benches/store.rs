@@ -19,11 +19,11 @@
 //! build); with `TEST_DATABASE_URL=postgres://…` the PostgreSQL rows are
 //! measured too, in a database of their own.
 
+mod support;
+
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context as _};
 use sqlx::{Connection as _, Executor as _};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
@@ -219,7 +219,15 @@ fn per_op(elapsed: Duration, ops: usize) -> f64 {
 /// GetAccount and ListAccounts on a real server beside health checks.
 async fn unary_reads(url: &str) -> anyhow::Result<Vec<(&'static str, f64, f64)>> {
     let shutdown = CancellationToken::new();
-    let (grpc, server) = start_server(url, shutdown.clone()).await?;
+    let mut config = Config::default();
+    config.database.url = url.to_string();
+    // No chain: the monitor's own work would be measured too.
+    config.rpc.embedded = false;
+    let support::Started {
+        grpc,
+        handle: server,
+        ..
+    } = support::start_server(config, shutdown.clone(), SETUP_TIMEOUT).await?;
     let channel = Channel::from_shared(format!("http://{grpc}"))?
         .connect()
         .await?;
@@ -258,40 +266,4 @@ async fn unary_reads(url: &str) -> anyhow::Result<Vec<(&'static str, f64, f64)>>
         ("GetAccount", get, baseline),
         ("ListAccounts (100 per page)", list, baseline),
     ])
-}
-
-async fn start_server(
-    url: &str,
-    shutdown: CancellationToken,
-) -> anyhow::Result<(
-    std::net::SocketAddr,
-    tokio::task::JoinHandle<anyhow::Result<bool>>,
-)> {
-    let mut config = Config::default();
-    config.database.url = url.to_string();
-    // No chain: the monitor's own work would be measured too.
-    config.rpc.embedded = false;
-    config.validate()?;
-    let grpc = TcpListener::bind("127.0.0.1:0").await?;
-    let api = TcpListener::bind("127.0.0.1:0").await?;
-    let (grpc_addr, api_addr) = (grpc.local_addr()?, api.local_addr()?);
-    let handle = tokio::spawn(valence_lifecycle_server::serve_with_listeners(
-        config, grpc, api, shutdown,
-    ));
-    let health = format!("http://{api_addr}/health");
-    let healthy = async {
-        loop {
-            if let Ok(r) = reqwest::get(&health).await {
-                if r.status().is_success() {
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    };
-    tokio::time::timeout(SETUP_TIMEOUT, healthy)
-        .await
-        .map_err(|_| anyhow!("the server did not become healthy at {health}"))
-        .context("starting the server")?;
-    Ok((grpc_addr, handle))
 }

@@ -11,7 +11,7 @@ use valence_lifecycle_api::{
 use super::error::{StoreError, StoreResult};
 use super::{
     now_ms,
-    rows::{count, flag, list, state, unsigned},
+    rows::{count, flag, list, placeholders, state, unsigned},
     rules::definition_json,
     ActionStatus, NewEvent, Store,
 };
@@ -163,10 +163,9 @@ impl Store {
         const CHUNK: usize = 500;
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(CHUNK) {
-            let marks: Vec<String> = (1..=chunk.len()).map(|n| format!("${n}")).collect();
             let sql = format!(
                 "SELECT {FACT_COLUMNS} FROM accounts WHERE id IN ({})",
-                marks.join(", ")
+                placeholders(chunk.len())
             );
             let mut query = sqlx::query(&sql);
             for id in chunk {

@@ -13,7 +13,7 @@ use valence_lifecycle_api::v1::{
 use super::error::{StoreError, StoreResult};
 use super::{
     now_ms,
-    rows::{count, flag, list, optional_list, optional_unsigned, state, unsigned},
+    rows::{count, flag, list, optional_list, optional_unsigned, placeholders, state, unsigned},
     timestamp, EntityKind, LinearState, NewEvent, RequestStatus, Store, WriteTx,
 };
 
@@ -684,10 +684,9 @@ const SESSION_COLUMNS: &str =
 impl Store {
     /// How many requests are in one of `statuses`.
     async fn requests_in(&self, statuses: &[RequestStatus]) -> StoreResult<u64> {
-        let marks: Vec<String> = (1..=statuses.len()).map(|n| format!("${n}")).collect();
         let sql = format!(
             "SELECT COUNT(*) FROM account_requests WHERE status IN ({})",
-            marks.join(", ")
+            placeholders(statuses.len())
         );
         let mut query = sqlx::query(&sql);
         for status in statuses {

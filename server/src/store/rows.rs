@@ -72,3 +72,9 @@ pub(super) fn count(row: &AnyRow, column: &str) -> StoreResult<u32> {
     let value = unsigned(row, column)?;
     u32::try_from(value).map_err(|_| StoreError::damaged(format!("stored {column} is {value}")))
 }
+
+/// `$1, $2, …, $n`: the parameters of an `IN (…)` list.
+pub(super) fn placeholders(n: usize) -> String {
+    let marks: Vec<String> = (1..=n).map(|i| format!("${i}")).collect();
+    marks.join(", ")
+}

@@ -1,0 +1,56 @@
+//! What the benchmarks share: a real server started in this process on
+//! loopback ports, the way `main` and the tests start it. Each benchmark
+//! compiles this module on its own and uses part of it.
+#![allow(dead_code)]
+
+use std::{net::SocketAddr, time::Duration};
+
+use anyhow::{anyhow, Context as _};
+use tokio::{net::TcpListener, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+use valence_lifecycle_server::config::Config;
+
+/// A server started by [`start_server`].
+pub(crate) struct Started {
+    /// Its gRPC address.
+    pub(crate) grpc: SocketAddr,
+    /// Its REST address.
+    pub(crate) api: SocketAddr,
+    /// Its task; ends after `shutdown` fires.
+    pub(crate) handle: JoinHandle<anyhow::Result<bool>>,
+}
+
+/// Validates `config`, serves it on loopback ports and waits (up to
+/// `within`) until `/health` answers 200.
+pub(crate) async fn start_server(
+    config: Config,
+    shutdown: CancellationToken,
+    within: Duration,
+) -> anyhow::Result<Started> {
+    config.validate()?;
+    let grpc_listener = TcpListener::bind("127.0.0.1:0").await?;
+    let api_listener = TcpListener::bind("127.0.0.1:0").await?;
+    let (grpc, api) = (grpc_listener.local_addr()?, api_listener.local_addr()?);
+    let handle = tokio::spawn(valence_lifecycle_server::serve_with_listeners(
+        config,
+        grpc_listener,
+        api_listener,
+        shutdown,
+    ));
+    let health = format!("http://{api}/health");
+    let healthy = async {
+        loop {
+            if let Ok(r) = reqwest::get(&health).await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    };
+    tokio::time::timeout(within, healthy)
+        .await
+        .map_err(|_| anyhow!("the server did not become healthy at {health}"))
+        .context("starting the server")?;
+    Ok(Started { grpc, api, handle })
+}
