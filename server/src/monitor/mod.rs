@@ -6,6 +6,10 @@
 //! from programSubscribe and logsSubscribe. Everything it applies is
 //! idempotent (the store's upserts and the log-event dedupe table), so the
 //! same state seen twice, or again after a restart, changes nothing.
+//!
+//! It is the writer of the chain-derived records (with the builder, for
+//! the accounts it initializes), and runs only on the leader: a record the
+//! API placed on chain reaches the store through here, once.
 
 mod apply;
 

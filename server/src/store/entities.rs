@@ -1,7 +1,15 @@
 //! Accounts, account requests, sessions, consumptions and their linear
-//! progressions. Writers (the monitor, the builder) hand in what they saw on
-//! chain; every `upsert_*`/`record_*` is idempotent: seeing the same state
-//! twice changes nothing and appends nothing, and returns `false`.
+//! progressions.
+//!
+//! One writer per record kind: these records come from the chain, and only
+//! the chain work of the replica that leads writes them: the monitor
+//! (requests, accounts, sessions, consumptions it sees on chain) and the
+//! builder (the account it initialized, with its transaction). API calls
+//! on any replica never write them: `RequestAccount` places the request on
+//! chain and the monitor records it (see `service::accounts`).
+//!
+//! Every `upsert_*`/`record_*` is idempotent: seeing the same state twice
+//! changes nothing and appends nothing, and returns `false`.
 
 use sqlx::{any::AnyRow, Row as _};
 use valence_lifecycle_api::v1::{
