@@ -25,9 +25,9 @@ use valence_lifecycle_server::{
 };
 
 use crate::{
-    chain::{eventually, metric, Net},
+    chain::Net,
     cli::{lifecyclectl, run},
-    common::{authed, with_tokens, Db, TestDb, TestServer, ADMIN, READER},
+    common::{authed, eventually, metric, with_tokens, Db, TestDb, TestServer, ADMIN, READER},
 };
 
 const KINDS: [Kind; 3] = [Kind::Processor, Kind::Scheduler, Kind::Diff];
