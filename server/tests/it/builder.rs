@@ -37,15 +37,11 @@ use valence_lifecycle_server::{
 };
 
 use crate::{
-    chain::{eventually, metric, Net, STAND_IN},
+    chain::{Net, STAND_IN},
     cli,
-    common::{Db, TestDb, TestServer},
+    common::{caps, eventually, metric, Db, TestDb, TestServer},
     process::ServerProcess,
 };
-
-pub(crate) fn caps(items: &[&str]) -> Vec<String> {
-    items.iter().map(|s| s.to_string()).collect()
-}
 
 /// A funded service wallet in a Solana CLI keypair file.
 pub(crate) struct Wallet {

@@ -23,7 +23,7 @@ use valence_lifecycle_server::{
 };
 
 use crate::{
-    common::{test_config, Db, TestDb, TestServer},
+    common::{eventually, health, metric, test_config, Db, TestDb, TestServer},
     proxy::Proxy,
 };
 
@@ -116,7 +116,8 @@ fn session(id: &Pubkey, accounts: &[Pubkey], consumed: bool) -> Vec<u8> {
     .encode()
 }
 
-pub(crate) use crate::common::eventually;
+/// Account updates the monitor's reconciliation passes read.
+const RECONCILED: &str = "chain_updates_received_total{source=\"reconciliation\"}";
 
 async fn has_progression(server: &TestServer, id: &Pubkey) -> bool {
     let mut client = server.lifecycle().await;
@@ -126,19 +127,6 @@ async fn has_progression(server: &TestServer, id: &Pubkey) -> bool {
         })
         .await
         .is_ok()
-}
-
-pub(crate) async fn metric(server: &TestServer, prefix: &str) -> f64 {
-    let text = reqwest::get(format!("{}/metrics", server.http()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -157,7 +145,7 @@ async fn placed_records_reach_store_progression_and_stream_within_two_seconds() 
         .unwrap()
         .into_inner();
     // Let the websocket subscriptions come up, then place records.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.wait_healthy(Duration::from_secs(10)).await;
     let (req, sess, member) = (
         Pubkey::new_unique(),
         Pubkey::new_unique(),
@@ -314,7 +302,14 @@ async fn a_restart_re_emits_nothing_and_garbage_is_skipped_and_counted() {
 
     // Same database, same chain: a new server reconciles and finds nothing new.
     let server = TestServer::start_with(db, config).await;
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Two whole reconciliation passes (with their history backfill) over
+    // the two records: a third has begun once 6 updates were counted.
+    eventually(
+        Duration::from_secs(10),
+        "two reconciliation passes",
+        || async { metric(&server, RECONCILED).await >= 6.0 },
+    )
+    .await;
     assert_eq!(
         chain_events(&server).await,
         before,
@@ -344,22 +339,11 @@ async fn faults_between_server_and_chain_degrade_health_then_heal_and_lose_nothi
     config.rpc.timeout_secs = 2;
     let server = TestServer::start_with(db, config).await;
     let health = |server: &TestServer| {
-        let url = format!("{}/health", server.http());
-        async move {
-            reqwest::get(url)
-                .await
-                .unwrap()
-                .json::<serde_json::Value>()
-                .await
-                .unwrap()
-        }
+        let http = server.http();
+        async move { health(&http).await }
     };
-    eventually(
-        Duration::from_secs(5),
-        "healthy with both websockets up",
-        || async { health(&server).await["status"] == "healthy" },
-    )
-    .await;
+    // Healthy with both websockets up.
+    server.wait_healthy(Duration::from_secs(5)).await;
 
     // Websockets cut and refused: live updates stop; reconciliation still
     // finds what was placed, within one POLL_INTERVAL (1 s) plus margin.
@@ -383,16 +367,18 @@ async fn faults_between_server_and_chain_degrade_health_then_heal_and_lose_nothi
     rpc_proxy.cut();
     let during_rpc_outage = Pubkey::new_unique();
     net.place(&during_rpc_outage, &request(&during_rpc_outage));
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let body = health(&server).await;
-    let rpc = body["components"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "chain-rpc")
-        .unwrap()
-        .clone();
-    assert_eq!(rpc["state"], "degraded", "{body}");
+    eventually(Duration::from_secs(10), "chain-rpc degraded", || async {
+        let body = health(&server).await;
+        let rpc = body["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "chain-rpc")
+            .unwrap()
+            .clone();
+        rpc["state"] == "degraded"
+    })
+    .await;
     assert!(!has_progression(&server, &during_rpc_outage).await);
 
     // Everything back: health recovers and what was placed meanwhile arrives.
@@ -404,10 +390,7 @@ async fn faults_between_server_and_chain_degrade_health_then_heal_and_lose_nothi
         || has_progression(&server, &during_rpc_outage),
     )
     .await;
-    eventually(Duration::from_secs(15), "healthy again", || async {
-        health(&server).await["status"] == "healthy"
-    })
-    .await;
+    server.wait_healthy(Duration::from_secs(15)).await;
 
     // A stalled RPC (connections open, nothing answers): calls time out
     // (rpc.timeout_secs = 2), health degrades; once it flows again, healed.
@@ -434,12 +417,7 @@ async fn faults_between_server_and_chain_degrade_health_then_heal_and_lose_nothi
         || has_progression(&server, &during_stall),
     )
     .await;
-    eventually(
-        Duration::from_secs(20),
-        "healthy after the stall",
-        || async { health(&server).await["status"] == "healthy" },
-    )
-    .await;
+    server.wait_healthy(Duration::from_secs(20)).await;
     // The websockets' reconnects are in the log, as the supervisor's are.
     let mut client = server.lifecycle().await;
     for (event_type, what) in [
@@ -541,7 +519,7 @@ async fn real_transactions_emit_events_the_monitor_records_with_signatures() {
     let db = TestDb::new(Db::Sqlite).await.unwrap();
     let config = net.config(&db);
     let server = TestServer::start_with(db, config).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.wait_healthy(Duration::from_secs(10)).await;
 
     #[derive(borsh::BorshSerialize)]
     struct InitArgs {
@@ -755,12 +733,7 @@ async fn the_wallet_balance_is_watched_and_a_low_one_degrades_health() {
         || async { metric(&server, "wallet_balance_lamports").await == 5_000_000.0 },
     )
     .await;
-    let health: serde_json::Value = reqwest::get(format!("{}/health", server.http()))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health = health(&server.http()).await;
     let wallet_status = health["components"]
         .as_array()
         .unwrap()
@@ -803,9 +776,18 @@ async fn events_a_dropped_websocket_missed_are_backfilled_from_transaction_histo
         || async { pda_computed_count(&server, &signature).await == 1 },
     )
     .await;
-    // Later passes and the websocket coming back add nothing twice.
+    // Later passes and the websocket coming back add nothing twice: the
+    // websocket is back (healthy) and two more whole reconciliation passes
+    // (one record each, with their backfill) ran.
+    let passes = metric(&server, RECONCILED).await;
     ws_proxy.refuse(false);
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    server.wait_healthy(Duration::from_secs(15)).await;
+    eventually(
+        Duration::from_secs(10),
+        "two more reconciliation passes",
+        || async { metric(&server, RECONCILED).await >= passes + 3.0 },
+    )
+    .await;
     assert_eq!(pda_computed_count(&server, &signature).await, 1);
     assert!(server.stop().await);
 }

@@ -10,7 +10,7 @@ use valence_lifecycle_api::v1::{
 };
 
 use crate::{
-    common::{Db, TestDb, TestServer, SEED_RULE},
+    common::{eventually, metric, Db, TestDb, TestServer, SEED_RULE},
     process::ServerProcess,
 };
 
@@ -152,9 +152,11 @@ async fn sigterm_during_load_answers_every_started_rpc_and_exits_cleanly() {
         .await
         .unwrap();
     // Load: 8 callers issuing GetStats back to back until the server goes away.
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
     let mut callers = Vec::new();
     for _ in 0..8 {
         let mut client = LifecycleServiceClient::new(channel.clone());
+        let served = served.clone();
         callers.push(tokio::spawn(async move {
             let (mut ok, mut refused) = (0u32, 0u32);
             loop {
@@ -164,7 +166,10 @@ async fn sigterm_during_load_answers_every_started_rpc_and_exits_cleanly() {
                 )
                 .await
                 {
-                    Ok(Ok(_)) => ok += 1,
+                    Ok(Ok(_)) => {
+                        ok += 1;
+                        served.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
                     // Refused after shutdown began (GOAWAY, connection closed):
                     // the server never started it, and the caller is told so.
                     Ok(Err(status))
@@ -183,7 +188,13 @@ async fn sigterm_during_load_answers_every_started_rpc_and_exits_cleanly() {
             (ok, refused)
         }));
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Under load: every caller got answers (more than 8 in all).
+    eventually(
+        Duration::from_secs(10),
+        "calls served under load",
+        || async { served.load(std::sync::atomic::Ordering::SeqCst) > 16 },
+    )
+    .await;
     let code = server.terminate().await;
     let mut total = 0;
     for caller in callers {
@@ -364,8 +375,11 @@ async fn lifecyclectl_events_watch_prints_events_as_they_arrive() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    // Give the watch time to subscribe, then create two rules.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Once the watch subscribed, create two rules.
+    eventually(Duration::from_secs(10), "the watch subscribed", || async {
+        metric(&server, "lifecycle_event_subscribers").await >= 1.0
+    })
+    .await;
     let mut rules = server.rules().await;
     for id in ["w-1", "w-2"] {
         let mut seed: valence_lifecycle_api::rule_json::SeedRule =

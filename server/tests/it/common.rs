@@ -6,6 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use serde_json::Value;
 use sqlx::{Connection, Executor};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
@@ -14,7 +15,10 @@ use valence_lifecycle_api::v1::{
     event_stream_service_client::EventStreamServiceClient,
     lifecycle_service_client::LifecycleServiceClient, rule_service_client::RuleServiceClient,
 };
-use valence_lifecycle_server::config::{Config, Role, TokenConfig};
+use valence_lifecycle_server::{
+    config::{Config, DatabaseConfig, Role, TokenConfig},
+    store::{AccountRecord, AccountRequestRecord, SessionRecord, Store},
+};
 
 /// Which database a test runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,8 +80,33 @@ impl TestDb {
     }
 }
 
-/// The two backends, for tests that must pass on both.
-pub(crate) const BOTH: [Db; 2] = [Db::Sqlite, Db::Postgres];
+/// One test case per backend: `backend_tests!(async fn name(db: Db) { .. })`
+/// defines the body `name` and a module `name` with the tests `sqlite` and
+/// `postgres` (run as `area::name::sqlite`, `area::name::postgres`), so a
+/// failure names its backend. Attributes given (e.g. a multi-threaded
+/// `#[tokio::test(..)]`) replace the default `#[tokio::test]`. The body
+/// returns early when PostgreSQL is not available (TestDb::new is None).
+macro_rules! backend_tests {
+    ($(#[$attr:meta])+ async fn $name:ident($db:ident: Db) $body:block) => {
+        async fn $name($db: $crate::common::Db) $body
+
+        mod $name {
+            $(#[$attr])+
+            async fn sqlite() {
+                super::$name($crate::common::Db::Sqlite).await
+            }
+
+            $(#[$attr])+
+            async fn postgres() {
+                super::$name($crate::common::Db::Postgres).await
+            }
+        }
+    };
+    (async fn $name:ident($db:ident: Db) $body:block) => {
+        $crate::common::backend_tests!(#[tokio::test] async fn $name($db: Db) $body);
+    };
+}
+pub(crate) use backend_tests;
 
 /// Test tokens (at least 16 characters, as config requires).
 pub(crate) const READER: &str = "reader-token-for-tests";
@@ -161,21 +190,13 @@ impl TestServer {
             handle,
             _db: db,
         };
-        server.wait_healthy().await;
+        wait_answering(&server.http()).await;
         server
     }
 
-    async fn wait_healthy(&self) {
-        let url = format!("{}/health", self.http());
-        for _ in 0..200 {
-            if let Ok(r) = reqwest::get(&url).await {
-                if r.status().is_success() {
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("server did not become healthy at {url}");
+    /// Waits until /health says "healthy" (every component running).
+    pub(crate) async fn wait_healthy(&self, within: Duration) -> Duration {
+        wait_healthy(&self.http(), within).await
     }
 
     /// `http://127.0.0.1:<api port>`.
@@ -256,18 +277,192 @@ pub(crate) fn pubkey(n: u8) -> String {
     bs58::encode(bytes).into_string()
 }
 
-/// Polls `check` until it holds or `within` passes; returns the time taken.
+/// Polls `check` until it holds or `within` passes (then panics naming
+/// `what`); returns the time taken. The one way tests wait for something.
 pub(crate) async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F) -> Duration
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
     let started = Instant::now();
-    while started.elapsed() < within {
+    loop {
         if check().await {
             return started.elapsed();
         }
+        assert!(
+            started.elapsed() < within,
+            "{what} did not happen within {within:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("{what} did not happen within {within:?}");
+}
+
+/// GET `<http>/health` as JSON (`http` is `http://host:port`).
+pub(crate) async fn health(http: &str) -> Value {
+    reqwest::get(format!("{http}/health"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Waits until /health answers 200 at all (the server is up; components
+/// may still be starting, so it may say "degraded").
+pub(crate) async fn wait_answering(http: &str) {
+    let url = format!("{http}/health");
+    eventually(
+        Duration::from_secs(10),
+        &format!("{url} answering"),
+        || async {
+            reqwest::get(&url)
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        },
+    )
+    .await;
+}
+
+/// Waits until /health says `"status": "healthy"`; returns the time taken.
+pub(crate) async fn wait_healthy(http: &str, within: Duration) -> Duration {
+    eventually(within, &format!("{http} healthy"), || async {
+        health(http).await["status"] == "healthy"
+    })
+    .await
+}
+
+/// The sum of every /metrics sample whose line starts with `prefix` (a
+/// name, or a name with labels: `name{kind="x",outcome="y"}`).
+pub(crate) async fn metric(server: &TestServer, prefix: &str) -> f64 {
+    let text = reqwest::get(format!("{}/metrics", server.http()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A store on `url`: for a test's own use, or to seed a database before a
+/// server starts on it (never to write behind a running server's back).
+pub(crate) async fn open_store(url: &str) -> Store {
+    Store::connect(&DatabaseConfig {
+        url: url.to_string(),
+        ..DatabaseConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
+/// A fresh database of kind `db` and a store on it; None without PostgreSQL.
+pub(crate) async fn fresh_store(db: Db) -> Option<(Store, TestDb)> {
+    let test_db = TestDb::new(db).await?;
+    Some((open_store(&test_db.url).await, test_db))
+}
+
+/// Capabilities as records hold them.
+pub(crate) fn caps(items: &[&str]) -> Vec<String> {
+    items.iter().map(|c| c.to_string()).collect()
+}
+
+/// Account request `pubkey(n)` of owner `pubkey(200)`, at slot 10.
+pub(crate) fn request_record(n: u8) -> AccountRequestRecord {
+    AccountRequestRecord {
+        id: pubkey(n),
+        owner: pubkey(200),
+        capabilities: caps(&["transfer"]),
+        init_state_hash: "ab".repeat(32),
+        created_at_ms: 1_700_000_000_000 + n as i64,
+        slot: Some(10),
+    }
+}
+
+/// Account `pubkey(n)` of owner `pubkey(200)` with no request behind it.
+pub(crate) fn account_record(n: u8) -> AccountRecord {
+    AccountRecord {
+        id: pubkey(n),
+        owner: pubkey(200),
+        capabilities: caps(&["transfer"]),
+        state_hash: "ab".repeat(32),
+        is_active: true,
+        created_at_ms: 1_700_000_000_100 + n as i64,
+        request_id: String::new(),
+        slot: None,
+        signature: String::new(),
+    }
+}
+
+/// Account `pubkey(n)` initialized from request `pubkey(request)` by the
+/// transaction "sig-init" at slot 11.
+pub(crate) fn initialized_account_record(n: u8, request: u8) -> AccountRecord {
+    AccountRecord {
+        request_id: pubkey(request),
+        slot: Some(11),
+        signature: "sig-init".into(),
+        ..account_record(n)
+    }
+}
+
+/// Live session `pubkey(n)` over the accounts `pubkey(a)`, nonce `n`, at slot 12.
+pub(crate) fn session_record(n: u8, accounts: &[u8], namespace: &str) -> SessionRecord {
+    SessionRecord {
+        id: pubkey(n),
+        owner: pubkey(200),
+        accounts: accounts.iter().map(|a| pubkey(*a)).collect(),
+        namespace: namespace.into(),
+        is_consumed: false,
+        nonce: n as u64,
+        created_at_ms: 1_700_000_000_200 + n as i64,
+        metadata: vec![1, 2, 3],
+        slot: Some(12),
+    }
+}
+
+/// A request a [`TestReceiver`] got: headers and body.
+pub(crate) type Received = (http::HeaderMap, Vec<u8>);
+
+/// A local HTTP receiver (webhooks) on a loopback port: POST `<url>`
+/// answers `answer(n)` to the n-th request (1-based) and keeps every
+/// request's headers and body.
+pub(crate) struct TestReceiver {
+    /// `http://127.0.0.1:<port>/hook`.
+    pub url: String,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+}
+
+impl TestReceiver {
+    pub(crate) async fn start(
+        answer: impl Fn(usize) -> http::StatusCode + Clone + Send + Sync + 'static,
+    ) -> TestReceiver {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Received>::new()));
+        let s = seen.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |headers: http::HeaderMap, body: axum::body::Bytes| {
+                let (s, answer) = (s.clone(), answer.clone());
+                async move {
+                    let mut seen = s.lock().unwrap();
+                    seen.push((headers, body.to_vec()));
+                    answer(seen.len())
+                }
+            }),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        TestReceiver { url, seen }
+    }
+
+    /// Every request so far, in arrival order.
+    pub(crate) fn seen(&self) -> Vec<Received> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// How many requests arrived.
+    pub(crate) fn hits(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
 }

@@ -14,8 +14,8 @@ use valence_lifecycle_api::{
 use valence_lifecycle_server::store::{AccountRecord, Store};
 
 use crate::common::{
-    authed, pubkey, test_config, with_tokens, Db, TestDb, TestServer, ADMIN, BOTH, OPERATOR,
-    READER, SEED_RULE,
+    authed, backend_tests, pubkey, test_config, with_tokens, Db, TestDb, TestServer, ADMIN,
+    OPERATOR, READER, SEED_RULE,
 };
 
 fn seed_rule() -> ProgressionRule {
@@ -47,11 +47,10 @@ async fn health_is_serving_overall_and_per_service() {
     assert!(server.stop().await, "clean shutdown");
 }
 
-#[tokio::test]
-async fn rule_crud_round_trip_with_events() {
-    for db in BOTH {
+backend_tests!(
+    async fn rule_crud_round_trip_with_events(db: Db) {
         let Some(server) = TestServer::start(db).await else {
-            continue;
+            return;
         };
         let mut rules = server.rules().await;
         let created = rules
@@ -160,7 +159,7 @@ async fn rule_crud_round_trip_with_events() {
         );
         assert!(server.stop().await);
     }
-}
+);
 
 #[tokio::test]
 async fn malformed_input_is_invalid_argument_naming_the_field_and_changes_nothing() {

@@ -5,11 +5,7 @@
 //! without a chain, and (with the embedded chain) the seed rule consuming a
 //! session on Surfnet and a crash in the middle of an action not repeating it.
 
-use std::{
-    collections::BTreeSet,
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
-};
+use std::{collections::BTreeSet, time::Duration};
 
 use hmac::{Hmac, Mac as _};
 use sha2::{Digest as _, Sha256};
@@ -22,12 +18,12 @@ use valence_lifecycle_api::{
         ProgressionRule,
     },
 };
-use valence_lifecycle_server::{
-    config::{Config, DatabaseConfig},
-    store::{AccountRecord, SessionRecord, Store},
-};
+use valence_lifecycle_server::{config::Config, store::AccountRecord};
 
-use crate::common::{pubkey, test_config, Db, TestDb, TestServer, BOTH};
+use crate::common::{
+    account_record, backend_tests, caps, eventually, metric, open_store, pubkey,
+    session_record as session, test_config, Db, TestDb, TestReceiver, TestServer,
+};
 
 fn seed_rule(id: &str, condition: &str, action: &str) -> ProgressionRule {
     let json = format!(
@@ -39,40 +35,12 @@ fn seed_rule(id: &str, condition: &str, action: &str) -> ProgressionRule {
 const CONSUME: &str =
     r#"{"ConsumeAndCreate":[{"account_indices":[0,1],"namespace":"recycled","metadata":[]}]}"#;
 
-async fn open_store(url: &str) -> Store {
-    Store::connect(&DatabaseConfig {
-        url: url.to_string(),
-        ..Default::default()
-    })
-    .await
-    .unwrap()
-}
-
-fn account(id: &str, caps: &[&str], hash: u8) -> AccountRecord {
+/// Account `pubkey(n)` with `capabilities` and the state hash `[n; 32]`.
+fn account(n: u8, capabilities: &[&str]) -> AccountRecord {
     AccountRecord {
-        id: id.to_string(),
-        owner: pubkey(200),
-        capabilities: caps.iter().map(|c| c.to_string()).collect(),
-        state_hash: hex::encode([hash; 32]),
-        is_active: true,
-        created_at_ms: 1_700_000_000_000,
-        request_id: String::new(),
-        slot: None,
-        signature: String::new(),
-    }
-}
-
-fn session(id: &str, accounts: &[&str], namespace: &str) -> SessionRecord {
-    SessionRecord {
-        id: id.to_string(),
-        owner: pubkey(200),
-        accounts: accounts.iter().map(|a| a.to_string()).collect(),
-        namespace: namespace.to_string(),
-        is_consumed: false,
-        nonce: 1,
-        created_at_ms: 1_700_000_000_000,
-        metadata: vec![],
-        slot: None,
+        capabilities: caps(capabilities),
+        state_hash: hex::encode([n; 32]),
+        ..account_record(n)
     }
 }
 
@@ -120,34 +88,6 @@ async fn outcomes(
         .collect()
 }
 
-async fn until<F, Fut>(within: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let started = Instant::now();
-    while started.elapsed() < within {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{what} did not happen within {within:?}");
-}
-
-async fn metric(server: &TestServer, prefix: &str) -> f64 {
-    let text = reqwest::get(format!("{}/metrics", server.http()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 fn fast(mut c: Config) -> Config {
     c.lifecycle.rule_tick_secs = 1;
     c.retry.initial_delay_ms = 100;
@@ -156,37 +96,35 @@ fn fast(mut c: Config) -> Config {
     c
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn every_condition_matches_and_misses_and_each_match_is_reported_once() {
-    for db in BOTH {
+backend_tests!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn every_condition_matches_and_misses_and_each_match_is_reported_once(db: Db) {
         let Some(test_db) = TestDb::new(db).await else {
-            continue;
+            return;
         };
         let url = test_db.url.clone();
-        let server = TestServer::start_with(test_db, fast(test_config(&url))).await;
+        // What the chain would hold, stored before the server starts.
         let store = open_store(&url).await;
-        let (a1, a2, a3) = (pubkey(1), pubkey(2), pubkey(3));
         let (s1, s2) = (pubkey(11), pubkey(12));
         store
-            .upsert_account(&account(&a1, &["transfer", "vote"], 1))
+            .upsert_account(&account(1, &["transfer", "vote"]))
             .await
             .unwrap();
         store
-            .upsert_account(&account(&a2, &["transfer"], 2))
+            .upsert_account(&account(2, &["transfer"]))
+            .await
+            .unwrap();
+        store.upsert_account(&account(3, &["vote"])).await.unwrap();
+        store
+            .upsert_session(&session(11, &[1, 2], "alpha"))
             .await
             .unwrap();
         store
-            .upsert_account(&account(&a3, &["vote"], 3))
+            .upsert_session(&session(12, &[1, 3], "beta"))
             .await
             .unwrap();
-        store
-            .upsert_session(&session(&s1, &[&a1, &a2], "alpha"))
-            .await
-            .unwrap();
-        store
-            .upsert_session(&session(&s2, &[&a1, &a3], "beta"))
-            .await
-            .unwrap();
+        store.close().await;
+        let server = TestServer::start_with(test_db, fast(test_config(&url))).await;
         // The aggregate: sha256 over the members' state hashes in order.
         let mut members = vec![1u8; 32];
         members.extend([3u8; 32]);
@@ -363,11 +301,13 @@ async fn every_condition_matches_and_misses_and_each_match_is_reported_once() {
                 .map(|(r, s, _, _)| (r.clone(), s.clone()))
                 .collect()
         };
-        until(Duration::from_secs(20), "all six matches", || async {
+        eventually(Duration::from_secs(20), "all six matches", || async {
             pairs(&matched(&server).await) == expected
         })
         .await;
         // Two more ticks: nothing is reported twice, nothing was executed.
+        // (The sleep is the observation window: there is no event to await
+        // for something that must not happen.)
         tokio::time::sleep(Duration::from_millis(2_500)).await;
         let reported = matched(&server).await;
         assert_eq!(reported.len(), 6, "{reported:?}");
@@ -392,89 +332,69 @@ async fn every_condition_matches_and_misses_and_each_match_is_reported_once() {
             6.0
         );
 
-        // Across a restart the matches are remembered.
+        // Across a restart the matches are remembered; a session that
+        // arrived while the server was down is evaluated at start.
         let (clean, test_db) = server.stop_and_keep().await;
         assert!(clean);
-        let server = TestServer::start_with(test_db, fast(test_config(&url))).await;
-        tokio::time::sleep(Duration::from_millis(3_000)).await;
-        assert_eq!(
-            matched(&server).await.len(),
-            6,
-            "reported once across a restart"
-        );
-        // A consumed session is forgotten; a new one is evaluated at once.
         let s3 = pubkey(13);
+        let store = open_store(&url).await;
         store
-            .upsert_session(&session(&s3, &[&a2], "alpha"))
+            .upsert_session(&session(13, &[2], "alpha"))
             .await
             .unwrap();
-        until(
+        store.close().await;
+        let server = TestServer::start_with(test_db, fast(test_config(&url))).await;
+        let mut expected = expected;
+        expected.insert(("cap".to_string(), s3.clone()));
+        expected.insert(("idle".to_string(), s3.clone()));
+        eventually(
             Duration::from_secs(10),
             "the new session matched",
-            || async {
-                matched(&server)
-                    .await
-                    .iter()
-                    .any(|(r, s, _, _)| r == "cap" && *s == s3)
-            },
+            || async { pairs(&matched(&server).await) == expected },
         )
         .await;
-        store.close().await;
+        // Observation window, as above: three ticks re-report nothing.
+        tokio::time::sleep(Duration::from_millis(3_000)).await;
+        let reported = matched(&server).await;
+        assert_eq!(
+            reported.len(),
+            8,
+            "reported once across a restart: {reported:?}"
+        );
+        assert_eq!(pairs(&reported), expected);
         assert!(server.stop().await);
     }
-}
-
-/// Requests a receiver got: headers and body.
-type Seen = Arc<Mutex<Vec<(http::HeaderMap, Vec<u8>)>>>;
-
-/// A local HTTP receiver that answers 500 to the first request and 200
-/// after, keeping every request's headers and body.
-struct Receiver {
-    url: String,
-    seen: Seen,
-}
-
-impl Receiver {
-    async fn start() -> Receiver {
-        let seen: Seen = Arc::default();
-        let s = seen.clone();
-        let app = axum::Router::new().route(
-            "/hook",
-            axum::routing::post(move |headers: http::HeaderMap, body: axum::body::Bytes| {
-                let s = s.clone();
-                async move {
-                    let mut seen = s.lock().unwrap();
-                    seen.push((headers, body.to_vec()));
-                    if seen.len() == 1 {
-                        http::StatusCode::INTERNAL_SERVER_ERROR
-                    } else {
-                        http::StatusCode::OK
-                    }
-                }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/hook", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        Receiver { url, seen }
-    }
-}
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn webhooks_are_signed_retried_after_a_500_and_chain_actions_fail_clearly_without_a_chain() {
-    let receiver = Receiver::start().await;
+    // 500 to the first request, 200 after.
+    let receiver = TestReceiver::start(|n| {
+        if n == 1 {
+            http::StatusCode::INTERNAL_SERVER_ERROR
+        } else {
+            http::StatusCode::OK
+        }
+    })
+    .await;
     let test_db = TestDb::new(Db::Sqlite).await.unwrap();
     let url = test_db.url.clone();
+    // The session, stored before the server starts.
+    let s1 = pubkey(11);
+    let store = open_store(&url).await;
+    store
+        .upsert_account(&account(1, &["transfer"]))
+        .await
+        .unwrap();
+    store
+        .upsert_session(&session(11, &[1], "alpha"))
+        .await
+        .unwrap();
+    store.close().await;
     let mut config = fast(test_config(&url));
     config.lifecycle.auto_progress = true;
     config.lifecycle.webhook_secret = "webhook-secret-for-tests".into();
     let server = TestServer::start_with(test_db, config).await;
-    let store = open_store(&url).await;
-    let (a1, s1) = (pubkey(1), pubkey(11));
-    store
-        .upsert_account(&account(&a1, &["transfer"], 1))
-        .await
-        .unwrap();
     let mut rules = server.rules().await;
     let hook = format!(r#"{{"NotifyWebhook":"{}"}}"#, receiver.url);
     let bundle = format!(
@@ -497,12 +417,8 @@ async fn webhooks_are_signed_retried_after_a_500_and_chain_actions_fail_clearly_
             .await
             .unwrap();
     }
-    store
-        .upsert_session(&session(&s1, &[&a1], "alpha"))
-        .await
-        .unwrap();
 
-    until(Duration::from_secs(20), "the webhook delivered", || async {
+    eventually(Duration::from_secs(20), "the webhook delivered", || async {
         !outcomes(&server, EventType::ActionExecuted)
             .await
             .is_empty()
@@ -516,7 +432,7 @@ async fn webhooks_are_signed_retried_after_a_500_and_chain_actions_fail_clearly_
     assert!(error.is_empty());
     assert_eq!(*attempt, 2, "the 500 was retried once");
 
-    let seen = receiver.seen.lock().unwrap().clone();
+    let seen = receiver.seen();
     assert_eq!(seen.len(), 2);
     let delivery = seen[0].0["x-valence-delivery"].clone();
     for (headers, body) in &seen {
@@ -535,7 +451,7 @@ async fn webhooks_are_signed_retried_after_a_500_and_chain_actions_fail_clearly_
         assert_eq!(json["delivery_id"], delivery.to_str().unwrap());
     }
 
-    until(
+    eventually(
         Duration::from_secs(10),
         "both chain actions failed",
         || async { outcomes(&server, EventType::ActionFailed).await.len() == 2 },
@@ -565,31 +481,30 @@ async fn webhooks_are_signed_retried_after_a_500_and_chain_actions_fail_clearly_
         .await,
         1.0
     );
-    // Nothing more arrives later: the delivery ended.
+    // Nothing more arrives later: the delivery ended. (The sleep is the
+    // observation window for something that must not happen.)
     tokio::time::sleep(Duration::from_millis(1_500)).await;
-    assert_eq!(receiver.seen.lock().unwrap().len(), 2);
-    store.close().await;
+    assert_eq!(receiver.hits(), 2);
     assert!(server.stop().await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_action_not_finished_within_the_consumption_timeout_expires() {
     // A receiver that always fails.
-    let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let h = hits.clone();
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move || {
-            h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            async { http::StatusCode::SERVICE_UNAVAILABLE }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hook_url = format!("http://{}/hook", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-
+    let receiver = TestReceiver::start(|_| http::StatusCode::SERVICE_UNAVAILABLE).await;
     let test_db = TestDb::new(Db::Sqlite).await.unwrap();
     let url = test_db.url.clone();
+    // The session, stored before the server starts.
+    let store = open_store(&url).await;
+    store
+        .upsert_account(&account(1, &["transfer"]))
+        .await
+        .unwrap();
+    store
+        .upsert_session(&session(11, &[1], "alpha"))
+        .await
+        .unwrap();
+    store.close().await;
     let mut config = fast(test_config(&url));
     config.lifecycle.auto_progress = true;
     config.lifecycle.consumption_timeout_secs = 2;
@@ -597,17 +512,7 @@ async fn an_action_not_finished_within_the_consumption_timeout_expires() {
     config.retry.initial_delay_ms = 200;
     config.retry.max_delay_ms = 200;
     let server = TestServer::start_with(test_db, config).await;
-    let store = open_store(&url).await;
-    let (a1, s1) = (pubkey(1), pubkey(11));
-    store
-        .upsert_account(&account(&a1, &["transfer"], 1))
-        .await
-        .unwrap();
-    store
-        .upsert_session(&session(&s1, &[&a1], "alpha"))
-        .await
-        .unwrap();
-    let hook = format!(r#"{{"NotifyWebhook":"{hook_url}"}}"#);
+    let hook = format!(r#"{{"NotifyWebhook":"{}"}}"#, receiver.url);
     server
         .rules()
         .await
@@ -620,7 +525,7 @@ async fn an_action_not_finished_within_the_consumption_timeout_expires() {
         })
         .await
         .unwrap();
-    until(Duration::from_secs(15), "the action expired", || async {
+    eventually(Duration::from_secs(15), "the action expired", || async {
         !outcomes(&server, EventType::ActionFailed).await.is_empty()
     })
     .await;
@@ -636,17 +541,13 @@ async fn an_action_not_finished_within_the_consumption_timeout_expires() {
         .await,
         1.0
     );
-    let after = hits.load(std::sync::atomic::Ordering::SeqCst);
+    let after = receiver.hits();
+    // Observation window for something that must not happen.
     tokio::time::sleep(Duration::from_millis(1_000)).await;
-    assert_eq!(
-        hits.load(std::sync::atomic::Ordering::SeqCst),
-        after,
-        "nothing is sent after expiry"
-    );
+    assert_eq!(receiver.hits(), after, "nothing is sent after expiry");
     assert!(outcomes(&server, EventType::ActionExecuted)
         .await
         .is_empty());
-    store.close().await;
     assert!(server.stop().await);
 }
 
@@ -667,7 +568,7 @@ mod on_chain {
     use super::*;
     use crate::{
         builder::{KillingProxy, Wallet},
-        chain::{eventually, Net},
+        chain::Net,
         common::SEED_RULE,
         process::ServerProcess,
     };
@@ -713,7 +614,7 @@ mod on_chain {
         let original = place_session(&net, &members, "orig");
         let server = TestServer::start_with(test_db, config).await;
         let mut lifecycle = server.lifecycle().await;
-        until(Duration::from_secs(20), "the session is stored", || {
+        eventually(Duration::from_secs(20), "the session is stored", || {
             let mut c = lifecycle.clone();
             async move {
                 c.get_session(GetSessionRequest {
@@ -763,7 +664,7 @@ mod on_chain {
             }
             other => panic!("no consumption record: {other:?}"),
         }
-        until(Duration::from_secs(20), "the monitor saw it", || {
+        eventually(Duration::from_secs(20), "the monitor saw it", || {
             let mut c = lifecycle.clone();
             async move {
                 let consumed = c
@@ -878,14 +779,13 @@ mod on_chain {
                 .events
             }
         };
-        let started = Instant::now();
-        while events(EventType::ActionExecuted).await.is_empty() {
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "the resumed action did not finish"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        eventually(
+            Duration::from_secs(30),
+            "the resumed action finished",
+            || async { !events(EventType::ActionExecuted).await.is_empty() },
+        )
+        .await;
+        // Observation window: nothing is sent again meanwhile.
         tokio::time::sleep(Duration::from_secs(2)).await;
         assert_eq!(proxy.sends.load(Ordering::SeqCst), 1, "nothing sent again");
         let executed = events(EventType::ActionExecuted).await;
@@ -911,7 +811,7 @@ mod on_chain {
         let new = chain_session(&net, &addresses.successors[0].1).expect("the new session");
         assert_eq!(new.accounts, vec![members[1].to_bytes()]);
         assert_eq!(new.metadata, vec![5]);
-        until(Duration::from_secs(20), "the store has both", || {
+        eventually(Duration::from_secs(20), "the store has both", || {
             let mut c = lifecycle.clone();
             let successor = addresses.successors[0].1.to_string();
             async move {

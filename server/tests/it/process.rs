@@ -22,7 +22,7 @@ pub(crate) fn free_port() -> u16 {
 
 impl ServerProcess {
     /// Starts the binary on free ports with `database_url` and `env`, and
-    /// waits until /health answers.
+    /// waits until /health answers (see common::wait_answering).
     pub(crate) async fn start(database_url: &str, env: &[(&str, &str)]) -> ServerProcess {
         let (grpc, api) = (free_port(), free_port());
         let mut command = Command::new(env!("CARGO_BIN_EXE_valence-lifecycle"));
@@ -47,21 +47,8 @@ impl ServerProcess {
             grpc: SocketAddr::from(([127, 0, 0, 1], grpc)),
             api: SocketAddr::from(([127, 0, 0, 1], api)),
         };
-        server.wait_healthy().await;
+        crate::common::wait_answering(&format!("http://{}", server.api)).await;
         server
-    }
-
-    async fn wait_healthy(&self) {
-        let url = format!("http://{}/health", self.api);
-        for _ in 0..400 {
-            if let Ok(r) = reqwest::get(&url).await {
-                if r.status().is_success() {
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("server process did not become healthy at {url}");
     }
 
     /// Sends SIGTERM and waits for the exit code.

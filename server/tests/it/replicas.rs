@@ -12,20 +12,11 @@ use valence_lifecycle_api::v1::{
 };
 
 use crate::{
-    builder::{caps, events_of, wait_status, Wallet},
-    chain::{eventually, Net},
-    common::{Db, TestDb},
+    builder::{events_of, wait_status, Wallet},
+    chain::Net,
+    common::{caps, eventually, health, Db, TestDb},
     process::ServerProcess,
 };
-
-async fn health(api: std::net::SocketAddr) -> serde_json::Value {
-    reqwest::get(format!("http://{api}/health"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
 
 fn component_names(health: &serde_json::Value) -> Vec<String> {
     health["components"]
@@ -63,11 +54,11 @@ async fn a_request_taken_by_the_follower_is_recorded_once_by_the_leader_postgres
     };
     let leader = start("replica-a").await;
     eventually(Duration::from_secs(10), "replica-a leads", || async {
-        health(leader.api).await["leader"]["is_leader"] == true
+        health(&format!("http://{}", leader.api)).await["leader"]["is_leader"] == true
     })
     .await;
     let follower = start("replica-b").await;
-    let follower_health = health(follower.api).await;
+    let follower_health = health(&format!("http://{}", follower.api)).await;
     assert_eq!(follower_health["leader"]["is_leader"], false);
     let names = component_names(&follower_health);
     for duty in ["monitor", "builder"] {

@@ -8,7 +8,8 @@ use serde_json::Value;
 use valence_lifecycle_api::{rule_json::SeedRule, v1::ListRulesRequest};
 
 use crate::common::{
-    test_config, with_tokens, Db, TestDb, TestServer, BOTH, OPERATOR, READER, SEED_RULE,
+    backend_tests, eventually, test_config, with_tokens, Db, TestDb, TestServer, OPERATOR, READER,
+    SEED_RULE,
 };
 
 async fn post_rule(server: &TestServer, body: &str, token: Option<&str>) -> (StatusCode, Value) {
@@ -24,11 +25,10 @@ async fn post_rule(server: &TestServer, body: &str, token: Option<&str>) -> (Sta
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
-#[tokio::test]
-async fn seed_rule_posted_over_rest_is_listed_over_grpc() {
-    for db in BOTH {
+backend_tests!(
+    async fn seed_rule_posted_over_rest_is_listed_over_grpc(db: Db) {
         let Some(server) = TestServer::start(db).await else {
-            continue;
+            return;
         };
         let (status, body) = post_rule(&server, SEED_RULE, None).await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
@@ -50,7 +50,7 @@ async fn seed_rule_posted_over_rest_is_listed_over_grpc() {
         assert_eq!(status, StatusCode::CONFLICT, "{body}");
         assert!(server.stop().await);
     }
-}
+);
 
 #[tokio::test]
 async fn bad_bodies_are_400_naming_the_problem() {
@@ -89,16 +89,7 @@ async fn reads_health_stats_and_errors() {
     let server = TestServer::start(Db::Sqlite).await.unwrap();
     // Answering (200, maybe "degraded" while components start) comes
     // first; "healthy" once every component runs.
-    crate::common::eventually(Duration::from_secs(10), "healthy at start", || async {
-        let health: Value = reqwest::get(format!("{}/health", server.http()))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        health["status"] == "healthy"
-    })
-    .await;
+    server.wait_healthy(Duration::from_secs(10)).await;
     let started = Instant::now();
     let health = reqwest::get(format!("{}/health", server.http()))
         .await
@@ -129,14 +120,8 @@ async fn reads_health_stats_and_errors() {
         ]
     );
 
-    crate::common::eventually(Duration::from_secs(5), "the orchestrator runs", || async {
-        let health: Value = reqwest::get(format!("{}/health", server.http()))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        health["components"]
+    eventually(Duration::from_secs(5), "the orchestrator runs", || async {
+        crate::common::health(&server.http()).await["components"]
             .as_array()
             .unwrap()
             .iter()
@@ -370,24 +355,22 @@ async fn prometheus_scrapes_the_gateway() {
         .spawn()
         .unwrap();
     let query = |q: &str| format!("http://127.0.0.1:{port}/api/v1/query?query={q}");
-    let mut up = false;
-    for _ in 0..120 {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        let Ok(r) = reqwest::get(query("valence_active_sessions")).await else {
-            continue;
-        };
-        let Ok(body) = r.json::<Value>().await else {
-            continue;
-        };
-        if body["data"]["result"]
-            .as_array()
-            .is_some_and(|a| !a.is_empty())
-        {
-            up = true;
-            break;
-        }
-    }
-    assert!(up, "Prometheus never ingested valence_active_sessions");
+    eventually(
+        Duration::from_secs(30),
+        "Prometheus ingesting valence_active_sessions",
+        || async {
+            let Ok(r) = reqwest::get(query("valence_active_sessions")).await else {
+                return false;
+            };
+            let Ok(body) = r.json::<Value>().await else {
+                return false;
+            };
+            body["data"]["result"]
+                .as_array()
+                .is_some_and(|a| !a.is_empty())
+        },
+    )
+    .await;
     let body: Value = reqwest::get(query("up"))
         .await
         .unwrap()

@@ -2,63 +2,14 @@
 //! the same assertions on both.
 
 use valence_lifecycle_api::v1::{AccountRequestStatus, EventType, LinearState};
-use valence_lifecycle_server::{
-    config::DatabaseConfig,
-    store::{
-        AccountRecord, AccountRequestRecord, ConsumptionRecord, EventQuery, SessionFilter,
-        SessionRecord, Store,
-    },
+use valence_lifecycle_server::store::{
+    ConsumptionRecord, EventQuery, SessionFilter, SessionRecord,
 };
 
-use crate::common::{pubkey, Db, TestDb, BOTH};
-
-async fn open(db: Db) -> Option<(Store, TestDb)> {
-    let test_db = TestDb::new(db).await?;
-    let config = DatabaseConfig {
-        url: test_db.url.clone(),
-        ..DatabaseConfig::default()
-    };
-    Some((Store::connect(&config).await.unwrap(), test_db))
-}
-
-fn request(n: u8) -> AccountRequestRecord {
-    AccountRequestRecord {
-        id: pubkey(n),
-        owner: pubkey(200),
-        capabilities: vec!["transfer".into()],
-        init_state_hash: "ab".repeat(32),
-        created_at_ms: 1_700_000_000_000 + n as i64,
-        slot: Some(10),
-    }
-}
-
-fn account(n: u8, request: u8) -> AccountRecord {
-    AccountRecord {
-        id: pubkey(n),
-        owner: pubkey(200),
-        capabilities: vec!["transfer".into()],
-        state_hash: "ab".repeat(32),
-        is_active: true,
-        created_at_ms: 1_700_000_000_100 + n as i64,
-        request_id: pubkey(request),
-        slot: Some(11),
-        signature: "sig-init".into(),
-    }
-}
-
-fn session(n: u8, accounts: &[u8], namespace: &str) -> SessionRecord {
-    SessionRecord {
-        id: pubkey(n),
-        owner: pubkey(200),
-        accounts: accounts.iter().map(|a| pubkey(*a)).collect(),
-        namespace: namespace.into(),
-        is_consumed: false,
-        nonce: n as u64,
-        created_at_ms: 1_700_000_000_200 + n as i64,
-        metadata: vec![1, 2, 3],
-        slot: Some(12),
-    }
-}
+use crate::common::{
+    backend_tests, fresh_store, initialized_account_record as account, pubkey,
+    request_record as request, session_record as session,
+};
 
 fn event_types(events: &[valence_lifecycle_api::v1::LifecycleEvent]) -> Vec<EventType> {
     events
@@ -67,11 +18,10 @@ fn event_types(events: &[valence_lifecycle_api::v1::LifecycleEvent]) -> Vec<Even
         .collect()
 }
 
-#[tokio::test]
-async fn linear_progression_from_request_to_consumed_session() {
-    for db in BOTH {
-        let Some((store, _db)) = open(db).await else {
-            continue;
+backend_tests!(
+    async fn linear_progression_from_request_to_consumed_session(db: Db) {
+        let Some((store, _db)) = fresh_store(db).await else {
+            return;
         };
         assert!(store.upsert_account_request(&request(1)).await.unwrap());
         assert!(store.upsert_account_request(&request(2)).await.unwrap());
@@ -124,13 +74,12 @@ async fn linear_progression_from_request_to_consumed_session() {
         assert_eq!(p.history[1].slot, Some(11));
         assert_eq!(p.history[3].signature, "sig-consume");
     }
-}
+);
 
-#[tokio::test]
-async fn the_same_state_twice_changes_nothing_and_appends_nothing() {
-    for db in BOTH {
-        let Some((store, _db)) = open(db).await else {
-            continue;
+backend_tests!(
+    async fn the_same_state_twice_changes_nothing_and_appends_nothing(db: Db) {
+        let Some((store, _db)) = fresh_store(db).await else {
+            return;
         };
         store.upsert_account_request(&request(1)).await.unwrap();
         store.upsert_account(&account(11, 1)).await.unwrap();
@@ -154,13 +103,12 @@ async fn the_same_state_twice_changes_nothing_and_appends_nothing() {
         let p = store.get_progression(&pubkey(21)).await.unwrap();
         assert_eq!(p.history.len(), 1);
     }
-}
+);
 
-#[tokio::test]
-async fn every_change_appends_its_events_in_order() {
-    for db in BOTH {
-        let Some((store, _db)) = open(db).await else {
-            continue;
+backend_tests!(
+    async fn every_change_appends_its_events_in_order(db: Db) {
+        let Some((store, _db)) = fresh_store(db).await else {
+            return;
         };
         store.upsert_account_request(&request(1)).await.unwrap();
         store.upsert_account(&account(11, 1)).await.unwrap();
@@ -197,13 +145,12 @@ async fn every_change_appends_its_events_in_order() {
             .unwrap();
         assert_eq!(after.first().map(|e| e.sequence), Some(4));
     }
-}
+);
 
-#[tokio::test]
-async fn lists_filter_and_page() {
-    for db in BOTH {
-        let Some((store, _db)) = open(db).await else {
-            continue;
+backend_tests!(
+    async fn lists_filter_and_page(db: Db) {
+        let Some((store, _db)) = fresh_store(db).await else {
+            return;
         };
         for n in 1..=5 {
             store
@@ -266,13 +213,12 @@ async fn lists_filter_and_page() {
             "newest first"
         );
     }
-}
+);
 
-#[tokio::test]
-async fn pruning_keeps_the_newest_and_reports_the_oldest() {
-    for db in BOTH {
-        let Some((store, _db)) = open(db).await else {
-            continue;
+backend_tests!(
+    async fn pruning_keeps_the_newest_and_reports_the_oldest(db: Db) {
+        let Some((store, _db)) = fresh_store(db).await else {
+            return;
         };
         for n in 1..=10 {
             store.upsert_session(&session(n, &[], "ns")).await.unwrap();
@@ -283,9 +229,10 @@ async fn pruning_keeps_the_newest_and_reports_the_oldest() {
         assert_eq!(store.oldest_sequence().await.unwrap(), head - 4);
         assert_eq!(store.head_sequence().await.unwrap(), head);
         // Age-based pruning never removes the newest event, so the head survives.
+        // (This sleep is the condition: every event must be older than 1 ms.)
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         store.prune_events(1, 0).await.unwrap();
         assert_eq!(store.oldest_sequence().await.unwrap(), head);
         assert_eq!(store.head_sequence().await.unwrap(), head);
     }
-}
+);

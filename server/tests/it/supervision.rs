@@ -14,25 +14,15 @@ use std::{
 
 use valence_lifecycle_api::v1::{lifecycle_event::Payload, ComponentState, LifecycleEvent};
 use valence_lifecycle_server::{
-    config::DatabaseConfig,
     store::Store,
     supervisor::{Policy, StatusBoard, Supervisor},
     telemetry::Metrics,
 };
 
 use crate::{
-    common::{test_config, Db, TestDb, TestServer},
+    common::{eventually, open_store, test_config, Db, TestDb, TestServer},
     proxy::Proxy,
 };
-
-async fn store(db: &TestDb) -> Store {
-    Store::connect(&DatabaseConfig {
-        url: db.url.clone(),
-        ..Default::default()
-    })
-    .await
-    .unwrap()
-}
 
 fn policy(max_restarts: u32) -> Policy {
     Policy {
@@ -71,18 +61,10 @@ fn kind(e: &LifecycleEvent) -> &'static str {
     }
 }
 
-async fn wait_for(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !check() {
-        assert!(started.elapsed() < within, "{what} within {within:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn a_failing_component_is_restarted_with_growing_jittered_delays_then_given_up() {
     let db = TestDb::new(Db::Sqlite).await.unwrap();
-    let store = store(&db).await;
+    let store = open_store(&db.url).await;
     let board = StatusBoard::new(store.clone(), Arc::new(Metrics::new()));
     let mut supervisor = Supervisor::new(board.clone(), policy(3));
     let starts = Arc::new(Mutex::new(Vec::new()));
@@ -100,13 +82,14 @@ async fn a_failing_component_is_restarted_with_growing_jittered_delays_then_give
             }
         })
         .await;
-    wait_for("giving up", Duration::from_secs(10), || {
+    eventually(Duration::from_secs(10), "giving up", || async {
         board
             .snapshot()
             .iter()
             .any(|c| c.name == "flaky" && c.message.starts_with("gave up after 3 restarts"))
     })
     .await;
+    // Observation window: no run starts after giving up.
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(
         starts.lock().unwrap().len(),
@@ -175,7 +158,7 @@ async fn a_failing_component_is_restarted_with_growing_jittered_delays_then_give
 #[tokio::test]
 async fn a_panic_is_contained_and_the_component_restarted() {
     let db = TestDb::new(Db::Sqlite).await.unwrap();
-    let store = store(&db).await;
+    let store = open_store(&db.url).await;
     let board = StatusBoard::new(store.clone(), Arc::new(Metrics::new()));
     let mut supervisor = Supervisor::new(board.clone(), policy(5));
     let runs = Arc::new(AtomicU32::new(0));
@@ -192,7 +175,7 @@ async fn a_panic_is_contained_and_the_component_restarted() {
             }
         })
         .await;
-    wait_for("restart", Duration::from_secs(5), || {
+    eventually(Duration::from_secs(5), "restart", || async {
         runs.load(Ordering::SeqCst) == 2 && board.state("fragile") == ComponentState::Running
     })
     .await;
@@ -225,7 +208,7 @@ async fn a_panic_is_contained_and_the_component_restarted() {
 #[tokio::test]
 async fn a_component_that_stops_beating_is_detected_within_the_timeout_and_restarted() {
     let db = TestDb::new(Db::Sqlite).await.unwrap();
-    let store = store(&db).await;
+    let store = open_store(&db.url).await;
     let board = StatusBoard::new(store.clone(), Arc::new(Metrics::new()));
     let mut supervisor = Supervisor::new(board.clone(), policy(5));
     let runs = Arc::new(AtomicU32::new(0));
@@ -244,7 +227,7 @@ async fn a_component_that_stops_beating_is_detected_within_the_timeout_and_resta
             }
         })
         .await;
-    wait_for("a second run", Duration::from_secs(10), || {
+    eventually(Duration::from_secs(10), "a second run", || async {
         runs.load(Ordering::SeqCst) == 2
     })
     .await;
@@ -265,7 +248,8 @@ async fn a_component_that_stops_beating_is_detected_within_the_timeout_and_resta
         ]),
         "{kinds:?}"
     );
-    // The restarted run beats, so it stays up well past the timeout.
+    // The restarted run beats, so it stays up well past the timeout (the
+    // sleep is the thing under test: time passing without a restart).
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert_eq!(runs.load(Ordering::SeqCst), 2);
     assert_eq!(board.state("sleepy"), ComponentState::Running);
@@ -301,66 +285,54 @@ async fn health_answers_within_a_second_while_the_store_check_hangs() {
     let server = TestServer::start_with(db, config).await;
     let health = format!("{}/health", server.http());
     // Answering (200) comes first; "healthy" once every component runs.
-    crate::common::eventually(Duration::from_secs(10), "healthy at start", || async {
-        let body: serde_json::Value = reqwest::get(&health).await.unwrap().json().await.unwrap();
-        body["status"] == "healthy"
-    })
-    .await;
+    server.wait_healthy(Duration::from_secs(10)).await;
 
     proxy.stall(true);
-    let stalled = Instant::now();
-    let mut saw_degraded = false;
-    while stalled.elapsed() < Duration::from_secs(9) {
-        let asked = Instant::now();
-        let response = reqwest::Client::new()
-            .get(&health)
-            .timeout(Duration::from_secs(5))
-            .send()
-            .await
-            .expect("/health answers while the store hangs");
-        assert!(
-            asked.elapsed() < Duration::from_secs(1),
-            "{:?}",
-            asked.elapsed()
-        );
-        let body: serde_json::Value = response.json().await.unwrap();
-        let store = body["components"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["name"] == "store")
-            .unwrap()
-            .clone();
-        if store["state"] == "degraded" {
+    eventually(
+        Duration::from_secs(9),
+        "the hung check reported",
+        || async {
+            let asked = Instant::now();
+            let response = reqwest::Client::new()
+                .get(&health)
+                .timeout(Duration::from_secs(5))
+                .send()
+                .await
+                .expect("/health answers while the store hangs");
             assert!(
-                store["message"].as_str().unwrap().contains("timed out"),
-                "{store}"
+                asked.elapsed() < Duration::from_secs(1),
+                "{:?}",
+                asked.elapsed()
             );
-            assert_eq!(body["status"], "degraded", "{body}");
-            saw_degraded = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(saw_degraded, "the hung check was reported");
-    proxy.stall(false);
-    crate::common::eventually(Duration::from_secs(15), "healthy again", || async {
-        let body: serde_json::Value = reqwest::get(&health).await.unwrap().json().await.unwrap();
-        body["status"] == "healthy"
-    })
+            let body: serde_json::Value = response.json().await.unwrap();
+            let store = body["components"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["name"] == "store")
+                .unwrap()
+                .clone();
+            if store["state"] == "degraded" {
+                assert!(
+                    store["message"].as_str().unwrap().contains("timed out"),
+                    "{store}"
+                );
+                assert_eq!(body["status"], "degraded", "{body}");
+                return true;
+            }
+            false
+        },
+    )
     .await;
+    proxy.stall(false);
+    server.wait_healthy(Duration::from_secs(15)).await;
     assert!(server.stop().await);
 }
 
-/// GET /health as JSON.
+/// GET /health of a server process as JSON.
 #[cfg(feature = "embedded-chain")]
 async fn health(api: std::net::SocketAddr) -> serde_json::Value {
-    reqwest::get(format!("http://{api}/health"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    crate::common::health(&format!("http://{api}")).await
 }
 
 #[cfg(feature = "embedded-chain")]
@@ -376,10 +348,9 @@ async fn two_replicas_on_postgres_hand_over_leadership_when_the_leader_is_killed
     use valence_lifecycle_server::builder::plan::Plan;
 
     use crate::{
-        builder::{
-            caps, chain_account, events_of, expected_hash, place_request, wait_status, Wallet,
-        },
-        chain::{eventually, Net},
+        builder::{chain_account, events_of, expected_hash, place_request, wait_status, Wallet},
+        chain::Net,
+        common::caps,
         process::ServerProcess,
     };
 
