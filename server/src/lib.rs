@@ -22,6 +22,7 @@ pub mod store;
 pub mod supervisor;
 pub mod telemetry;
 pub(crate) mod validate;
+pub(crate) mod wire;
 
 use std::{sync::Arc, time::Duration, time::Instant};
 

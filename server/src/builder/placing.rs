@@ -10,10 +10,7 @@ use solana_sdk::{
     pubkey::Pubkey,
     signature::Signer as _,
 };
-use valence_lifecycle_api::{
-    initial_state::InitialState,
-    v1::{AccountRequest, AccountRequestStatus, RequestAccountRequest},
-};
+use valence_lifecycle_api::{initial_state::InitialState, v1::RequestAccountRequest};
 
 use super::plan::request_space;
 use crate::{
@@ -22,7 +19,7 @@ use crate::{
         codec, Chain,
     },
     error::{ApiError, ApiResult},
-    store::{now_ms, timestamp},
+    store::{now_ms, RequestStatus, StoredRequest},
     validate,
 };
 
@@ -86,7 +83,7 @@ pub fn validate(r: &RequestAccountRequest) -> ApiResult<NewRequest> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Placed {
     /// The request as it stands on chain.
-    pub request: AccountRequest,
+    pub request: StoredRequest,
     /// Signature of the placing transaction; empty for a repeat.
     pub signature: String,
 }
@@ -128,16 +125,19 @@ fn pending_request(
     capabilities: Vec<String>,
     init_state_hash: [u8; 32],
     created_at_ms: i64,
-) -> AccountRequest {
-    AccountRequest {
+) -> StoredRequest {
+    StoredRequest {
         id: address.to_string(),
         owner,
         capabilities,
         init_state_hash: hex::encode(init_state_hash),
-        status: AccountRequestStatus::Pending as i32,
-        created_at: Some(timestamp(created_at_ms)),
-        updated_at: Some(timestamp(created_at_ms)),
-        ..Default::default()
+        status: RequestStatus::Pending,
+        failure_reason: String::new(),
+        attempts: 0,
+        created_at_ms,
+        updated_at_ms: created_at_ms,
+        signature: String::new(),
+        account_id: String::new(),
     }
 }
 

@@ -16,8 +16,8 @@ use serde_json::{json, Value};
 use valence_lifecycle_api::{
     rule_json::SeedRule,
     v1::{
-        ListEventsResponse, ProgressionRule, RequestAccountRequest, RequestAccountResponse,
-        RetryAccountRequestResponse,
+        self as proto, ListEventsResponse, ProgressionRule, RequestAccountRequest,
+        RequestAccountResponse, RetryAccountRequestResponse,
     },
 };
 
@@ -31,7 +31,7 @@ use crate::{
         sessions::{self, SessionQuery},
         stats, Page, PageParams,
     },
-    AppState,
+    wire, AppState,
 };
 
 type AppStateRef = State<Arc<AppState>>;
@@ -111,9 +111,23 @@ fn query<T>(q: QueryResult<T>) -> ApiResult<T> {
         .map_err(|e| ApiError::invalid("query", e.body_text()))
 }
 
-/// `{"items_name": [...], "next_page_token": ...}`.
-fn page_json<T: serde::Serialize>(name: &str, page: &Page<T>) -> Json<Value> {
-    Json(json!({ name: to_json(&page.items), "next_page_token": page.next_page_token }))
+/// `{"<name>": [...], "next_page_token": ...}`, the records in their wire form.
+fn page_json<S, W: From<S> + serde::Serialize>(name: &str, page: Page<S>) -> Json<Value> {
+    let items: Vec<W> = wire::all(page.items);
+    Json(json!({ name: to_json(&items), "next_page_token": page.next_page_token }))
+}
+
+/// `{"<kind>": entity, "progression": …}`; the progression is null when none is recorded.
+fn with_progression<T: serde::Serialize, P>(
+    kind: &str,
+    entity: T,
+    progression: Option<P>,
+) -> Json<Value>
+where
+    proto::Progression: From<P>,
+{
+    let progression = progression.map(proto::Progression::from);
+    Json(json!({ kind: to_json(&entity), "progression": progression.as_ref().map(to_json) }))
 }
 
 /// `GET /accounts/{id}`: the account and its linear progression.
@@ -122,8 +136,10 @@ pub(super) async fn get_account(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let view = accounts::get_with_progression(&state, &id).await?;
-    Ok(Json(
-        json!({ "account": to_json(&view.account), "progression": view.progression.as_ref().map(to_json) }),
+    Ok(with_progression(
+        "account",
+        proto::Account::from(view.account),
+        view.progression,
     ))
 }
 
@@ -134,7 +150,7 @@ pub(super) async fn list_accounts(
 ) -> ApiResult<Json<Value>> {
     let q = query(q)?;
     let page = accounts::list(&state, &q.owner, &q.page()).await?;
-    Ok(page_json("accounts", &page))
+    Ok(page_json::<_, proto::Account>("accounts", page))
 }
 
 /// `GET /account-requests?status=`: account requests, newest first.
@@ -145,7 +161,7 @@ pub(super) async fn list_account_requests(
     let q = query(q)?;
     let status = accounts::status_from_name(&q.status)?;
     let page = accounts::list_requests(&state, status, &q.page()).await?;
-    Ok(page_json("requests", &page))
+    Ok(page_json::<_, proto::AccountRequest>("requests", page))
 }
 
 /// `GET /sessions/{id}`: the session and its linear progression.
@@ -154,8 +170,10 @@ pub(super) async fn get_session(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let view = sessions::get_with_progression(&state, &id).await?;
-    Ok(Json(
-        json!({ "session": to_json(&view.session), "progression": view.progression.as_ref().map(to_json) }),
+    Ok(with_progression(
+        "session",
+        proto::Session::from(view.session),
+        view.progression,
     ))
 }
 
@@ -171,7 +189,7 @@ pub(super) async fn list_sessions(
         include_consumed: q.include_consumed,
     };
     let page = sessions::list(&state, &filter, &q.page()).await?;
-    Ok(page_json("sessions", &page))
+    Ok(page_json::<_, proto::Session>("sessions", page))
 }
 
 /// `GET /progressions/{id}`: an entity's linear progression.
@@ -179,7 +197,8 @@ pub(super) async fn get_progression(
     State(state): AppStateRef,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    Ok(Json(to_json(&sessions::progression(&state, &id).await?)))
+    let progression = proto::Progression::from(sessions::progression(&state, &id).await?);
+    Ok(Json(to_json(&progression)))
 }
 
 /// `/events` query parameters (seed 000: limit, offset, event_type).
@@ -238,7 +257,7 @@ pub(super) async fn create_account_request(
     };
     let placed = accounts::request_account(&state, &request).await?;
     let body = RequestAccountResponse {
-        request: Some(placed.request),
+        request: Some(placed.request.into()),
         signature: placed.signature,
     };
     Ok((StatusCode::CREATED, Json(to_json(&body))).into_response())
@@ -251,7 +270,7 @@ pub(super) async fn retry_account_request(
 ) -> ApiResult<Json<Value>> {
     let request = accounts::retry_request(&state, &id).await?;
     Ok(Json(to_json(&RetryAccountRequestResponse {
-        request: Some(request),
+        request: Some(request.into()),
     })))
 }
 

@@ -20,7 +20,7 @@ use crate::{
         sessions::{self, SessionQuery},
         stats, PageParams,
     },
-    AppState,
+    wire, AppState,
 };
 
 /// The LifecycleService implementation.
@@ -50,7 +50,7 @@ impl LifecycleService for LifecycleApi {
     ) -> Result<Response<GetAccountResponse>, Status> {
         let account = accounts::get(&self.state, &request.get_ref().id).await?;
         Ok(Response::new(GetAccountResponse {
-            account: Some(account),
+            account: Some(account.into()),
         }))
     }
 
@@ -61,7 +61,7 @@ impl LifecycleService for LifecycleApi {
         let r = request.into_inner();
         let found = accounts::list(&self.state, &r.owner, &page(r.page_size, r.page_token)).await?;
         Ok(Response::new(ListAccountsResponse {
-            accounts: found.items,
+            accounts: wire::all(found.items),
             next_page_token: found.next_page_token,
         }))
     }
@@ -75,7 +75,7 @@ impl LifecycleService for LifecycleApi {
         let found =
             accounts::list_requests(&self.state, status, &page(r.page_size, r.page_token)).await?;
         Ok(Response::new(ListAccountRequestsResponse {
-            requests: found.items,
+            requests: wire::all(found.items),
             next_page_token: found.next_page_token,
         }))
     }
@@ -86,7 +86,7 @@ impl LifecycleService for LifecycleApi {
     ) -> Result<Response<RequestAccountResponse>, Status> {
         let placed = accounts::request_account(&self.state, request.get_ref()).await?;
         Ok(Response::new(RequestAccountResponse {
-            request: Some(placed.request),
+            request: Some(placed.request.into()),
             signature: placed.signature,
         }))
     }
@@ -97,7 +97,7 @@ impl LifecycleService for LifecycleApi {
     ) -> Result<Response<RetryAccountRequestResponse>, Status> {
         let request = accounts::retry_request(&self.state, &request.get_ref().id).await?;
         Ok(Response::new(RetryAccountRequestResponse {
-            request: Some(request),
+            request: Some(request.into()),
         }))
     }
 
@@ -107,7 +107,7 @@ impl LifecycleService for LifecycleApi {
     ) -> Result<Response<GetSessionResponse>, Status> {
         let session = sessions::get(&self.state, &request.get_ref().id).await?;
         Ok(Response::new(GetSessionResponse {
-            session: Some(session),
+            session: Some(session.into()),
         }))
     }
 
@@ -123,7 +123,7 @@ impl LifecycleService for LifecycleApi {
         };
         let found = sessions::list(&self.state, &query, &page(r.page_size, r.page_token)).await?;
         Ok(Response::new(ListSessionsResponse {
-            sessions: found.items,
+            sessions: wire::all(found.items),
             next_page_token: found.next_page_token,
         }))
     }
@@ -134,7 +134,7 @@ impl LifecycleService for LifecycleApi {
     ) -> Result<Response<GetProgressionResponse>, Status> {
         let progression = sessions::progression(&self.state, &request.get_ref().entity_id).await?;
         Ok(Response::new(GetProgressionResponse {
-            progression: Some(progression),
+            progression: Some(progression.into()),
         }))
     }
 

@@ -668,7 +668,6 @@ impl Executor {
     /// The JSON notification: delivery id, rule and session.
     async fn webhook_body(&self, action: &PendingAction) -> anyhow::Result<Vec<u8>> {
         let session = self.store.get_session(&action.session_id).await?;
-        let seconds = |t: &Option<prost_types::Timestamp>| t.as_ref().map(|t| t.seconds);
         let body = json!({
             "delivery_id": action.id,
             "event": "rule_matched",
@@ -685,8 +684,8 @@ impl Executor {
                 "nonce": session.nonce,
                 "accounts": session.accounts,
                 "is_consumed": session.is_consumed,
-                "created_at": seconds(&session.created_at),
-                "last_activity_at": seconds(&session.last_activity_at),
+                "created_at": session.created_at_ms.div_euclid(1000),
+                "last_activity_at": session.last_activity_at_ms.div_euclid(1000),
                 "metadata": hex::encode(&session.metadata),
                 "state": action.state_key,
             },

@@ -7,13 +7,13 @@
 //! record kind; see `store::entities`). So a call taken by any replica ends
 //! up recorded once, by the replica that does the chain work.
 
-use valence_lifecycle_api::v1::{Account, AccountRequest, Progression, RequestAccountRequest};
+use valence_lifecycle_api::v1::RequestAccountRequest;
 
 use super::{given, Page, PageParams, PageRequest};
 use crate::{
     builder::placing,
     error::{ApiError, ApiResult},
-    store::{RequestStatus, StoreError},
+    store::{RequestStatus, StoreError, StoredAccount, StoredProgression, StoredRequest},
     validate, AppState,
 };
 
@@ -21,22 +21,22 @@ use crate::{
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct AccountView {
     /// The account.
-    pub account: Account,
+    pub account: StoredAccount,
     /// Its progression, from the request on.
-    pub progression: Option<Progression>,
+    pub progression: Option<StoredProgression>,
 }
 
 /// A request placed by `request_account`.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct PlacedRequest {
     /// The request as placed (or as recorded, for an idempotent repeat).
-    pub request: AccountRequest,
+    pub request: StoredRequest,
     /// Signature of the placing transaction; empty for a repeat.
     pub signature: String,
 }
 
 /// One account.
-pub(crate) async fn get(state: &AppState, id: &str) -> ApiResult<Account> {
+pub(crate) async fn get(state: &AppState, id: &str) -> ApiResult<StoredAccount> {
     validate::pubkey("id", id)?;
     Ok(state.store.get_account(id).await?)
 }
@@ -56,7 +56,7 @@ pub(crate) async fn list(
     state: &AppState,
     owner: &str,
     page: &PageParams,
-) -> ApiResult<Page<Account>> {
+) -> ApiResult<Page<StoredAccount>> {
     let request = PageRequest::parse(page.page_size, &page.page_token)?;
     let owner = given(owner);
     if let Some(owner) = owner {
@@ -74,7 +74,7 @@ pub(crate) async fn list_requests(
     state: &AppState,
     status: Option<RequestStatus>,
     page: &PageParams,
-) -> ApiResult<Page<AccountRequest>> {
+) -> ApiResult<Page<StoredRequest>> {
     let request = PageRequest::parse(page.page_size, &page.page_token)?;
     let requests = state
         .store
@@ -110,7 +110,7 @@ pub(crate) async fn request_account(
 }
 
 /// Puts a failed request back in the builder's queue.
-pub(crate) async fn retry_request(state: &AppState, id: &str) -> ApiResult<AccountRequest> {
+pub(crate) async fn retry_request(state: &AppState, id: &str) -> ApiResult<StoredRequest> {
     validate::pubkey("id", id)?;
     let request = state.store.requeue_failed(id).await?;
     tracing::info!(request = %id, "account request put back in the queue");

@@ -1,11 +1,9 @@
 //! Sessions and linear progressions: reads.
 
-use valence_lifecycle_api::v1::{Progression, Session};
-
 use super::{given, Page, PageParams, PageRequest};
 use crate::{
     error::ApiResult,
-    store::{SessionFilter, StoreError},
+    store::{SessionFilter, StoreError, StoredProgression, StoredSession},
     validate, AppState,
 };
 
@@ -13,9 +11,9 @@ use crate::{
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct SessionView {
     /// The session.
-    pub session: Session,
+    pub session: StoredSession,
     /// Its progression.
-    pub progression: Option<Progression>,
+    pub progression: Option<StoredProgression>,
 }
 
 /// Which sessions a list call wants ("" = any owner or namespace).
@@ -30,7 +28,7 @@ pub(crate) struct SessionQuery {
 }
 
 /// One session.
-pub(crate) async fn get(state: &AppState, id: &str) -> ApiResult<Session> {
+pub(crate) async fn get(state: &AppState, id: &str) -> ApiResult<StoredSession> {
     validate::pubkey("id", id)?;
     Ok(state.store.get_session(id).await?)
 }
@@ -50,7 +48,7 @@ pub(crate) async fn list(
     state: &AppState,
     query: &SessionQuery,
     page: &PageParams,
-) -> ApiResult<Page<Session>> {
+) -> ApiResult<Page<StoredSession>> {
     let request = PageRequest::parse(page.page_size, &page.page_token)?;
     if let Some(owner) = given(&query.owner) {
         validate::pubkey("owner", owner)?;
@@ -68,7 +66,7 @@ pub(crate) async fn list(
 }
 
 /// An entity's (account's or session's) linear progression.
-pub(crate) async fn progression(state: &AppState, entity_id: &str) -> ApiResult<Progression> {
+pub(crate) async fn progression(state: &AppState, entity_id: &str) -> ApiResult<StoredProgression> {
     validate::pubkey("entity_id", entity_id)?;
     Ok(state.store.get_progression(entity_id).await?)
 }
@@ -78,7 +76,7 @@ pub(crate) async fn progression(state: &AppState, entity_id: &str) -> ApiResult<
 pub(super) async fn progression_if_any(
     state: &AppState,
     entity_id: &str,
-) -> ApiResult<Option<Progression>> {
+) -> ApiResult<Option<StoredProgression>> {
     match state.store.get_progression(entity_id).await {
         Ok(p) => Ok(Some(p)),
         Err(StoreError::NotFound { .. }) => Ok(None),

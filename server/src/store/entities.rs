@@ -13,16 +13,16 @@
 
 use sqlx::{any::AnyRow, Row as _};
 use valence_lifecycle_api::v1::{
-    self as proto, lifecycle_event::Payload, Account, AccountInitialized, AccountRequest,
-    AccountRequested, Progression, ProgressionChanged, Session, SessionConsumed, SessionCreated,
-    StateTransition, Transition,
+    self as proto, lifecycle_event::Payload, AccountInitialized, AccountRequested,
+    ProgressionChanged, SessionConsumed, SessionCreated, StateTransition,
 };
 
 use super::error::{StoreError, StoreResult};
 use super::{
     now_ms,
     rows::{count, flag, list, optional_list, optional_unsigned, placeholders, state, unsigned},
-    timestamp, EntityKind, LinearState, NewEvent, RequestStatus, Store, WriteTx,
+    EntityKind, LinearState, NewEvent, RequestStatus, Store, StoredAccount, StoredProgression,
+    StoredRequest, StoredSession, StoredTransition, WriteTx,
 };
 
 /// An account request as observed or placed.
@@ -706,7 +706,7 @@ impl Store {
     }
 
     /// One account.
-    pub async fn get_account(&self, id: &str) -> StoreResult<Account> {
+    pub async fn get_account(&self, id: &str) -> StoreResult<StoredAccount> {
         let row = sqlx::query(&format!(
             "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = $1"
         ))
@@ -723,7 +723,7 @@ impl Store {
         owner: Option<&str>,
         limit: u32,
         offset: u64,
-    ) -> StoreResult<Vec<Account>> {
+    ) -> StoreResult<Vec<StoredAccount>> {
         let filter = owner.map(|o| ("owner", o.to_string()));
         self.newest_first(
             ACCOUNT_COLUMNS,
@@ -737,7 +737,7 @@ impl Store {
     }
 
     /// One account request.
-    pub async fn get_account_request(&self, id: &str) -> StoreResult<AccountRequest> {
+    pub async fn get_account_request(&self, id: &str) -> StoreResult<StoredRequest> {
         let row = sqlx::query(&format!(
             "SELECT {REQUEST_COLUMNS} FROM account_requests WHERE id = $1"
         ))
@@ -754,7 +754,7 @@ impl Store {
         status: Option<RequestStatus>,
         limit: u32,
         offset: u64,
-    ) -> StoreResult<Vec<AccountRequest>> {
+    ) -> StoreResult<Vec<StoredRequest>> {
         let filter = status.map(|st| ("status", st.as_str().to_string()));
         self.newest_first(
             REQUEST_COLUMNS,
@@ -797,7 +797,7 @@ impl Store {
     }
 
     /// One session.
-    pub async fn get_session(&self, id: &str) -> StoreResult<Session> {
+    pub async fn get_session(&self, id: &str) -> StoreResult<StoredSession> {
         let row = sqlx::query(&format!(
             "SELECT {SESSION_COLUMNS} FROM sessions s LEFT JOIN session_consumptions c ON c.consumed_session = s.id WHERE s.id = $1"
         ))
@@ -814,7 +814,7 @@ impl Store {
         filter: &SessionFilter,
         limit: u32,
         offset: u64,
-    ) -> StoreResult<Vec<Session>> {
+    ) -> StoreResult<Vec<StoredSession>> {
         let mut clauses = Vec::new();
         let mut n = 2;
         let mut param = || {
@@ -859,7 +859,7 @@ impl Store {
 
     /// An entity's progression. For an account created from a request, the
     /// request's steps come first, so the history starts at AccountRequest.
-    pub async fn get_progression(&self, entity_id: &str) -> StoreResult<Progression> {
+    pub async fn get_progression(&self, entity_id: &str) -> StoreResult<StoredProgression> {
         let row =
             sqlx::query("SELECT kind, current_state FROM linear_progressions WHERE entity_id = $1")
                 .bind(entity_id)
@@ -880,19 +880,19 @@ impl Store {
         if let Some(request) = &request_id {
             // The request's own last step (to Account) duplicates the account's first.
             let mut steps = self.transitions(request).await?;
-            steps.retain(|t| t.to_state != proto_state(LinearState::Account));
+            steps.retain(|t| t.to != LinearState::Account);
             history.extend(steps);
         }
         history.extend(self.transitions(entity_id).await?);
-        Ok(Progression {
+        Ok(StoredProgression {
             entity_id: entity_id.to_string(),
-            kind: proto::EntityKind::from(kind) as i32,
-            current_state: proto_state(current),
+            kind,
+            current_state: current,
             history,
         })
     }
 
-    async fn transitions(&self, entity_id: &str) -> StoreResult<Vec<Transition>> {
+    async fn transitions(&self, entity_id: &str) -> StoreResult<Vec<StoredTransition>> {
         let rows = sqlx::query(
             "SELECT from_state, to_state, at, slot, signature, reason FROM progression_transitions WHERE entity_id = $1 ORDER BY id",
         )
@@ -901,10 +901,10 @@ impl Store {
         .await?;
         rows.iter()
             .map(|row| {
-                Ok(Transition {
-                    from_state: optional_state(row, "from_state")?.map_or(0, proto_state),
-                    to_state: proto_state(state(row, "to_state")?),
-                    at: Some(timestamp(row.try_get("at")?)),
+                Ok(StoredTransition {
+                    from: optional_state(row, "from_state")?,
+                    to: state(row, "to_state")?,
+                    at_ms: row.try_get("at")?,
                     slot: optional_unsigned(row, "slot")?,
                     signature: row.try_get("signature")?,
                     reason: row.try_get("reason")?,
@@ -933,49 +933,48 @@ impl Store {
     }
 }
 
-fn decode_account(row: &AnyRow) -> StoreResult<Account> {
-    Ok(Account {
+fn decode_account(row: &AnyRow) -> StoreResult<StoredAccount> {
+    Ok(StoredAccount {
         id: row.try_get("id")?,
         owner: row.try_get("owner")?,
         capabilities: list(row, "capabilities")?,
         state_hash: row.try_get("state_hash")?,
         is_active: flag(row, "is_active")?,
-        created_at: Some(timestamp(row.try_get("created_at")?)),
-        state: proto_state(state(row, "state")?),
+        created_at_ms: row.try_get("created_at")?,
+        state: state(row, "state")?,
         request_id: row.try_get("request_id")?,
     })
 }
 
-fn decode_request(row: &AnyRow) -> StoreResult<AccountRequest> {
-    let status: RequestStatus = state(row, "status")?;
-    Ok(AccountRequest {
+fn decode_request(row: &AnyRow) -> StoreResult<StoredRequest> {
+    Ok(StoredRequest {
         id: row.try_get("id")?,
         owner: row.try_get("owner")?,
         capabilities: list(row, "capabilities")?,
         init_state_hash: row.try_get("init_state_hash")?,
-        status: proto::AccountRequestStatus::from(status) as i32,
+        status: state(row, "status")?,
         failure_reason: row.try_get("failure_reason")?,
         attempts: count(row, "attempts")?,
-        created_at: Some(timestamp(row.try_get("created_at")?)),
-        updated_at: Some(timestamp(row.try_get("updated_at")?)),
+        created_at_ms: row.try_get("created_at")?,
+        updated_at_ms: row.try_get("updated_at")?,
         signature: row.try_get("signature")?,
         account_id: row.try_get("account_id")?,
     })
 }
 
-fn decode_session(row: &AnyRow) -> StoreResult<Session> {
-    Ok(Session {
+fn decode_session(row: &AnyRow) -> StoreResult<StoredSession> {
+    Ok(StoredSession {
         id: row.try_get("id")?,
         owner: row.try_get("owner")?,
         accounts: list(row, "accounts")?,
         namespace: row.try_get("namespace")?,
         is_consumed: flag(row, "is_consumed")?,
         nonce: unsigned(row, "nonce")?,
-        created_at: Some(timestamp(row.try_get("created_at")?)),
+        created_at_ms: row.try_get("created_at")?,
         metadata: row.try_get("metadata")?,
-        state: proto_state(state(row, "state")?),
-        last_activity_at: Some(timestamp(row.try_get("last_activity_at")?)),
-        consumed_at: row.try_get::<Option<i64>, _>("consumed_at")?.map(timestamp),
+        state: state(row, "state")?,
+        last_activity_at_ms: row.try_get("last_activity_at")?,
+        consumed_at_ms: row.try_get("consumed_at")?,
         created_sessions: optional_list(row, "created_sessions")?,
     })
 }

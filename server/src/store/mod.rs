@@ -18,6 +18,7 @@ mod events;
 mod leader_lock;
 mod leadership;
 pub mod postgres;
+mod records;
 mod requests;
 mod rows;
 mod rules;
@@ -40,6 +41,9 @@ pub use entities::{
 pub use error::{StoreError, StoreResult};
 pub use events::{EventQuery, NewEvent};
 pub use leader_lock::{LockConnection, LockFuture};
+pub use records::{
+    StoredAccount, StoredProgression, StoredRequest, StoredSession, StoredTransition,
+};
 pub use requests::{AttemptFailure, ClaimedRequest};
 pub use rules::StoredRule;
 pub use singletons::{ConfigVersionRow, SingletonRow, SingletonSuccess};

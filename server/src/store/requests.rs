@@ -5,14 +5,14 @@
 
 use sqlx::Row as _;
 use valence_lifecycle_api::v1::{
-    lifecycle_event::Payload, AccountInitializationFailed, AccountRequest, AccountRequestRequeued,
+    lifecycle_event::Payload, AccountInitializationFailed, AccountRequestRequeued,
 };
 
 use super::error::{StoreError, StoreResult};
 use super::{
     now_ms,
     rows::{count, list, state},
-    NewEvent, RequestStatus, Store,
+    NewEvent, RequestStatus, Store, StoredRequest,
 };
 
 /// A request the builder took from the queue.
@@ -168,9 +168,9 @@ impl Store {
 
     /// Puts a FAILED request back in the queue with its attempts reset and
     /// appends AccountRequestRequeued.
-    pub async fn requeue_failed(&self, id: &str) -> StoreResult<AccountRequest> {
+    pub async fn requeue_failed(&self, id: &str) -> StoreResult<StoredRequest> {
         let request = self.get_account_request(id).await?;
-        let current = self.request_status(id).await?;
+        let current = request.status;
         if current != RequestStatus::Failed {
             return Err(StoreError::Conflict(format!(
                 "account request {id} is {current}, not FAILED: only parked requests can be retried"

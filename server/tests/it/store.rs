@@ -1,9 +1,9 @@
 //! The store against a real SQLite file and a real PostgreSQL database:
 //! the same assertions on both.
 
-use valence_lifecycle_api::v1::{AccountRequestStatus, EventType, LinearState};
+use valence_lifecycle_api::v1::EventType;
 use valence_lifecycle_server::store::{
-    ConsumptionRecord, EventQuery, SessionFilter, SessionRecord,
+    ConsumptionRecord, EventQuery, LinearState, RequestStatus, SessionFilter, SessionRecord,
 };
 
 use crate::common::{
@@ -33,14 +33,10 @@ backend_tests!(
             .unwrap());
 
         let req = store.get_account_request(&pubkey(1)).await.unwrap();
-        assert_eq!(
-            req.status,
-            AccountRequestStatus::Initialized as i32,
-            "{db:?}"
-        );
+        assert_eq!(req.status, RequestStatus::Initialized, "{db:?}");
         assert_eq!(req.account_id, pubkey(11));
         let acc = store.get_account(&pubkey(11)).await.unwrap();
-        assert_eq!(acc.state, LinearState::InSession as i32, "{db:?}");
+        assert_eq!(acc.state, LinearState::InSession, "{db:?}");
 
         let consumption = ConsumptionRecord {
             consumed_session: pubkey(21),
@@ -52,24 +48,28 @@ backend_tests!(
         assert!(store.record_consumption(&consumption).await.unwrap());
         let s = store.get_session(&pubkey(21)).await.unwrap();
         assert!(s.is_consumed);
-        assert_eq!(s.state, LinearState::ConsumedSession as i32);
+        assert_eq!(s.state, LinearState::ConsumedSession);
         assert_eq!(s.created_sessions, vec![pubkey(22)]);
         assert_eq!(s.metadata, vec![1, 2, 3]);
 
         // The account's history starts at its request and ends consumed.
         let p = store.get_progression(&pubkey(11)).await.unwrap();
-        let states: Vec<i32> = p.history.iter().map(|t| t.to_state).collect();
+        let states: Vec<LinearState> = p.history.iter().map(|t| t.to).collect();
         assert_eq!(
             states,
             vec![
-                LinearState::AccountRequest as i32,
-                LinearState::Account as i32,
-                LinearState::InSession as i32,
-                LinearState::ConsumedSession as i32
+                LinearState::AccountRequest,
+                LinearState::Account,
+                LinearState::InSession,
+                LinearState::ConsumedSession
             ],
             "{db:?}"
         );
-        assert_eq!(p.current_state, LinearState::ConsumedSession as i32);
+        assert_eq!(
+            p.history[0].from, None,
+            "the first step comes from no state"
+        );
+        assert_eq!(p.current_state, LinearState::ConsumedSession);
         assert_eq!(p.history[1].signature, "sig-init");
         assert_eq!(p.history[1].slot, Some(11));
         assert_eq!(p.history[3].signature, "sig-consume");
@@ -206,10 +206,7 @@ backend_tests!(
         assert_eq!(page2.len(), 2);
         assert!(page1.iter().all(|a| page2.iter().all(|b| a.id != b.id)));
         assert!(
-            page1[0].created_at.unwrap().seconds * 1000
-                + i64::from(page1[0].created_at.unwrap().nanos / 1_000_000)
-                > page2[0].created_at.unwrap().seconds * 1000
-                    + i64::from(page2[0].created_at.unwrap().nanos / 1_000_000),
+            page1[0].created_at_ms > page2[0].created_at_ms,
             "newest first"
         );
     }
