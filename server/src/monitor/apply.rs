@@ -11,7 +11,6 @@ use valence_lifecycle_api::v1::{self as api, lifecycle_event::Payload};
 use super::{Monitor, Source, MAX_REMEMBERED_FAILURES};
 use crate::{
     chain::codec::{self, base58, ChainEvent, DecodeError, Record},
-    error::ApiResult,
     store::{
         AccountRecord, AccountRequestRecord, ConsumptionRecord, NewEvent, SessionRecord,
         StoreResult,
@@ -181,87 +180,123 @@ impl Monitor {
         signature: &str,
         slot: u64,
         index: u32,
-    ) -> ApiResult<()> {
-        let chain_event = |entity: &codec::Key, payload: Payload| {
-            NewEvent::new(base58(entity), payload).on_chain(Some(slot), signature)
+    ) -> StoreResult<()> {
+        let at = At {
+            signature,
+            slot,
+            index,
         };
         match event {
-            ChainEvent::AccountRequested(e) => {
-                self.store
-                    .upsert_account_request(&AccountRequestRecord {
-                        id: base58(&e.request_id),
-                        owner: base58(&e.owner),
-                        capabilities: e.capabilities,
-                        init_state_hash: hex::encode(e.init_state_hash),
-                        created_at_ms: e.created_at.saturating_mul(1000),
-                        slot: Some(slot),
-                    })
-                    .await?;
-            }
-            ChainEvent::PdaComputed(e) => {
-                let payload = Payload::PdaComputed(api::PdaComputedEvent {
-                    request_id: base58(&e.request_id),
-                    owner: base58(&e.owner),
-                    account_space: e.account_space,
-                    init_state_hash: hex::encode(e.init_state_hash),
-                });
-                self.store
-                    .record_chain_event(signature, index, chain_event(&e.request_id, payload))
-                    .await?;
-            }
-            ChainEvent::AccountInitialized(e) => {
-                self.store
-                    .upsert_account(&AccountRecord {
-                        id: base58(&e.account_id),
-                        owner: base58(&e.owner),
-                        capabilities: e.capabilities,
-                        state_hash: hex::encode(e.state_hash),
-                        is_active: true,
-                        created_at_ms: e.created_at.saturating_mul(1000),
-                        request_id: base58(&e.request_id),
-                        slot: Some(slot),
-                        signature: signature.to_string(),
-                    })
-                    .await?;
-            }
-            ChainEvent::SessionCreated(e) => {
-                let payload = Payload::ChainSessionCreated(api::SessionCreatedEvent {
-                    session_id: base58(&e.session_id),
-                    owner: base58(&e.owner),
-                    accounts: e.accounts.iter().map(base58).collect(),
-                    namespace: e.namespace.clone(),
-                    nonce: e.nonce,
-                    created_at: e.created_at,
-                });
-                let event = chain_event(&e.session_id, payload).in_namespace(&e.namespace);
-                self.store
-                    .record_chain_event(signature, index, event)
-                    .await?;
-                self.refresh(&[e.session_id]).await;
-            }
-            ChainEvent::SessionActivated(e) => {
-                let payload = Payload::SessionActivated(api::SessionActivatedEvent {
-                    session_id: base58(&e.session_id),
-                    activated_at: e.activated_at,
-                    owner: base58(&e.owner),
-                });
-                self.store
-                    .record_chain_event(signature, index, chain_event(&e.session_id, payload))
-                    .await?;
-            }
-            ChainEvent::SessionConsumed(e) => {
-                let mut keys = vec![e.consumption_record, e.consumed_session];
-                keys.extend(e.created_sessions.iter().copied());
-                self.refresh(&keys).await;
-                self.store
-                    .set_consumption_signature(&base58(&e.consumed_session), signature)
-                    .await?;
-            }
-            other => {
-                self.record_queue_event(other, signature, slot, index)
-                    .await?
-            }
+            ChainEvent::AccountRequested(e) => self.account_requested(e, &at).await,
+            ChainEvent::PdaComputed(e) => self.pda_computed(e, &at).await,
+            ChainEvent::AccountInitialized(e) => self.account_initialized(e, &at).await,
+            ChainEvent::SessionCreated(e) => self.session_created(e, &at).await,
+            ChainEvent::SessionActivated(e) => self.session_activated(e, &at).await,
+            ChainEvent::SessionConsumed(e) => self.session_consumed(e, &at).await,
+            other => self.record_queue_event(other, signature, slot, index).await,
         }
+    }
+
+    async fn account_requested(
+        &self,
+        e: codec::AccountRequestedEvent,
+        at: &At<'_>,
+    ) -> StoreResult<()> {
+        self.store
+            .upsert_account_request(&AccountRequestRecord {
+                id: base58(&e.request_id),
+                owner: base58(&e.owner),
+                capabilities: e.capabilities,
+                init_state_hash: hex::encode(e.init_state_hash),
+                created_at_ms: e.created_at.saturating_mul(1000),
+                slot: Some(at.slot),
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn pda_computed(&self, e: codec::PdaComputedEvent, at: &At<'_>) -> StoreResult<()> {
+        let payload = Payload::PdaComputed(api::PdaComputedEvent {
+            request_id: base58(&e.request_id),
+            owner: base58(&e.owner),
+            account_space: e.account_space,
+            init_state_hash: hex::encode(e.init_state_hash),
+        });
+        self.record(at, at.event(&e.request_id, payload)).await
+    }
+
+    async fn account_initialized(
+        &self,
+        e: codec::AccountInitializedEvent,
+        at: &At<'_>,
+    ) -> StoreResult<()> {
+        self.store
+            .upsert_account(&AccountRecord {
+                id: base58(&e.account_id),
+                owner: base58(&e.owner),
+                capabilities: e.capabilities,
+                state_hash: hex::encode(e.state_hash),
+                is_active: true,
+                created_at_ms: e.created_at.saturating_mul(1000),
+                request_id: base58(&e.request_id),
+                slot: Some(at.slot),
+                signature: at.signature.to_string(),
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Recorded, then the new session is fetched so that its record
+    /// exists as soon as the event does.
+    async fn session_created(&self, e: codec::SessionCreatedEvent, at: &At<'_>) -> StoreResult<()> {
+        let payload = Payload::ChainSessionCreated(api::SessionCreatedEvent {
+            session_id: base58(&e.session_id),
+            owner: base58(&e.owner),
+            accounts: e.accounts.iter().map(base58).collect(),
+            namespace: e.namespace.clone(),
+            nonce: e.nonce,
+            created_at: e.created_at,
+        });
+        let event = at.event(&e.session_id, payload).in_namespace(&e.namespace);
+        self.record(at, event).await?;
+        self.refresh(&[e.session_id]).await;
+        Ok(())
+    }
+
+    async fn session_activated(
+        &self,
+        e: codec::SessionActivatedEvent,
+        at: &At<'_>,
+    ) -> StoreResult<()> {
+        let payload = Payload::SessionActivated(api::SessionActivatedEvent {
+            session_id: base58(&e.session_id),
+            activated_at: e.activated_at,
+            owner: base58(&e.owner),
+        });
+        self.record(at, at.event(&e.session_id, payload)).await
+    }
+
+    /// The consumed session, its consumption record and its successors are
+    /// fetched at once; the signature is kept with the consumption.
+    async fn session_consumed(
+        &self,
+        e: codec::SessionConsumedEvent,
+        at: &At<'_>,
+    ) -> StoreResult<()> {
+        let mut keys = vec![e.consumption_record, e.consumed_session];
+        keys.extend(e.created_sessions.iter().copied());
+        self.refresh(&keys).await;
+        self.store
+            .set_consumption_signature(&base58(&e.consumed_session), at.signature)
+            .await?;
+        Ok(())
+    }
+
+    /// Records `event` once per (signature, index).
+    async fn record(&self, at: &At<'_>, event: NewEvent) -> StoreResult<()> {
+        self.store
+            .record_chain_event(at.signature, at.index, event)
+            .await?;
         Ok(())
     }
 
@@ -348,6 +383,20 @@ impl Monitor {
                 "fetching accounts named by an event failed"
             ),
         }
+    }
+}
+
+/// Where a program event sits: its transaction, slot and place in the logs.
+struct At<'a> {
+    signature: &'a str,
+    slot: u64,
+    index: u32,
+}
+
+impl At<'_> {
+    /// A chain event about `entity` at this place.
+    fn event(&self, entity: &codec::Key, payload: Payload) -> NewEvent {
+        NewEvent::new(base58(entity), payload).on_chain(Some(self.slot), self.signature)
     }
 }
 
