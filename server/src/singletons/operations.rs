@@ -116,20 +116,7 @@ impl Singletons {
         // singleton that was never initialized.
         let mut states = Vec::new();
         for kind in &kinds {
-            let state = self.observe(*kind).await?;
-            match &state {
-                ChainState::Present(r) => states.push((*kind, r.clone())),
-                ChainState::Missing => {
-                    return Err(ApiError::FailedPrecondition(format!(
-                        "{kind} is not initialized; initialize it first (InitializeSingletons)"
-                    )))
-                }
-                ChainState::Invalid(why) => {
-                    return Err(ApiError::FailedPrecondition(format!(
-                        "the {kind} state account is not a valid singleton state: {why}"
-                    )))
-                }
-            }
+            states.push((*kind, self.initialized(*kind).await?));
         }
         let (operation, verb, already) = if pause {
             (PAUSE, "paused", SingletonStatus::Paused)
@@ -180,6 +167,23 @@ impl Singletons {
         Ok((self.infos(&kinds).await?, message.join("; ")))
     }
 
+    /// The on-chain state of `kind`, which pause, resume and update need
+    /// initialized (FailedPrecondition otherwise).
+    async fn initialized(
+        &self,
+        kind: Kind,
+    ) -> ApiResult<crate::chain::codec::SingletonStateRecord> {
+        match self.observe(kind).await? {
+            ChainState::Present(r) => Ok(r),
+            ChainState::Missing => Err(ApiError::FailedPrecondition(format!(
+                "{kind} is not initialized; initialize it first (InitializeSingletons)"
+            ))),
+            ChainState::Invalid(why) => Err(ApiError::FailedPrecondition(format!(
+                "the {kind} state account is not a valid singleton state: {why}"
+            ))),
+        }
+    }
+
     /// Applies the fields of `update` that are set; bumps the version.
     /// An update that changes nothing sends nothing.
     pub async fn update(&self, update: &Update) -> ApiResult<SingletonInfo> {
@@ -189,19 +193,7 @@ impl Singletons {
         let program = self.program_or_fail(kind)?;
         let authority = self.authority()?.pubkey();
         let _turn = self.turn.lock().await;
-        let record = match self.observe(kind).await? {
-            ChainState::Present(r) => r,
-            ChainState::Missing => {
-                return Err(ApiError::FailedPrecondition(format!(
-                    "{kind} is not initialized; initialize it first (InitializeSingletons)"
-                )))
-            }
-            ChainState::Invalid(why) => {
-                return Err(ApiError::FailedPrecondition(format!(
-                    "the {kind} state account is not a valid singleton state: {why}"
-                )))
-            }
-        };
+        let record = self.initialized(kind).await?;
         let current = SingletonConfig::decode(kind, &record.config).map_err(|e| {
             ApiError::FailedPrecondition(format!(
                 "the {kind} config on chain does not decode ({e}); it was not written by this server"

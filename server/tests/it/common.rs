@@ -331,15 +331,20 @@ pub(crate) async fn wait_healthy(http: &str, within: Duration) -> Duration {
     .await
 }
 
-/// The sum of every /metrics sample whose line starts with `prefix` (a
-/// name, or a name with labels: `name{kind="x",outcome="y"}`).
-pub(crate) async fn metric(server: &TestServer, prefix: &str) -> f64 {
-    let text = reqwest::get(format!("{}/metrics", server.http()))
+/// The server's /metrics exposition.
+pub(crate) async fn metrics_text(server: &TestServer) -> String {
+    reqwest::get(format!("{}/metrics", server.http()))
         .await
         .unwrap()
         .text()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// The sum of every /metrics sample whose line starts with `prefix` (a
+/// name, or a name with labels: `name{kind="x",outcome="y"}`).
+pub(crate) async fn metric(server: &TestServer, prefix: &str) -> f64 {
+    let text = metrics_text(server).await;
     text.lines()
         .filter(|l| l.starts_with(prefix))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())

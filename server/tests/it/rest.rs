@@ -8,8 +8,8 @@ use serde_json::Value;
 use valence_lifecycle_api::{rule_json::SeedRule, v1::ListRulesRequest};
 
 use crate::common::{
-    backend_tests, eventually, test_config, with_tokens, Db, TestDb, TestServer, OPERATOR, READER,
-    SEED_RULE,
+    backend_tests, eventually, metrics_text, test_config, with_tokens, Db, TestDb, TestServer,
+    OPERATOR, READER, SEED_RULE,
 };
 
 async fn post_rule(server: &TestServer, body: &str, token: Option<&str>) -> (StatusCode, Value) {
@@ -190,12 +190,7 @@ async fn metrics_are_valid_prometheus_text_with_seed_names() {
     post_rule(&server, SEED_RULE, None).await;
     let mut rules = server.rules().await;
     rules.list_rules(ListRulesRequest::default()).await.unwrap();
-    let text = reqwest::get(format!("{}/metrics", server.http()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&server).await;
     for name in [
         "valence_account_requests_total",
         "valence_accounts_initialized_total",
