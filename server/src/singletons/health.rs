@@ -1,9 +1,6 @@
 //! Health and metrics of the singletons, from the store.
 
-use valence_lifecycle_api::{
-    json::parse_name,
-    v1::{SingletonHealth, SingletonStatus},
-};
+use valence_lifecycle_api::v1::{SingletonHealth, SingletonStatus};
 
 use super::{kind::INIT_ORDER, Singletons};
 use crate::{
@@ -17,7 +14,7 @@ impl Singletons {
         match self.store.singletons().await {
             Ok(rows) => {
                 for row in rows {
-                    let status = parse_name::<SingletonStatus>(&row.status).unwrap_or_default();
+                    let status = SingletonStatus::from(row.status) as i32;
                     self.metrics.set_singleton_status(&row.kind, status);
                 }
             }
@@ -69,10 +66,10 @@ mod tests {
     use super::*;
 
     #[test]
-    pub(super) fn health_rates_count_failures() {
+    fn health_rates_count_failures() {
         let mut row = SingletonRow {
             kind: "diff".into(),
-            status: "active".into(),
+            status: crate::store::SingletonState::Active,
             program_id: String::new(),
             version: 1,
             config_json: String::new(),

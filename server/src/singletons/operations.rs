@@ -9,12 +9,12 @@ use valence_lifecycle_api::v1::{
 use super::{
     config, instructions,
     kind::{PAUSE_ORDER, RESUME_ORDER},
-    state::{status_name, ChainState},
+    state::ChainState,
     Kind, SingletonConfig, Singletons,
 };
 use crate::{
     error::{ApiError, ApiResult},
-    store::SingletonSuccess,
+    store::{SingletonState, SingletonSuccess},
 };
 
 /// Operation names, as in the SingletonOperation event.
@@ -47,12 +47,12 @@ impl Singletons {
         match chain.send(ixs, &signers).await {
             Ok(signature) => {
                 let signature = signature.to_string();
-                let status = status_name(after.status);
+                let status = SingletonState::from(after.status);
                 self.store
                     .record_singleton_success(&SingletonSuccess {
                         kind: kind.name(),
                         operation,
-                        status: &status,
+                        status,
                         program_id: &program,
                         version: after.version,
                         new_config_json: after.config.as_deref(),
@@ -75,7 +75,7 @@ impl Singletons {
                     .record_singleton_failure(
                         kind.name(),
                         operation,
-                        &status_name(status),
+                        SingletonState::from(status),
                         &program,
                         &error,
                     )

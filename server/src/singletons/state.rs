@@ -1,16 +1,15 @@
 //! Chain state is the truth: reading each singleton's SingletonState
 //! account, and the SingletonInfo built from it and the stored row.
 
-use valence_lifecycle_api::{
-    json::{parse_name, short_name},
-    v1::{SingletonConfigVersion, SingletonHealth, SingletonInfo, SingletonStatus},
+use valence_lifecycle_api::v1::{
+    SingletonConfigVersion, SingletonHealth, SingletonInfo, SingletonStatus,
 };
 
 use super::{health::health, kind::INIT_ORDER, Kind, SingletonConfig, Singletons};
 use crate::{
     chain::codec::{Record, SingletonStateRecord},
     error::{ApiError, ApiResult},
-    store::{timestamp, SingletonRow},
+    store::{timestamp, SingletonRow, SingletonState},
 };
 
 /// A singleton's SingletonState account as read from chain.
@@ -33,10 +32,6 @@ impl ChainState {
             _ => SingletonStatus::Error,
         }
     }
-}
-
-pub(super) fn status_name(status: SingletonStatus) -> String {
-    short_name::<SingletonStatus>(status as i32)
 }
 
 impl Singletons {
@@ -83,13 +78,13 @@ impl Singletons {
             // No account and a failed last operation: keep "error" (the
             // last operation's outcome is all there is to go on).
             ChainState::Missing => None,
-            s => Some(status_name(s.status())),
+            s => Some(SingletonState::from(s.status())),
         };
         if let Some(status) = status {
             self.store
                 .sync_singleton(
                     kind.name(),
-                    &status,
+                    status,
                     &program,
                     adopted.as_ref().map(|(v, c)| (*v, c.as_str())),
                 )
@@ -151,8 +146,7 @@ impl Singletons {
         };
         SingletonInfo {
             kind: kind.proto() as i32,
-            status: parse_name::<SingletonStatus>(&row.status)
-                .unwrap_or(SingletonStatus::Unspecified as i32),
+            status: SingletonStatus::from(row.status) as i32,
             program_id: program_id.unwrap_or_else(|| row.program_id.clone()),
             version: row.version,
             updated_at: Some(timestamp(row.updated_at_ms)),

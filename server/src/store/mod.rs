@@ -48,7 +48,9 @@ pub use requests::{AttemptFailure, ClaimedRequest};
 pub use rules::StoredRule;
 pub use singletons::{ConfigVersionRow, SingletonRow, SingletonSuccess};
 pub use sqlite::ProcessLock;
-pub use states::{ActionStatus, EntityKind, LinearState, RequestStatus, UnknownState};
+pub use states::{
+    ActionStatus, EntityKind, LinearState, RequestStatus, SingletonState, UnknownState,
+};
 
 use crate::config::DatabaseConfig;
 

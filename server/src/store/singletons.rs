@@ -9,8 +9,8 @@ use valence_lifecycle_api::v1::{lifecycle_event::Payload, SingletonOperation};
 use super::error::StoreResult;
 use super::{
     now_ms,
-    rows::{count, unsigned},
-    NewEvent, Store, WriteTx,
+    rows::{count, state, unsigned},
+    NewEvent, SingletonState, Store, WriteTx,
 };
 
 /// A stored singleton.
@@ -19,7 +19,7 @@ pub struct SingletonRow {
     /// processor, scheduler or diff.
     pub kind: String,
     /// uninitialized, active, paused or error.
-    pub status: String,
+    pub status: SingletonState,
     /// Base58 program id.
     pub program_id: String,
     /// Current config version (0 before initialization).
@@ -61,7 +61,7 @@ pub struct SingletonSuccess<'a> {
     /// initialize, pause, resume or update_config.
     pub operation: &'a str,
     /// Status after it.
-    pub status: &'a str,
+    pub status: SingletonState,
     /// Program id.
     pub program_id: &'a str,
     /// Config version after it.
@@ -79,7 +79,7 @@ const COLUMNS: &str =
 fn decode(row: &AnyRow) -> StoreResult<SingletonRow> {
     Ok(SingletonRow {
         kind: row.try_get("kind")?,
-        status: row.try_get("status")?,
+        status: state(row, "status")?,
         program_id: row.try_get("program_id")?,
         version: count(row, "version")?,
         config_json: row.try_get("config_json")?,
@@ -130,12 +130,13 @@ impl Store {
         program_id: &str,
     ) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO singletons (kind, status, program_id, updated_at) VALUES ($1, 'uninitialized', $2, $3) \
+            "INSERT INTO singletons (kind, status, program_id, updated_at) VALUES ($1, $4, $2, $3) \
              ON CONFLICT (kind) DO NOTHING",
         )
         .bind(kind)
         .bind(program_id)
         .bind(now_ms())
+        .bind(SingletonState::Uninitialized.as_str())
         .execute(tx.conn())
         .await?;
         Ok(())
@@ -156,7 +157,7 @@ impl Store {
              WHERE kind = $1",
         )
         .bind(op.kind)
-        .bind(op.status)
+        .bind(op.status.as_str())
         .bind(op.program_id)
         .bind(i64::from(op.version))
         .bind(op.new_config_json)
@@ -200,7 +201,7 @@ impl Store {
         &self,
         kind: &str,
         operation: &str,
-        status: &str,
+        status: SingletonState,
         program_id: &str,
         error: &str,
     ) -> StoreResult<u64> {
@@ -213,7 +214,7 @@ impl Store {
              WHERE kind = $1",
         )
         .bind(kind)
-        .bind(status)
+        .bind(status.as_str())
         .bind(program_id)
         .bind(error)
         .bind(now)
@@ -244,7 +245,7 @@ impl Store {
     pub async fn sync_singleton(
         &self,
         kind: &str,
-        status: &str,
+        status: SingletonState,
         program_id: &str,
         adopt: Option<(u32, &str)>,
     ) -> StoreResult<bool> {
@@ -255,7 +256,7 @@ impl Store {
              WHERE kind = $1 AND (status <> $2 OR program_id <> $3)",
         )
         .bind(kind)
-        .bind(status)
+        .bind(status.as_str())
         .bind(program_id)
         .bind(now_ms())
         .execute(tx.conn())

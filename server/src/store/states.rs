@@ -125,6 +125,46 @@ stored_enum! {
     }
 }
 
+stored_enum! {
+    /// Where a singleton program stands, as last seen or operated.
+    SingletonState, "singleton status" {
+        /// Not initialized yet.
+        Uninitialized => "uninitialized",
+        /// Initialized and running.
+        Active => "active",
+        /// Paused for maintenance.
+        Paused => "paused",
+        /// The last operation failed or chain state is inconsistent.
+        Error => "error",
+    }
+}
+
+impl From<SingletonState> for proto::SingletonStatus {
+    fn from(s: SingletonState) -> Self {
+        match s {
+            SingletonState::Uninitialized => proto::SingletonStatus::Uninitialized,
+            SingletonState::Active => proto::SingletonStatus::Active,
+            SingletonState::Paused => proto::SingletonStatus::Paused,
+            SingletonState::Error => proto::SingletonStatus::Error,
+        }
+    }
+}
+
+impl From<proto::SingletonStatus> for SingletonState {
+    /// `Unspecified` ("not known") is stored as `error`: a state nobody
+    /// can name is not one to trust.
+    fn from(s: proto::SingletonStatus) -> Self {
+        match s {
+            proto::SingletonStatus::Uninitialized => SingletonState::Uninitialized,
+            proto::SingletonStatus::Active => SingletonState::Active,
+            proto::SingletonStatus::Paused => SingletonState::Paused,
+            proto::SingletonStatus::Unspecified | proto::SingletonStatus::Error => {
+                SingletonState::Error
+            }
+        }
+    }
+}
+
 impl ActionStatus {
     /// Whether the action will not run again.
     pub fn is_final(self) -> bool {
@@ -212,6 +252,11 @@ mod tests {
         for k in EntityKind::ALL {
             let p = proto::EntityKind::from(*k);
             assert_eq!(k.as_str(), short_name::<proto::EntityKind>(p as i32));
+        }
+        for s in SingletonState::ALL {
+            let p = proto::SingletonStatus::from(*s);
+            assert_eq!(s.as_str(), short_name::<proto::SingletonStatus>(p as i32));
+            assert_eq!(SingletonState::from(p), *s);
         }
     }
 
