@@ -15,6 +15,14 @@ use prometheus_client::{
 };
 use valence_lifecycle_api::v1::{lifecycle_event::Payload, LifecycleEvent};
 
+/// Registers `metrics.<field>` under its name and help for each line of
+/// the table (`field => ("name", "help")`).
+macro_rules! register_table {
+    ($metrics:expr, { $($field:ident => ($name:literal, $help:literal)),+ $(,)? }) => {
+        $( $metrics.registry.register($name, $help, $metrics.$field.clone()); )+
+    };
+}
+
 /// Labels of per-RPC metrics.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RpcLabels {
@@ -252,223 +260,53 @@ impl Metrics {
         m
     }
 
+    /// Every metric with its exposed name and help text, one line each.
     fn register_all(&mut self) {
-        let r = &mut self.registry;
-        r.register(
-            "valence_account_requests",
-            "Account requests seen",
-            self.account_requests.clone(),
-        );
-        r.register(
-            "valence_accounts_initialized",
-            "Accounts initialized",
-            self.accounts_initialized.clone(),
-        );
-        r.register(
-            "valence_sessions_created",
-            "Sessions created",
-            self.sessions_created.clone(),
-        );
-        r.register(
-            "valence_sessions_consumed",
-            "Sessions consumed",
-            self.sessions_consumed.clone(),
-        );
-        r.register(
-            "valence_active_sessions",
-            "Live (non-consumed) sessions",
-            self.active_sessions.clone(),
-        );
-        r.register(
-            "valence_active_accounts",
-            "Active accounts",
-            self.active_accounts.clone(),
-        );
-        r.register(
-            "valence_progression_rules_evaluated",
-            "Rule evaluations",
-            self.rules_evaluated.clone(),
-        );
-        r.register(
-            "valence_progression_rules_matched",
-            "Rule matches",
-            self.rules_matched.clone(),
-        );
-        r.register(
-            "valence_rule_actions",
-            "Rule actions by kind and outcome",
-            self.rule_actions.clone(),
-        );
-        r.register(
-            "valence_rule_evaluation_duration_seconds",
-            "Seconds to evaluate the rules one trigger (event batch or tick) affects",
-            self.rule_evaluation_duration.clone(),
-        );
-        r.register(
-            "valence_account_initialization_duration_seconds",
-            "Time from request to initialized account",
-            self.account_initialization_duration.clone(),
-        );
-        r.register(
-            "valence_session_lifetime_seconds",
-            "Session creation to consumption",
-            self.session_lifetime.clone(),
-        );
-        r.register(
-            "accounts_created",
-            "Accounts created by this service",
-            self.accounts_created.clone(),
-        );
-        r.register(
-            "accounts_failed",
-            "Account creations that failed",
-            self.accounts_failed.clone(),
-        );
-        r.register(
-            "event_processing_duration",
-            "Seconds to process one chain update",
-            self.event_processing_duration.clone(),
-        );
-        r.register(
-            "rpc_connection_status",
-            "1 when the Solana RPC answers",
-            self.rpc_connection_status.clone(),
-        );
-        r.register(
-            "service_uptime_seconds",
-            "Seconds since the server started",
-            self.service_uptime_seconds.clone(),
-        );
-        r.register(
-            "queue_size",
-            "Account requests waiting for the builder",
-            self.queue_size.clone(),
-        );
-        r.register(
-            "wallet_balance_lamports",
-            "Service wallet balance",
-            self.wallet_balance_lamports.clone(),
-        );
-        r.register(
-            "valence_builder_in_flight",
-            "Account creations talking to the chain now",
-            self.builder_in_flight.clone(),
-        );
-        r.register(
-            "valence_builder_in_flight_peak",
-            "Most account creations in flight at once since start",
-            self.builder_in_flight_peak.clone(),
-        );
-        r.register(
-            "valence_builder_attempts",
-            "Builder attempts by outcome",
-            self.builder_attempts.clone(),
-        );
-        r.register(
-            "valence_is_leader",
-            "1 while this replica leads (runs the monitor, builder and orchestrator)",
-            self.is_leader.clone(),
-        );
-        r.register(
-            "valence_leader_since_seconds",
-            "When this replica took the lead, Unix seconds (0 while following)",
-            self.leader_since_seconds.clone(),
-        );
-        r.register(
-            "grpc_requests",
-            "gRPC requests by method and status code",
-            self.grpc_requests.clone(),
-        );
-        r.register(
-            "grpc_request_duration_seconds",
-            "gRPC request latency by method",
-            self.grpc_request_duration.clone(),
-        );
-        r.register(
-            "http_requests",
-            "REST requests by route and status",
-            self.http_requests.clone(),
-        );
-        r.register(
-            "http_request_duration_seconds",
-            "REST request latency by route",
-            self.http_request_duration.clone(),
-        );
-        r.register(
-            "lifecycle_event_subscribers",
-            "Open event subscriptions",
-            self.event_subscribers.clone(),
-        );
-        r.register(
-            "lifecycle_events_appended",
-            "Events appended to the log",
-            self.events_appended.clone(),
-        );
-        r.register(
-            "lifecycle_events_delivered",
-            "Events delivered to subscribers",
-            self.events_delivered.clone(),
-        );
-        r.register(
-            "lifecycle_subscriber_lag_sequences",
-            "Head sequence minus delivered sequence at delivery",
-            self.subscriber_lag.clone(),
-        );
-        r.register(
-            "lifecycle_subscriber_catch_ups",
-            "Subscribers switched to reading from the store",
-            self.subscriber_catch_ups.clone(),
-        );
-        r.register(
-            "lifecycle_events_pruned",
-            "Events removed by retention",
-            self.events_pruned.clone(),
-        );
-        r.register(
-            "chain_updates_received",
-            "Chain updates received by the monitor, by source",
-            self.chain_updates_received.clone(),
-        );
-        r.register(
-            "chain_updates_processed",
-            "Chain updates applied by the monitor, by source",
-            self.chain_updates_processed.clone(),
-        );
-        r.register(
-            "chain_decode_failures",
-            "Shard program data that did not decode, by kind",
-            self.chain_decode_failures.clone(),
-        );
-        r.register(
-            "last_processed_slot",
-            "Highest slot the monitor applied",
-            self.last_processed_slot.clone(),
-        );
-        r.register(
-            "component_state",
-            "Component state (ComponentState number)",
-            self.component_state.clone(),
-        );
-        r.register(
-            "component_restarts",
-            "Component restarts",
-            self.component_restarts.clone(),
-        );
-        r.register(
-            "component_last_heartbeat_seconds",
-            "When the component last reported a heartbeat, Unix seconds",
-            self.component_last_heartbeat.clone(),
-        );
-        r.register(
-            "valence_singleton_operations",
-            "Singleton operations by singleton, operation and outcome",
-            self.singleton_operations.clone(),
-        );
-        r.register(
-            "valence_singleton_status",
-            "Singleton status (SingletonStatus number: 1 uninitialized, 2 active, 3 paused, 4 error)",
-            self.singleton_status.clone(),
-        );
+        register_table!(self, {
+            account_requests => ("valence_account_requests", "Account requests seen"),
+            accounts_initialized => ("valence_accounts_initialized", "Accounts initialized"),
+            sessions_created => ("valence_sessions_created", "Sessions created"),
+            sessions_consumed => ("valence_sessions_consumed", "Sessions consumed"),
+            active_sessions => ("valence_active_sessions", "Live (non-consumed) sessions"),
+            active_accounts => ("valence_active_accounts", "Active accounts"),
+            rules_evaluated => ("valence_progression_rules_evaluated", "Rule evaluations"),
+            rules_matched => ("valence_progression_rules_matched", "Rule matches"),
+            rule_actions => ("valence_rule_actions", "Rule actions by kind and outcome"),
+            rule_evaluation_duration => ("valence_rule_evaluation_duration_seconds", "Seconds to evaluate the rules one trigger (event batch or tick) affects"),
+            account_initialization_duration => ("valence_account_initialization_duration_seconds", "Time from request to initialized account"),
+            session_lifetime => ("valence_session_lifetime_seconds", "Session creation to consumption"),
+            accounts_created => ("accounts_created", "Accounts created by this service"),
+            accounts_failed => ("accounts_failed", "Account creations that failed"),
+            event_processing_duration => ("event_processing_duration", "Seconds to process one chain update"),
+            rpc_connection_status => ("rpc_connection_status", "1 when the Solana RPC answers"),
+            service_uptime_seconds => ("service_uptime_seconds", "Seconds since the server started"),
+            queue_size => ("queue_size", "Account requests waiting for the builder"),
+            wallet_balance_lamports => ("wallet_balance_lamports", "Service wallet balance"),
+            builder_in_flight => ("valence_builder_in_flight", "Account creations talking to the chain now"),
+            builder_in_flight_peak => ("valence_builder_in_flight_peak", "Most account creations in flight at once since start"),
+            builder_attempts => ("valence_builder_attempts", "Builder attempts by outcome"),
+            is_leader => ("valence_is_leader", "1 while this replica leads (runs the monitor, builder and orchestrator)"),
+            leader_since_seconds => ("valence_leader_since_seconds", "When this replica took the lead, Unix seconds (0 while following)"),
+            grpc_requests => ("grpc_requests", "gRPC requests by method and status code"),
+            grpc_request_duration => ("grpc_request_duration_seconds", "gRPC request latency by method"),
+            http_requests => ("http_requests", "REST requests by route and status"),
+            http_request_duration => ("http_request_duration_seconds", "REST request latency by route"),
+            event_subscribers => ("lifecycle_event_subscribers", "Open event subscriptions"),
+            events_appended => ("lifecycle_events_appended", "Events appended to the log"),
+            events_delivered => ("lifecycle_events_delivered", "Events delivered to subscribers"),
+            subscriber_lag => ("lifecycle_subscriber_lag_sequences", "Head sequence minus delivered sequence at delivery"),
+            subscriber_catch_ups => ("lifecycle_subscriber_catch_ups", "Subscribers switched to reading from the store"),
+            events_pruned => ("lifecycle_events_pruned", "Events removed by retention"),
+            chain_updates_received => ("chain_updates_received", "Chain updates received by the monitor, by source"),
+            chain_updates_processed => ("chain_updates_processed", "Chain updates applied by the monitor, by source"),
+            chain_decode_failures => ("chain_decode_failures", "Shard program data that did not decode, by kind"),
+            last_processed_slot => ("last_processed_slot", "Highest slot the monitor applied"),
+            component_state => ("component_state", "Component state (ComponentState number)"),
+            component_restarts => ("component_restarts", "Component restarts"),
+            component_last_heartbeat => ("component_last_heartbeat_seconds", "When the component last reported a heartbeat, Unix seconds"),
+            singleton_operations => ("valence_singleton_operations", "Singleton operations by singleton, operation and outcome"),
+            singleton_status => ("valence_singleton_status", "Singleton status (SingletonStatus number: 1 uninitialized, 2 active, 3 paused, 4 error)"),
+        });
     }
 
     /// Sets a singleton's status gauge.
