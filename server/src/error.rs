@@ -51,6 +51,9 @@ pub enum ApiError {
     /// Valid credentials without the needed role.
     #[error("{0}")]
     PermissionDenied(String),
+    /// A REST body of a media type the endpoint does not take (HTTP 415).
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     /// A limit was hit; retry later.
     #[error("{0}")]
     ResourceExhausted(String),
@@ -90,6 +93,7 @@ impl ApiError {
             ApiError::AlreadyExists { .. } => tonic::Code::AlreadyExists,
             ApiError::FailedPrecondition(_) => tonic::Code::FailedPrecondition,
             ApiError::OutOfRange(_) => tonic::Code::OutOfRange,
+            ApiError::UnsupportedMediaType(_) => tonic::Code::InvalidArgument,
             ApiError::Unauthenticated(_) => tonic::Code::Unauthenticated,
             ApiError::PermissionDenied(_) => tonic::Code::PermissionDenied,
             ApiError::ResourceExhausted(_) => tonic::Code::ResourceExhausted,
@@ -107,6 +111,7 @@ impl ApiError {
             ApiError::AlreadyExists { .. } => StatusCode::CONFLICT,
             ApiError::FailedPrecondition(_) => StatusCode::PRECONDITION_FAILED,
             ApiError::OutOfRange(_) => StatusCode::RANGE_NOT_SATISFIABLE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             ApiError::PermissionDenied(_) => StatusCode::FORBIDDEN,
             ApiError::ResourceExhausted(_) => StatusCode::TOO_MANY_REQUESTS,

@@ -199,10 +199,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(run(cli.command.unwrap_or(Command::Serve), config))
+    let file = path.exists().then_some(path);
+    runtime.block_on(run(cli.command.unwrap_or(Command::Serve), config, file))
 }
 
-async fn run(command: Command, config: config::Config) -> ExitCode {
+async fn run(command: Command, config: config::Config, file: Option<PathBuf>) -> ExitCode {
     let _guard = match telemetry::init(&config.telemetry) {
         Ok(g) => g,
         Err(e) => {
@@ -210,6 +211,10 @@ async fn run(command: Command, config: config::Config) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    match &file {
+        Some(path) => tracing::info!(file = %path.display(), "configuration file read"),
+        None => tracing::info!("no configuration file: defaults, environment and flags only"),
+    }
     let outcome = match command {
         Command::Migrate => Store::connect(&config.database).await.map(|_| {
             tracing::info!("migrations applied");

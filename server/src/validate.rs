@@ -48,16 +48,42 @@ pub(crate) fn page_size(field: &str, value: i32) -> ApiResult<u32> {
 }
 
 /// A page token: the offset the previous page ended at, as decimal text.
+/// Offsets past the stores' 64-bit signed range were never issued.
 pub(crate) fn page_token(value: &str) -> ApiResult<u64> {
     if value.is_empty() {
         return Ok(0);
     }
-    value.parse().map_err(|_| {
-        ApiError::invalid(
-            "page_token",
-            format!("{value:?} is not a token this server issued"),
-        )
-    })
+    value
+        .parse::<u64>()
+        .ok()
+        .filter(|offset| i64::try_from(*offset).is_ok())
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "page_token",
+                format!("{value:?} is not a token this server issued"),
+            )
+        })
+}
+
+/// A sequence number the log can hold (the stores keep 64-bit signed
+/// integers).
+pub(crate) fn sequence(field: &str, value: u64) -> ApiResult<u64> {
+    if i64::try_from(value).is_err() {
+        return Err(ApiError::invalid(
+            field,
+            format!("{value} is above the largest sequence, {}", i64::MAX),
+        ));
+    }
+    Ok(value)
+}
+
+/// Free text sent to the store: no NUL character (PostgreSQL text cannot
+/// hold one, and no name of ours contains it).
+pub(crate) fn text(field: &str, value: &str) -> ApiResult<()> {
+    if value.contains('\0') {
+        return Err(ApiError::invalid(field, "must not contain a NUL character"));
+    }
+    Ok(())
 }
 
 /// The token of the page after `offset + returned`, or empty when the page was short.
@@ -110,6 +136,21 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("page_size"));
+    }
+
+    #[test]
+    fn page_tokens_stay_within_the_stores_range() {
+        assert_eq!(page_token("").unwrap(), 0);
+        assert_eq!(page_token("9223372036854775807").unwrap(), i64::MAX as u64);
+        for bad in ["9223372036854775808", "18446744073709551615", "-1", "x"] {
+            let err = page_token(bad).unwrap_err().to_string();
+            assert!(err.contains("page_token"), "{bad}: {err}");
+        }
+        assert!(sequence("after_sequence", u64::MAX).is_err());
+        assert!(text("namespace", "a\0b")
+            .unwrap_err()
+            .to_string()
+            .contains("NUL"));
     }
 
     #[test]

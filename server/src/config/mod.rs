@@ -73,8 +73,13 @@ impl Config {
         if explicit && !file.exists() {
             bail!("config file {} does not exist", file.display());
         }
-        let figment =
-            Figment::from(Serialized::defaults(Config::default())).merge(Toml::file(file));
+        // `file_exact`: the named file only. `Toml::file` would also search
+        // the parent directories and pick up another deployment's file
+        // (tokens included) from above the working directory.
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if file.exists() {
+            figment = figment.merge(Toml::file_exact(file));
+        }
         let figment = env::merge(figment).merge(overrides);
         let config: Config = figment.extract().map_err(describe_figment_error)?;
         config.validate()?;

@@ -152,6 +152,12 @@ fn parse_filter(request: &SubscribeRequest) -> ApiResult<Filter> {
             ));
         }
     }
+    for (i, id) in request.entity_ids.iter().enumerate() {
+        crate::validate::text(&format!("entity_ids[{i}]"), id)?;
+    }
+    for (i, namespace) in request.namespaces.iter().enumerate() {
+        crate::validate::text(&format!("namespaces[{i}]"), namespace)?;
+    }
     Ok(Filter {
         event_types: request.event_types.iter().copied().collect(),
         entity_ids: request.entity_ids.iter().cloned().collect(),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::{
     body::Bytes,
     extract::{Path, Query, State},
-    http::{header, StatusCode},
+    http::{header, HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     Json,
 };
@@ -236,7 +236,12 @@ pub(super) async fn list_events(
 
 /// `POST /rules` with seed 000's rule JSON; answers 201 with the stored rule
 /// in the same shape.
-pub(super) async fn create_rule(State(state): AppStateRef, body: Bytes) -> ApiResult<Response> {
+pub(super) async fn create_rule(
+    State(state): AppStateRef,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    require_json(&headers)?;
     let seed = parse_seed_rule(&body)?;
     let stored = rules::create(&state, Some(ProgressionRule::from(seed))).await?;
     Ok((StatusCode::CREATED, Json(seed_json(&stored)?)).into_response())
@@ -246,8 +251,10 @@ pub(super) async fn create_rule(State(state): AppStateRef, body: Bytes) -> ApiRe
 /// "idempotency_key"?}` (RequestAccount); answers 201 with `{"request", "signature"}`.
 pub(super) async fn create_account_request(
     State(state): AppStateRef,
+    headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
+    require_json(&headers)?;
     let r: NewAccountRequest = parse_body(&body)?;
     let request = RequestAccountRequest {
         owner: r.owner,
@@ -285,6 +292,24 @@ struct NewAccountRequest {
     init_state_hash: String,
     #[serde(default)]
     idempotency_key: String,
+}
+
+/// Bodies must say they are JSON. Browsers send `text/plain` (and form
+/// types) cross-origin without a preflight, so accepting them would let any
+/// web page post to a server on loopback.
+fn require_json(headers: &HeaderMap) -> ApiResult<()> {
+    let given = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = given.split(';').next().unwrap_or("").trim();
+    if essence.eq_ignore_ascii_case("application/json") {
+        return Ok(());
+    }
+    Err(ApiError::UnsupportedMediaType(format!(
+        "the body must be application/json, not {:?}",
+        if given.is_empty() { "(none)" } else { given }
+    )))
 }
 
 /// Parses seed 000's rule JSON; errors name the path of the bad field.

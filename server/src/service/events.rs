@@ -45,6 +45,10 @@ pub(crate) async fn list(state: &AppState, q: &EventListQuery) -> ApiResult<Even
     let limit = validate::page_size("limit", q.limit)?;
     let offset = u64::try_from(q.offset)
         .map_err(|_| ApiError::invalid("offset", format!("{} is negative", q.offset)))?;
+    validate::text("entity_id", &q.entity_id)?;
+    if let Some(after) = q.after_sequence {
+        validate::sequence("after_sequence", after)?;
+    }
     let query = EventQuery {
         event_type: q.event_type,
         entity_id: given(&q.entity_id).map(str::to_string),

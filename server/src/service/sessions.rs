@@ -53,6 +53,7 @@ pub(crate) async fn list(
     if let Some(owner) = given(&query.owner) {
         validate::pubkey("owner", owner)?;
     }
+    validate::text("namespace", &query.namespace)?;
     let filter = SessionFilter {
         include_consumed: query.include_consumed,
         owner: given(&query.owner).map(str::to_string),

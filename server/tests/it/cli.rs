@@ -112,6 +112,46 @@ async fn layers_merge_file_then_environment_then_flags() {
     assert!(stderr.contains("/nonexistent.toml"), "{stderr}");
 }
 
+/// A `config.toml` above the working directory is another deployment's
+/// (tokens included): only `./config.toml` or `--config` is read.
+#[tokio::test]
+async fn a_config_file_in_a_parent_directory_is_not_read() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("config.toml"),
+        "[rpc]\ncommitment = \"finalized\"\n",
+    )
+    .unwrap();
+    let nested = dir.path().join("a").join("b");
+    std::fs::create_dir_all(&nested).unwrap();
+    let dump = |cwd: std::path::PathBuf| async move {
+        let out = tokio::process::Command::new(SERVER)
+            .arg("--dump-config")
+            .current_dir(cwd)
+            .env_remove("DATABASE_URL")
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let nested_dump = dump(nested.clone()).await;
+    assert!(
+        !nested_dump.contains("finalized"),
+        "the parent's file was read:\n{nested_dump}"
+    );
+    let here = dump(dir.path().to_path_buf()).await;
+    assert!(
+        here.contains("commitment = \"finalized\""),
+        "./config.toml is read:\n{here}"
+    );
+}
+
 #[tokio::test]
 async fn migrate_creates_the_schema_and_exits() {
     let db = TestDb::new(Db::Sqlite).await.unwrap();

@@ -401,3 +401,66 @@ async fn tokens_and_roles_are_enforced() {
         .unwrap();
     assert!(server.stop().await);
 }
+
+backend_tests!(
+    // No number or string reaches the database unchecked: out-of-range
+    // tokens and sequences and NUL characters are InvalidArgument naming
+    // the field (they were INTERNAL on PostgreSQL, or silently the first
+    // page on SQLite), and the server keeps serving.
+    async fn out_of_range_numbers_and_nul_strings_are_refused_naming_the_field(db: Db) {
+        use valence_lifecycle_api::v1::{ListAccountRequestsRequest, ListSessionsRequest};
+        let Some(server) = TestServer::start(db).await else {
+            return;
+        };
+        let mut client = LifecycleServiceClient::new(server.channel().await);
+        for token in ["9223372036854775808", "18446744073709551615"] {
+            let err = client
+                .list_account_requests(ListAccountRequestsRequest {
+                    page_token: token.into(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap_err();
+            assert_eq!(err.code(), Code::InvalidArgument, "{db:?} {token}: {err:?}");
+            assert!(err.message().contains("page_token"), "{}", err.message());
+        }
+        let err = client
+            .list_events(ListEventsRequest {
+                after_sequence: Some(1 << 63),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{db:?}: {err:?}");
+        assert!(
+            err.message().contains("after_sequence"),
+            "{}",
+            err.message()
+        );
+        let err = client
+            .list_events(ListEventsRequest {
+                entity_id: "a\0b".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{db:?}: {err:?}");
+        assert!(err.message().contains("entity_id"), "{}", err.message());
+        let err = client
+            .list_sessions(ListSessionsRequest {
+                namespace: "ns\0".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{db:?}: {err:?}");
+        assert!(err.message().contains("namespace"), "{}", err.message());
+        // Still serving.
+        let page = client
+            .list_accounts(ListAccountsRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.accounts.is_empty());
+    }
+);

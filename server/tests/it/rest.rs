@@ -398,3 +398,65 @@ fn which(program: &str) -> Option<std::path::PathBuf> {
         .map(|dir| std::path::Path::new(dir).join(program))
         .find(|p| p.is_file())
 }
+
+backend_tests!(
+    // Bodies must be JSON (a browser posts text/plain cross-origin with no
+    // preflight), and out-of-range page tokens are 400, not 500.
+    async fn non_json_bodies_are_415_and_huge_page_tokens_400(db: Db) {
+        let Some(server) = TestServer::start(db).await else {
+            return;
+        };
+        let http = reqwest::Client::new();
+        for (path, body) in [
+            ("/rules", SEED_RULE),
+            (
+                "/account-requests",
+                r#"{"owner":"11111111111111111111111111111111"}"#,
+            ),
+        ] {
+            for content_type in [
+                Some("text/plain"),
+                Some("application/x-www-form-urlencoded"),
+                None,
+            ] {
+                let mut request = http.post(format!("{}{path}", server.http())).body(body);
+                if let Some(t) = content_type {
+                    request = request.header("content-type", t);
+                }
+                let response = request.send().await.unwrap();
+                assert_eq!(
+                    response.status(),
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "{db:?} {path} {content_type:?}"
+                );
+                let body: Value = response.json().await.unwrap();
+                assert!(
+                    body["error"].as_str().unwrap().contains("application/json"),
+                    "{body}"
+                );
+            }
+        }
+        let mut rules = server.rules().await;
+        let listed = rules
+            .list_rules(ListRulesRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(listed.rules.is_empty(), "nothing was stored");
+        let (status, _) = post_rule(&server, SEED_RULE, None).await;
+        assert_eq!(status, StatusCode::CREATED, "application/json still works");
+
+        let response = reqwest::get(format!(
+            "{}/accounts?page_token=18446744073709551615",
+            server.http()
+        ))
+        .await
+        .unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{db:?}");
+        let body: Value = response.json().await.unwrap();
+        assert!(
+            body["error"].as_str().unwrap().contains("page_token"),
+            "{body}"
+        );
+    }
+);

@@ -235,19 +235,24 @@ async fn a_component_that_stops_beating_is_detected_within_the_timeout_and_resta
     // Timeout 400 ms, + checks every 100 ms, + ABORT_GRACE (2 s) for the
     // hung run, + the first restart delay (~100 ms).
     assert!(detected < Duration::from_secs(4), "{detected:?}");
+    // The supervisor records "restarted" right after the new run starts,
+    // so wait for it rather than read the log once.
+    let expected = [
+        "status",
+        "started",
+        "heartbeat_timeout",
+        "error",
+        "restarting",
+        "restarted",
+    ];
+    eventually(Duration::from_secs(5), "the restart in the log", || async {
+        let events = component_events(&store, "sleepy").await;
+        events.len() >= expected.len()
+    })
+    .await;
     let events = component_events(&store, "sleepy").await;
     let kinds: Vec<&str> = events.iter().map(kind).collect();
-    assert!(
-        kinds.starts_with(&[
-            "status",
-            "started",
-            "heartbeat_timeout",
-            "error",
-            "restarting",
-            "restarted"
-        ]),
-        "{kinds:?}"
-    );
+    assert!(kinds.starts_with(&expected), "{kinds:?}");
     // The restarted run beats, so it stays up well past the timeout (the
     // sleep is the thing under test: time passing without a restart).
     tokio::time::sleep(Duration::from_millis(1200)).await;
