@@ -695,6 +695,15 @@ mod on_chain {
             stored.session.unwrap().created_sessions,
             vec![successor.to_string()]
         );
+        // The orchestrator records the outcome once the transaction is
+        // confirmed, which can trail the monitor seeing its effect.
+        eventually(Duration::from_secs(10), "the action's outcome", || async {
+            let executed = outcomes(&server, EventType::ActionExecuted).await;
+            executed
+                .iter()
+                .any(|(r, s, ..)| r == "rule-1" && *s == original.to_string())
+        })
+        .await;
         let executed = outcomes(&server, EventType::ActionExecuted).await;
         let ours: Vec<_> = executed
             .iter()
