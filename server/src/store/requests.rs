@@ -11,7 +11,7 @@ use valence_lifecycle_api::v1::{
 use super::error::{StoreError, StoreResult};
 use super::{
     now_ms,
-    rows::{count, list, state},
+    rows::{count, list},
     NewEvent, RequestStatus, Store, StoredRequest,
 };
 
@@ -201,16 +201,6 @@ impl Store {
             .await?;
         self.commit(tx).await?;
         self.get_account_request(id).await
-    }
-
-    /// The status of one request.
-    pub async fn request_status(&self, id: &str) -> StoreResult<RequestStatus> {
-        let row = sqlx::query("SELECT status FROM account_requests WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or_else(|| StoreError::not_found("account request", id))?;
-        state(&row, "status")
     }
 
     /// The request whose account lives at `account_id`, if the builder

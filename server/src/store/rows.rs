@@ -52,19 +52,19 @@ pub(super) fn state<T: FromStr<Err = UnknownState>>(row: &AnyRow, column: &str) 
 
 /// An unsigned number kept in a BIGINT column.
 pub(super) fn unsigned(row: &AnyRow, column: &str) -> StoreResult<u64> {
-    let value: i64 = row.try_get(column)?;
-    u64::try_from(value)
-        .map_err(|_| StoreError::damaged(format!("stored {column} is negative ({value})")))
+    non_negative(column, row.try_get(column)?)
 }
 
 /// A nullable unsigned number kept in a BIGINT column.
 pub(super) fn optional_unsigned(row: &AnyRow, column: &str) -> StoreResult<Option<u64>> {
-    match row.try_get::<Option<i64>, _>(column)? {
-        Some(value) => u64::try_from(value)
-            .map(Some)
-            .map_err(|_| StoreError::damaged(format!("stored {column} is negative ({value})"))),
-        None => Ok(None),
-    }
+    row.try_get::<Option<i64>, _>(column)?
+        .map(|value| non_negative(column, value))
+        .transpose()
+}
+
+fn non_negative(column: &str, value: i64) -> StoreResult<u64> {
+    u64::try_from(value)
+        .map_err(|_| StoreError::damaged(format!("stored {column} is negative ({value})")))
 }
 
 /// A u32 counter kept in a BIGINT column.

@@ -165,19 +165,6 @@ impl From<proto::SingletonStatus> for SingletonState {
     }
 }
 
-impl ActionStatus {
-    /// Whether the action will not run again.
-    pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            ActionStatus::Reported
-                | ActionStatus::Executed
-                | ActionStatus::Failed
-                | ActionStatus::Expired
-        )
-    }
-}
-
 impl From<RequestStatus> for proto::AccountRequestStatus {
     fn from(s: RequestStatus) -> Self {
         match s {
