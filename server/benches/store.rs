@@ -116,6 +116,7 @@ fn request(n: usize) -> AccountRequestRecord {
         init_state_hash: "ab".repeat(32),
         created_at_ms: 1_700_000_000_000 + n as i64,
         slot: Some(n as u64),
+        account_id: None,
     }
 }
 

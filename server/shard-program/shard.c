@@ -63,6 +63,7 @@ enum {
     E_NOT_PAUSED,
     E_INVALID_SINGLETON_KIND,
     E_EVENT_TOO_LARGE,
+    E_REQUEST_ALREADY_INITIALIZED,
     E_LAST
 };
 
@@ -75,7 +76,7 @@ static const char *const ERROR_NAMES[] = {
     "RequestMismatch",          "StateHashMismatch",      "SessionAlreadyConsumed",
     "InvalidAccountIndex",      "SessionCountMismatch",   "MissingSigner",
     "Unauthorized",             "AlreadyPaused",          "NotPaused",
-    "InvalidSingletonKind",     "EventTooLarge",
+    "InvalidSingletonKind",     "EventTooLarge",          "RequestAlreadyInitialized",
 };
 
 /* Out-of-line helpers: keeps .text small and every frame well under clang's
@@ -400,7 +401,7 @@ static u64 ix_request_account(const Ctx *c, Rd *r) {
     if (c->n < 1)
         return E_NOT_ENOUGH_ACCOUNTS;
     const Acct *t = &c->acc[0];
-    if ((err = check_target(c, t, 8 + 32 + 32 + caps_len + 32 + 8)))
+    if ((err = check_target(c, t, 8 + 32 + 32 + caps_len + 32 + 8 + 32)))
         return err;
 
     i64 now = unix_now();
@@ -412,6 +413,7 @@ static u64 ix_request_account(const Ctx *c, Rd *r) {
     w_bytes(&w, caps, caps_len);
     w_bytes(&w, hash, 32);
     w_u64(&w, (u64)now);
+    w_zero(&w, 32); /* account: none yet (initialize_account fills it in) */
     if (!w.ok)
         return E_ACCOUNT_TOO_SMALL;
 
@@ -435,7 +437,9 @@ static u64 ix_request_account(const Ctx *c, Rd *r) {
 }
 
 /* initialize_account(request_id: Pubkey, init_state_data: Vec<u8>)
- * accounts: [0] new account (writable, program-owned, zeroed), [1] request record */
+ * accounts: [0] new account (writable, program-owned, zeroed), [1] request record (writable)
+ * The request record remembers its account, so a request is initialized once
+ * whoever asks (another wallet, a deployment with a fresh database). */
 static u64 ix_initialize_account(const Ctx *c, Rd *r) {
     const u8 *request_id, *init_data;
     u32 init_len;
@@ -451,10 +455,12 @@ static u64 ix_initialize_account(const Ctx *c, Rd *r) {
         return E_REQUEST_MISMATCH;
     if ((err = check_record(c, q, ACC_ACCOUNT_REQUEST)))
         return err;
+    if (!(q->flags & F_WRITABLE))
+        return E_ACCOUNT_NOT_WRITABLE;
 
-    /* AccountRequest: disc, id, owner, capabilities, init_state_hash, created_at */
+    /* AccountRequest: disc, id, owner, capabilities, init_state_hash, created_at, account */
     Rd rq = {q->data, q->data_len, 8};
-    const u8 *rid, *owner, *caps, *want_hash, *ts;
+    const u8 *rid, *owner, *caps, *want_hash, *ts, *linked;
     if (!rd_take(&rq, 32, &rid) || !rd_take(&rq, 32, &owner))
         return E_INVALID_RECORD;
     caps = rd_cur(&rq);
@@ -463,6 +469,11 @@ static u64 ix_initialize_account(const Ctx *c, Rd *r) {
     u64 caps_len = (u64)(rd_cur(&rq) - caps);
     if (!rd_take(&rq, 32, &want_hash) || !rd_take(&rq, 8, &ts))
         return E_INVALID_RECORD;
+    u64 link_off = rq.pos;
+    if (!rd_take(&rq, 32, &linked))
+        return E_INVALID_RECORD;
+    if (!is_zero32(linked))
+        return E_REQUEST_ALREADY_INITIALIZED;
 
     if ((err = check_target(c, t, 8 + 32 + 32 + caps_len + 32 + 1 + 8)))
         return err;
@@ -486,6 +497,7 @@ static u64 ix_initialize_account(const Ctx *c, Rd *r) {
     w_u64(&w, (u64)now);
     if (!w.ok)
         return E_ACCOUNT_TOO_SMALL;
+    copy(q->data + link_off, t->key, 32);
 
     ev_begin(&w, EV_ACCOUNT_INITIALIZED);
     w_bytes(&w, t->key, 32);

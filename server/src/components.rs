@@ -19,17 +19,17 @@ use crate::{
 
 /// Component names, as the status board, `/health`, metrics and the
 /// component events spell them.
-mod names {
-    pub(super) const STORE: &str = "store";
-    pub(super) const EVENTS: &str = "events";
-    pub(super) const RETENTION: &str = "retention";
-    pub(super) const LEADER_ELECTION: &str = "leader-election";
-    pub(super) const LEADER_DUTIES: &str = "leader-duties";
-    pub(super) const MONITOR: &str = "monitor";
-    pub(super) const BUILDER: &str = "builder";
-    pub(super) const ORCHESTRATOR: &str = "orchestrator";
-    pub(super) const GRPC: &str = "grpc";
-    pub(super) const GATEWAY: &str = "gateway";
+pub(crate) mod names {
+    pub(crate) const STORE: &str = "store";
+    pub(crate) const EVENTS: &str = "events";
+    pub(crate) const RETENTION: &str = "retention";
+    pub(crate) const LEADER_ELECTION: &str = "leader-election";
+    pub(crate) const LEADER_DUTIES: &str = "leader-duties";
+    pub(crate) const MONITOR: &str = "monitor";
+    pub(crate) const BUILDER: &str = "builder";
+    pub(crate) const ORCHESTRATOR: &str = "orchestrator";
+    pub(crate) const GRPC: &str = "grpc";
+    pub(crate) const GATEWAY: &str = "gateway";
 }
 
 /// Starts every component of this replica.

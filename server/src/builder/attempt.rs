@@ -1,6 +1,12 @@
 //! One request from claim to outcome: check the hash, then attempts (each
 //! looks at the chain first, so it never repeats what already happened),
 //! retries with backoff, and the final record.
+//!
+//! The chain is the arbiter of "already done": the request's own on-chain
+//! record names its Account once one is written, and the program refuses a
+//! second one. Every attempt reads it first, so another wallet's account
+//! (a second deployment, a fresh database on a used chain) is adopted, not
+//! duplicated at this wallet's derived address.
 
 use std::{sync::Arc, time::Instant};
 
@@ -37,8 +43,9 @@ enum Existing {
     Initialized(ChainAccount),
 }
 
-/// Success: the account record (when the program wrote one).
+/// Success: the account's address and record (when the program wrote one).
 struct Done {
+    address: Pubkey,
     record: Option<ChainAccount>,
     sent: bool,
 }
@@ -133,15 +140,20 @@ impl Builder {
         attempts: &mut u32,
         signature: &mut String,
     ) -> Result<Done, Failure> {
+        if let Some(done) = self.initialized_elsewhere(plan).await? {
+            return Ok(done);
+        }
         let create = match self.inspect(plan).await? {
             Existing::Initialized(record) => {
                 return Ok(Done {
+                    address: plan.address,
                     record: Some(record),
                     sent: false,
                 })
             }
             Existing::Created if !self.initialize => {
                 return Ok(Done {
+                    address: plan.address,
                     record: None,
                     sent: false,
                 })
@@ -168,16 +180,22 @@ impl Builder {
             .note_attempt(&request.id, *attempts, &plan.address.to_string(), signature)
             .await
             .map_err(|e| Failure::Unreachable(brief(e)))?;
-        self.chain
-            .submit(&tx)
-            .await
-            .map_err(|e| Failure::Failed(brief(e)))?;
+        if let Err(e) = self.chain.submit(&tx).await {
+            // Refused because someone else initialized the request between
+            // our read and our send (RequestAlreadyInitialized): theirs wins.
+            if let Some(done) = self.initialized_elsewhere(plan).await? {
+                return Ok(done);
+            }
+            return Err(Failure::Failed(brief(e)));
+        }
         match self.inspect(plan).await? {
             Existing::Initialized(record) => Ok(Done {
+                address: plan.address,
                 record: Some(record),
                 sent: true,
             }),
             Existing::Created if !self.initialize => Ok(Done {
+                address: plan.address,
                 record: None,
                 sent: true,
             }),
@@ -186,6 +204,47 @@ impl Builder {
                 plan.address
             ))),
         }
+    }
+
+    /// The account the request's on-chain record names, when it is not the
+    /// one this wallet plans (ours is checked by [`Self::inspect`]). A
+    /// request record that cannot be read or decoded says nothing: the
+    /// attempt goes on and the program has the last word.
+    async fn initialized_elsewhere(&self, plan: &Plan) -> Result<Option<Done>, Failure> {
+        let unreachable = |e: anyhow::Error| Failure::Unreachable(brief(e));
+        let Some(request) = self
+            .chain
+            .account(&plan.request)
+            .await
+            .map_err(unreachable)?
+        else {
+            return Ok(None);
+        };
+        let Ok(Record::AccountRequest(record)) = Record::decode(&request.data) else {
+            return Ok(None);
+        };
+        let Some(key) = record.initialized_account() else {
+            return Ok(None);
+        };
+        let address = Pubkey::new_from_array(key);
+        if address == plan.address {
+            return Ok(None);
+        }
+        let account = self.chain.account(&address).await.map_err(unreachable)?;
+        let record = match account.map(|a| Record::decode(&a.data)) {
+            Some(Ok(Record::Account(record))) => record,
+            _ => {
+                return Err(Failure::Permanent(format!(
+                    "address_conflict: the request names account {address}, which holds no Account record"
+                )))
+            }
+        };
+        tracing::info!(account = %address, "the request was initialized by another wallet: adopting its account");
+        Ok(Some(Done {
+            address,
+            record: Some(record),
+            sent: false,
+        }))
     }
 
     /// Reads the derived address and checks it holds what we plan (owner,
@@ -218,7 +277,7 @@ impl Builder {
         let signature = if done.sent {
             noted.to_string()
         } else {
-            self.creator(plan, noted).await
+            self.creator(&done.address, noted).await
         };
         let signature = signature.as_str();
         let state_hash = done
@@ -227,7 +286,7 @@ impl Builder {
             .map(|r| r.state_hash)
             .unwrap_or(plan.state_hash);
         let record = AccountRecord {
-            id: plan.address.to_string(),
+            id: done.address.to_string(),
             owner: done
                 .record
                 .as_ref()
@@ -274,8 +333,8 @@ impl Builder {
     /// chain says which, whatever was noted (an earlier attempt may have
     /// landed after a later one was noted). The noted one if the chain
     /// cannot tell.
-    async fn creator(&self, plan: &Plan, noted: &str) -> String {
-        match self.chain.creating_signature(&plan.address).await {
+    async fn creator(&self, address: &Pubkey, noted: &str) -> String {
+        match self.chain.creating_signature(address).await {
             Ok(Some(signature)) => signature.to_string(),
             Ok(None) => noted.to_string(),
             Err(e) => {

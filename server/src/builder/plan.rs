@@ -26,7 +26,7 @@ pub fn account_space(capabilities: &[String]) -> usize {
 
 /// Size of the shard program's AccountRequest record with these capabilities.
 pub fn request_space(capabilities: &[String]) -> usize {
-    8 + 32 + 32 + strings_len(capabilities) + 32 + 8
+    8 + 32 + 32 + strings_len(capabilities) + 32 + 8 + 32
 }
 
 /// Everything needed to initialize one requested account.
@@ -108,7 +108,8 @@ impl Plan {
             program_id: self.program,
             accounts: vec![
                 AccountMeta::new(self.address, false),
-                AccountMeta::new_readonly(self.request, false),
+                // Writable: the program notes the account in the request.
+                AccountMeta::new(self.request, false),
             ],
             data: codec::instruction_data("initialize_account", &args),
         }
@@ -156,6 +157,7 @@ mod tests {
             capabilities: capabilities.clone(),
             init_state_hash: [0; 32],
             created_at: 5,
+            account: [0; 32],
         });
         assert_eq!(request.encode().len(), request_space(&capabilities));
     }
@@ -177,7 +179,7 @@ mod tests {
         assert_eq!(ix.data[8..40], [9; 32]);
         assert_eq!(ix.data[40..44], (plan.state.len() as u32).to_le_bytes());
         assert_eq!(ix.data[44..], plan.state[..]);
-        assert!(ix.accounts[0].is_writable && !ix.accounts[1].is_writable);
+        assert!(ix.accounts[0].is_writable && ix.accounts[1].is_writable);
     }
 
     #[test]

@@ -112,6 +112,16 @@ pub struct AccountRequestRecord {
     pub init_state_hash: [u8; 32],
     /// Unix seconds.
     pub created_at: i64,
+    /// The request's Account once `initialize_account` wrote it, all zero
+    /// before: the chain's own answer to "is this request done?".
+    pub account: Key,
+}
+
+impl AccountRequestRecord {
+    /// The Account the chain says this request initialized, if any.
+    pub fn initialized_account(&self) -> Option<Key> {
+        (self.account != [0; 32]).then_some(self.account)
+    }
 }
 
 /// `Account` record (seed 000).
@@ -706,6 +716,7 @@ mod tests {
             capabilities: vec!["transfer".into(), "mint".into()],
             init_state_hash: [9; 32],
             created_at: 1_700_000_000,
+            account: key(7),
         });
         let mut expected = hex::decode("b9cd73819048a293").unwrap();
         expected.extend(key(1));
@@ -717,6 +728,7 @@ mod tests {
         expected.extend(b"mint");
         expected.extend([9; 32]);
         expected.extend(1_700_000_000i64.to_le_bytes());
+        expected.extend(key(7));
         assert_eq!(record.encode(), expected);
         let mut padded = expected.clone();
         padded.extend([0; 40]);

@@ -71,6 +71,7 @@ pub fn account_request(
         capabilities,
         init_state_hash,
         created_at: now_secs(),
+        account: [0; 32],
     })
 }
 

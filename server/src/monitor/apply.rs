@@ -20,7 +20,16 @@ use crate::{
 
 impl Monitor {
     /// Decodes one account of the program and writes it to the store.
-    pub(super) async fn apply_account(&self, key: Pubkey, data: &[u8], slot: u64, source: Source) {
+    /// Err (already logged) when the store refused it, so a pass can tell
+    /// health that records are left unstored; undecodable data is counted
+    /// and skipped, not an error.
+    pub(super) async fn apply_account(
+        &self,
+        key: Pubkey,
+        data: &[u8],
+        slot: u64,
+        source: Source,
+    ) -> Result<(), String> {
         let labels = SourceLabels {
             source: source.label().to_string(),
         };
@@ -32,15 +41,19 @@ impl Monitor {
         if data.iter().all(|b| *b == 0) {
             // Created but not written yet (the builder's accounts between
             // creation and initialization): nothing to record, not garbage.
-            return;
+            return Ok(());
         }
         let record = match Record::decode(data) {
             Ok(r) => r,
-            Err(e) => return self.decode_failed(key, data, &e).await,
+            Err(e) => {
+                self.decode_failed(key, data, &e).await;
+                return Ok(());
+            }
         };
         if let Err(e) = self.write_record(key, record, slot).await {
+            self.metrics.chain_store_failures.inc();
             tracing::warn!(account = %key, error = %e, "storing a chain record failed");
-            return;
+            return Err(e.to_string());
         }
         self.metrics
             .chain_updates_processed
@@ -52,6 +65,7 @@ impl Monitor {
         self.metrics
             .event_processing_duration
             .observe(started.elapsed().as_secs_f64());
+        Ok(())
     }
 
     async fn write_record(&self, key: Pubkey, record: Record, slot: u64) -> StoreResult<bool> {
@@ -61,6 +75,8 @@ impl Monitor {
                 self.store
                     .upsert_account_request(&AccountRequestRecord {
                         id,
+                        // Before `capabilities` moves out of `r`.
+                        account_id: r.initialized_account().as_ref().map(base58),
                         owner: base58(&r.owner),
                         capabilities: r.capabilities,
                         init_state_hash: hex::encode(r.init_state_hash),
@@ -84,7 +100,8 @@ impl Monitor {
                     })
                     .await
             }
-            Record::Session(r) => {
+            Record::Session(mut r) => {
+                r.namespace = self.storable(r.namespace, &id);
                 self.store
                     .upsert_session(&session_record(id, r, slot))
                     .await
@@ -108,6 +125,22 @@ impl Monitor {
             // Singleton state belongs to singleton administration.
             Record::SingletonState(_) => Ok(false),
         }
+    }
+
+    /// A namespace as the store keeps it: NUL (valid UTF-8, allowed by the
+    /// program, but refused by PostgreSQL text columns) becomes U+FFFD, the
+    /// Unicode replacement character, on every backend alike, so the
+    /// session is still tracked and its namespace still filterable.
+    fn storable(&self, namespace: String, entity: &str) -> String {
+        if !namespace.contains('\0') {
+            return namespace;
+        }
+        self.metrics.chain_strings_replaced.inc();
+        tracing::warn!(
+            entity,
+            "a namespace on chain holds NUL characters: stored with U+FFFD in their place"
+        );
+        namespace.replace('\0', "\u{FFFD}")
     }
 
     /// Counts and logs an undecodable account once per distinct content;
@@ -210,6 +243,7 @@ impl Monitor {
                 init_state_hash: hex::encode(e.init_state_hash),
                 created_at_ms: e.created_at.saturating_mul(1000),
                 slot: Some(at.slot),
+                account_id: None,
             })
             .await?;
         Ok(())
@@ -248,7 +282,12 @@ impl Monitor {
 
     /// Recorded, then the new session is fetched so that its record
     /// exists as soon as the event does.
-    async fn session_created(&self, e: codec::SessionCreatedEvent, at: &At<'_>) -> StoreResult<()> {
+    async fn session_created(
+        &self,
+        mut e: codec::SessionCreatedEvent,
+        at: &At<'_>,
+    ) -> StoreResult<()> {
+        e.namespace = self.storable(e.namespace, &base58(&e.session_id));
         let payload = Payload::ChainSessionCreated(api::SessionCreatedEvent {
             session_id: base58(&e.session_id),
             owner: base58(&e.owner),
@@ -374,7 +413,8 @@ impl Monitor {
             Ok((slot, data)) => {
                 for (key, data) in keys.iter().zip(data) {
                     if let Some(data) = data {
-                        self.apply_account(*key, &data, slot, Source::Logs).await;
+                        // A failure is retried (and reported) by the next pass.
+                        let _ = self.apply_account(*key, &data, slot, Source::Logs).await;
                     }
                 }
             }

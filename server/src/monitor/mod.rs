@@ -135,10 +135,16 @@ impl Monitor {
             .collect();
         match self.chain.program_accounts(&discriminators).await {
             Ok((slot, accounts)) => {
+                let mut unstored = Vec::new();
                 for (key, data) in accounts {
-                    self.apply_account(key, &data, slot, Source::Reconciliation)
-                        .await;
+                    if let Err(why) = self
+                        .apply_account(key, &data, slot, Source::Reconciliation)
+                        .await
+                    {
+                        unstored.push((key, why));
+                    }
                 }
+                self.report_unstored(&unstored).await;
                 self.backfill().await;
             }
             Err(e) => {
@@ -148,11 +154,42 @@ impl Monitor {
         }
     }
 
+    /// Health shows a monitor that cannot store what the chain holds: it is
+    /// Degraded, naming a record and the cause, while a pass leaves records
+    /// unstored, and Running again after a pass that stores everything.
+    async fn report_unstored(&self, unstored: &[(solana_sdk::pubkey::Pubkey, String)]) {
+        use valence_lifecycle_api::v1::ComponentState;
+        let name = crate::components::names::MONITOR;
+        match (unstored.first(), self.board.state(name)) {
+            (Some((key, why)), ComponentState::Running) => {
+                let message = format!(
+                    "{} chain record(s) could not be stored, e.g. {key}: {why}",
+                    unstored.len()
+                );
+                self.board
+                    .set(name, ComponentState::Degraded, message)
+                    .await;
+            }
+            (None, ComponentState::Degraded) => {
+                self.board
+                    .set(
+                        name,
+                        ComponentState::Running,
+                        "every chain record stored again",
+                    )
+                    .await;
+            }
+            _ => {}
+        }
+    }
+
     async fn apply_update(&self, update: Update) {
         match update {
             Update::Account { key, data, slot } => {
-                self.apply_account(key, &data, slot, Source::Websocket)
-                    .await
+                // A failure is retried (and reported) by the next pass.
+                let _ = self
+                    .apply_account(key, &data, slot, Source::Websocket)
+                    .await;
             }
             Update::Logs {
                 signature,

@@ -11,7 +11,7 @@ use valence_lifecycle_api::{
 use super::error::{StoreError, StoreResult};
 use super::{
     now_ms,
-    rows::{count, flag, list, placeholders, state, unsigned},
+    rows::{count, flag, list, placeholders, state, u64_bits},
     rules::definition_json,
     ActionStatus, NewEvent, Store,
 };
@@ -385,7 +385,7 @@ fn decode_live(row: &AnyRow) -> StoreResult<LiveSession> {
         owner: row.try_get("owner")?,
         accounts: list(row, "accounts")?,
         namespace: row.try_get("namespace")?,
-        nonce: unsigned(row, "nonce")?,
+        nonce: u64_bits(row, "nonce")?,
         created_at_ms: row.try_get("created_at")?,
         last_activity_ms: row.try_get("last_activity_at")?,
         metadata: row.try_get("metadata")?,

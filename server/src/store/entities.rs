@@ -20,7 +20,7 @@ use valence_lifecycle_api::v1::{
 use super::error::{StoreError, StoreResult};
 use super::{
     now_ms,
-    rows::{count, flag, list, optional_list, optional_unsigned, placeholders, state, unsigned},
+    rows::{count, flag, list, optional_list, optional_unsigned, placeholders, state, u64_bits},
     EntityKind, LinearState, NewEvent, RequestStatus, Store, StoredAccount, StoredProgression,
     StoredRequest, StoredSession, StoredTransition, WriteTx,
 };
@@ -40,6 +40,9 @@ pub struct AccountRequestRecord {
     pub created_at_ms: i64,
     /// Slot of the observation.
     pub slot: Option<u64>,
+    /// The Account the on-chain record says this request initialized
+    /// (None: not yet, or not known from this observation).
+    pub account_id: Option<String>,
 }
 
 /// An initialized account as observed.
@@ -183,9 +186,27 @@ impl Store {
             .fetch_optional(tx.conn())
             .await?
             .is_some();
-        if exists {
-            return Ok(false);
+        let mut changed = false;
+        if !exists {
+            self.insert_request(&mut tx, r).await?;
+            changed = true;
         }
+        if let Some(account) = &r.account_id {
+            changed |= self.adopt_chain_link(&mut tx, r, account).await?;
+        }
+        if changed {
+            self.commit(tx).await?;
+        }
+        Ok(changed)
+    }
+
+    /// A request seen for the first time: PENDING, AccountRequested and
+    /// its first transition.
+    async fn insert_request(
+        &self,
+        tx: &mut WriteTx<'_>,
+        r: &AccountRequestRecord,
+    ) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO account_requests (id, owner, capabilities, init_state_hash, status, created_at, updated_at, slot) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -206,7 +227,7 @@ impl Store {
             capabilities: r.capabilities.clone(),
             init_state_hash: r.init_state_hash.clone(),
         });
-        self.append_event(&mut tx, NewEvent::new(&r.id, payload).on_chain(r.slot, ""))
+        self.append_event(tx, NewEvent::new(&r.id, payload).on_chain(r.slot, ""))
             .await?;
         let cause = Cause {
             slot: r.slot,
@@ -215,14 +236,54 @@ impl Store {
             namespace: "",
         };
         self.transition(
-            &mut tx,
+            tx,
             &r.id,
             EntityKind::Account,
             LinearState::AccountRequest,
             &cause,
         )
-        .await?;
-        self.commit(tx).await?;
+        .await
+    }
+
+    /// The chain says request `r` initialized `account`: the request is
+    /// INITIALIZED whatever this store believed (another wallet, or an
+    /// earlier deployment, may have done it; a crash may have hidden it),
+    /// and a stored account without a request learns it. Guarded, so
+    /// seeing it again changes nothing. Returns whether anything changed.
+    async fn adopt_chain_link(
+        &self,
+        tx: &mut WriteTx<'_>,
+        r: &AccountRequestRecord,
+        account: &str,
+    ) -> StoreResult<bool> {
+        let changed = sqlx::query(
+            "UPDATE account_requests SET status = $1, account_id = $2, failure_reason = '', updated_at = $3 \
+             WHERE id = $4 AND status <> $1",
+        )
+        .bind(RequestStatus::Initialized.as_str())
+        .bind(account)
+        .bind(now_ms())
+        .bind(&r.id)
+        .execute(tx.conn())
+        .await?
+        .rows_affected();
+        if changed == 0 {
+            return Ok(false);
+        }
+        sqlx::query("UPDATE accounts SET request_id = $1, updated_at = $2 WHERE id = $3 AND request_id = ''")
+            .bind(&r.id)
+            .bind(now_ms())
+            .bind(account)
+            .execute(tx.conn())
+            .await?;
+        let cause = Cause {
+            slot: r.slot,
+            signature: "",
+            reason: "initialized",
+            namespace: "",
+        };
+        self.transition(tx, &r.id, EntityKind::Account, LinearState::Account, &cause)
+            .await?;
         Ok(true)
     }
 
@@ -269,8 +330,21 @@ impl Store {
                 self.commit(tx).await?;
                 return Ok(true);
             }
+            // Linked, but its request may not say so (a failure recorded
+            // by a run that crashed, an older version): repair it here,
+            // guarded, so a restart that finds the account ends the request.
+            let mut repaired =
+                !linked.is_empty() && self.repair_request(&mut tx, &linked, a).await?;
+            if !a.signature.is_empty() {
+                // Linked from the request's on-chain record, which names no
+                // transaction; the event or the builder does.
+                repaired |= self.name_transaction(&mut tx, a).await?;
+            }
             if hash == a.state_hash && active == a.is_active {
-                return Ok(false);
+                if repaired {
+                    self.commit(tx).await?;
+                }
+                return Ok(repaired);
             }
             sqlx::query("UPDATE accounts SET state_hash = $1, is_active = $2, updated_at = $3, slot = $4 WHERE id = $5")
                 .bind(&a.state_hash)
@@ -329,14 +403,17 @@ impl Store {
             .await
     }
 
+    /// Marks `a`'s request INITIALIZED (guarded: a request already
+    /// initialized keeps its record and gets no second transition).
     async fn mark_request_initialized(
         &self,
         tx: &mut WriteTx<'_>,
         a: &AccountRecord,
         cause: &Cause<'_>,
-    ) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE account_requests SET status = $1, account_id = $2, signature = $3, updated_at = $4, failure_reason = '' WHERE id = $5",
+    ) -> StoreResult<bool> {
+        let changed = sqlx::query(
+            "UPDATE account_requests SET status = $1, account_id = $2, signature = $3, updated_at = $4, failure_reason = '' \
+             WHERE id = $5 AND status <> $1",
         )
         .bind(RequestStatus::Initialized.as_str())
         .bind(&a.id)
@@ -344,7 +421,11 @@ impl Store {
         .bind(now_ms())
         .bind(&a.request_id)
         .execute(tx.conn())
-        .await?;
+        .await?
+        .rows_affected();
+        if changed == 0 {
+            return Ok(false);
+        }
         self.transition(
             tx,
             &a.request_id,
@@ -352,7 +433,52 @@ impl Store {
             LinearState::Account,
             cause,
         )
-        .await
+        .await?;
+        Ok(true)
+    }
+
+    /// Ends request `request_id`, whose account `a` is stored and linked
+    /// to it, if the request does not say INITIALIZED yet.
+    async fn repair_request(
+        &self,
+        tx: &mut WriteTx<'_>,
+        request_id: &str,
+        a: &AccountRecord,
+    ) -> StoreResult<bool> {
+        let linked = AccountRecord {
+            request_id: request_id.to_string(),
+            ..a.clone()
+        };
+        let cause = Cause {
+            slot: a.slot,
+            signature: &a.signature,
+            reason: "initialized",
+            namespace: "",
+        };
+        let repaired = self.mark_request_initialized(tx, &linked, &cause).await?;
+        if repaired {
+            tracing::info!(request = %request_id, account = %a.id, "request repaired: its account was already recorded");
+        }
+        Ok(repaired)
+    }
+
+    /// Names the initializing transaction in the ACCOUNT transitions of
+    /// account `a` and of its request, when they were recorded without one.
+    /// Returns whether it did.
+    async fn name_transaction(&self, tx: &mut WriteTx<'_>, a: &AccountRecord) -> StoreResult<bool> {
+        let changed = sqlx::query(
+            "UPDATE progression_transitions SET signature = $1, slot = COALESCE(slot, $2) \
+             WHERE entity_id IN ($3, $5) AND to_state = $4 AND signature = ''",
+        )
+        .bind(&a.signature)
+        .bind(a.slot.map(|s| s as i64))
+        .bind(&a.id)
+        .bind(LinearState::Account.as_str())
+        .bind(&a.request_id)
+        .execute(tx.conn())
+        .await?
+        .rows_affected();
+        Ok(changed > 0)
     }
 
     /// Links a stored account to its request, learned after the account,
@@ -364,23 +490,15 @@ impl Store {
             .bind(&a.id)
             .execute(tx.conn())
             .await?;
-        sqlx::query(
-            "UPDATE progression_transitions SET signature = $1, slot = COALESCE(slot, $2) \
-             WHERE entity_id = $3 AND to_state = $4 AND signature = ''",
-        )
-        .bind(&a.signature)
-        .bind(a.slot.map(|s| s as i64))
-        .bind(&a.id)
-        .bind(LinearState::Account.as_str())
-        .execute(tx.conn())
-        .await?;
+        self.name_transaction(tx, a).await?;
         let cause = Cause {
             slot: a.slot,
             signature: &a.signature,
             reason: "initialized",
             namespace: "",
         };
-        self.mark_request_initialized(tx, a, &cause).await
+        self.mark_request_initialized(tx, a, &cause).await?;
+        Ok(())
     }
 
     /// Fills in the consuming transaction's signature, which the on-chain
@@ -441,7 +559,7 @@ impl Store {
         .bind(json_list(&s.accounts))
         .bind(&s.namespace)
         .bind(false)
-        .bind(s.nonce as i64)
+        .bind(s.nonce as i64) // by its bits: see rows::u64_bits
         .bind(s.created_at_ms)
         .bind(s.metadata.clone())
         .bind(LinearState::Session.as_str())
@@ -969,7 +1087,7 @@ fn decode_session(row: &AnyRow) -> StoreResult<StoredSession> {
         accounts: list(row, "accounts")?,
         namespace: row.try_get("namespace")?,
         is_consumed: flag(row, "is_consumed")?,
-        nonce: unsigned(row, "nonce")?,
+        nonce: u64_bits(row, "nonce")?,
         created_at_ms: row.try_get("created_at")?,
         metadata: row.try_get("metadata")?,
         state: state(row, "state")?,

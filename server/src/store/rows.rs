@@ -55,6 +55,13 @@ pub(super) fn unsigned(row: &AnyRow, column: &str) -> StoreResult<u64> {
     non_negative(column, row.try_get(column)?)
 }
 
+/// A u64 the chain chose freely (a session's nonce), kept in a BIGINT
+/// column by its bits: BIGINT is signed, and values from 2^63 up, which a
+/// program accepts, must round-trip rather than read back as damage.
+pub(super) fn u64_bits(row: &AnyRow, column: &str) -> StoreResult<u64> {
+    Ok(row.try_get::<i64, _>(column)? as u64)
+}
+
 /// A nullable unsigned number kept in a BIGINT column.
 pub(super) fn optional_unsigned(row: &AnyRow, column: &str) -> StoreResult<Option<u64>> {
     row.try_get::<Option<i64>, _>(column)?

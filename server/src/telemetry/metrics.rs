@@ -183,6 +183,10 @@ pub struct Metrics {
     pub chain_updates_processed: Family<SourceLabels, Counter>,
     /// Chain data that did not decode, by kind.
     pub chain_decode_failures: Family<DecodeLabels, Counter>,
+    /// Chain records the store refused (retried at the next pass).
+    pub chain_store_failures: Counter,
+    /// NUL characters in on-chain strings stored as U+FFFD.
+    pub chain_strings_replaced: Counter,
     /// Highest slot the monitor applied.
     pub last_processed_slot: GaugeU64,
     /// Component state (the ComponentState enum number).
@@ -249,6 +253,8 @@ impl Metrics {
             chain_updates_received: Family::default(),
             chain_updates_processed: Family::default(),
             chain_decode_failures: Family::default(),
+            chain_store_failures: Counter::default(),
+            chain_strings_replaced: Counter::default(),
             last_processed_slot: Gauge::default(),
             component_state: Family::default(),
             component_restarts: Family::default(),
@@ -300,6 +306,8 @@ impl Metrics {
             chain_updates_received => ("chain_updates_received", "Chain updates received by the monitor, by source"),
             chain_updates_processed => ("chain_updates_processed", "Chain updates applied by the monitor, by source"),
             chain_decode_failures => ("chain_decode_failures", "Shard program data that did not decode, by kind"),
+            chain_store_failures => ("chain_store_failures", "Chain records the store refused (retried at the next reconciliation)"),
+            chain_strings_replaced => ("chain_strings_replaced", "On-chain strings stored with NUL characters replaced by U+FFFD"),
             last_processed_slot => ("last_processed_slot", "Highest slot the monitor applied"),
             component_state => ("component_state", "Component state (ComponentState number)"),
             component_restarts => ("component_restarts", "Component restarts"),

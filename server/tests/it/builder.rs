@@ -1,7 +1,8 @@
 //! The builder against a real in-process Surfnet with the stand-in shard
 //! program: requests become accounts on chain exactly once, hash mismatches
 //! send nothing, failing transactions are retried then parked and re-queued,
-//! a crash between sending and confirming creates nothing twice, and the
+//! a crash between sending and confirming creates nothing twice, the chain
+//! (not a wallet or a database) decides whether a request is done, and the
 //! concurrency limit holds.
 
 use std::{
@@ -39,7 +40,7 @@ use valence_lifecycle_server::{
 use crate::{
     chain::{Net, STAND_IN},
     cli,
-    common::{caps, eventually, metric, Db, TestDb, TestServer},
+    common::{backend_tests, caps, eventually, metric, Db, TestDb, TestServer},
     process::ServerProcess,
 };
 
@@ -829,4 +830,105 @@ async fn fifty_requests_at_once_never_exceed_the_concurrency_limit() {
     })
     .await;
     assert!(server.stop().await);
+}
+
+/// The Account records on chain, by the request each initialized (read
+/// from the request records, which name their account).
+fn accounts_on_chain(net: &Net) -> (usize, std::collections::BTreeMap<String, String>) {
+    let all = tokio::task::block_in_place(|| {
+        net.surfnet
+            .rpc_client()
+            .get_program_accounts(&net.program)
+            .unwrap()
+    });
+    let mut accounts = 0;
+    let mut links = std::collections::BTreeMap::new();
+    for (key, account) in all {
+        match Record::decode(&account.data) {
+            Ok(Record::Account(_)) => accounts += 1,
+            Ok(Record::AccountRequest(r)) => {
+                if let Some(linked) = r.initialized_account() {
+                    links.insert(key.to_string(), Pubkey::new_from_array(linked).to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    (accounts, links)
+}
+
+/// Waits until `server` has every request of `ids` INITIALIZED; returns
+/// request → account as that server recorded them.
+async fn all_initialized(
+    server: &TestServer,
+    ids: &[Pubkey],
+) -> std::collections::BTreeMap<String, String> {
+    let client = server.lifecycle().await;
+    for id in ids {
+        wait_status(
+            &client,
+            id,
+            AccountRequestStatus::Initialized,
+            Duration::from_secs(60),
+        )
+        .await;
+    }
+    let mut client = client;
+    let mut links = std::collections::BTreeMap::new();
+    for id in ids {
+        links.insert(id.to_string(), request(&mut client, id).await.account_id);
+    }
+    links
+}
+
+backend_tests! {
+    // Two deployments (own wallet, own database) on one chain, then a third
+    // with a new wallet and an empty database on the used chain: each
+    // request gets exactly one Account, and every deployment records the
+    // one the chain names.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn each_request_gets_one_account_whichever_wallet_or_database_asks(db: Db) {
+        let net = Net::start().await;
+        let Some(db_a) = TestDb::new(db).await else { return };
+        let db_b = TestDb::new(db).await.unwrap();
+        let (wallet_a, wallet_b) = (Wallet::funded(&net), Wallet::funded(&net));
+        let config_a = builder_config(&net, &db_a, &wallet_a);
+        let config_b = builder_config(&net, &db_b, &wallet_b);
+        let a = TestServer::start_with(db_a, config_a).await;
+        let b = TestServer::start_with(db_b, config_b).await;
+        let capabilities = caps(&["transfer"]);
+        let ids: Vec<Pubkey> = (0..10)
+            .map(|_| place_request(&net, &net.program, &capabilities, expected_hash(&capabilities)))
+            .collect();
+
+        let seen_by_a = all_initialized(&a, &ids).await;
+        let seen_by_b = all_initialized(&b, &ids).await;
+        let (accounts, on_chain) = accounts_on_chain(&net);
+        assert_eq!(accounts, 10, "one Account per request on chain, not one per wallet");
+        assert_eq!(seen_by_a, on_chain, "deployment A records the chain's accounts");
+        assert_eq!(seen_by_b, on_chain, "deployment B records the chain's accounts");
+        let sent = metric(&a, "valence_builder_attempts_total{outcome=\"initialized\"}").await
+            + metric(&b, "valence_builder_attempts_total{outcome=\"initialized\"}").await;
+        assert_eq!(sent, 10.0, "ten initializations sent in all");
+        assert!(a.stop().await && b.stop().await);
+
+        // A fresh deployment on the used chain sends nothing.
+        let Some(db_c) = TestDb::new(db).await else { return };
+        let wallet_c = Wallet::funded(&net);
+        let config_c = builder_config(&net, &db_c, &wallet_c);
+        let c = TestServer::start_with(db_c, config_c).await;
+        let seen_by_c = all_initialized(&c, &ids).await;
+        assert_eq!(seen_by_c, on_chain, "the fresh deployment adopts the chain's accounts");
+        assert_eq!(accounts_on_chain(&net).0, 10, "no account created again");
+        assert_eq!(
+            metric(&c, "valence_builder_attempts_total{outcome=\"initialized\"}").await,
+            0.0
+        );
+        let mut client = c.lifecycle().await;
+        for id in &ids {
+            let initialized = events_of(&mut client, &on_chain[&id.to_string()], EventType::AccountInitialized).await;
+            assert_eq!(initialized.len(), 1, "AccountInitialized once for {id}");
+        }
+        assert!(c.stop().await);
+    }
 }

@@ -15,15 +15,20 @@ use surfpool_sdk::{cheatcodes::builders::DeployProgram, Surfnet};
 use tonic::Code;
 use valence_lifecycle_api::v1::{
     subscribe_response::Message, EventType, GetProgressionRequest, GetSessionRequest, LinearState,
-    ListEventsRequest, SubscribeRequest,
+    ListEventsRequest, ListSessionsRequest, SubscribeRequest,
 };
 use valence_lifecycle_server::{
-    chain::codec::{self, AccountRequestRecord, Record, SessionConsumptionRecord, SessionRecord},
+    chain::{
+        codec::{self, AccountRequestRecord, Record, SessionConsumptionRecord, SessionRecord},
+        dev as records,
+    },
     config::Config,
 };
 
 use crate::{
-    common::{eventually, health, metric, test_config, Db, TestDb, TestServer},
+    common::{
+        backend_tests, eventually, health, metric, raw_sql, test_config, Db, TestDb, TestServer,
+    },
     proxy::Proxy,
 };
 
@@ -98,6 +103,7 @@ fn request(id: &Pubkey) -> Vec<u8> {
         capabilities: vec!["transfer".into()],
         init_state_hash: [1; 32],
         created_at: 1_700_000_000,
+        account: [0; 32],
     })
     .encode()
 }
@@ -458,6 +464,15 @@ fn create_owned(net: &Net, space: u64) -> (Keypair, Instruction) {
 }
 
 fn send(net: &Net, instructions: &[Instruction], signers: &[&Keypair]) -> String {
+    try_send(net, instructions, signers).unwrap()
+}
+
+/// Sends a transaction; the error (with the program's logs) as text.
+fn try_send(
+    net: &Net,
+    instructions: &[Instruction],
+    signers: &[&Keypair],
+) -> Result<String, String> {
     let rpc = net.surfnet.rpc_client();
     let payer = net.surfnet.payer();
     let mut all = vec![payer];
@@ -468,7 +483,69 @@ fn send(net: &Net, instructions: &[Instruction], signers: &[&Keypair]) -> String
         &all,
         rpc.get_latest_blockhash().unwrap(),
     );
-    rpc.send_and_confirm_transaction(&tx).unwrap().to_string()
+    rpc.send_and_confirm_transaction(&tx)
+        .map(|signature| signature.to_string())
+        .map_err(|e| format!("{e:?}"))
+}
+
+/// `initialize_account` of `request` into the fresh `account`.
+fn initialize_account(net: &Net, request: &Pubkey, account: &Pubkey) -> Instruction {
+    #[derive(borsh::BorshSerialize)]
+    struct InitArgs {
+        request_id: [u8; 32],
+        init_state_data: Vec<u8>,
+    }
+    let args = InitArgs {
+        request_id: request.to_bytes(),
+        init_state_data: b"state".to_vec(),
+    };
+    Instruction {
+        program_id: net.program,
+        accounts: vec![
+            AccountMeta::new(*account, false),
+            AccountMeta::new(*request, false),
+        ],
+        data: codec::instruction_data("initialize_account", &args),
+    }
+}
+
+/// The program, not a server's wallet or database, decides that a request
+/// is done: a second initialize_account of one request fails with
+/// RequestAlreadyInitialized, creates nothing, and the request record
+/// names the first account.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_program_initializes_a_request_once_and_the_request_names_its_account() {
+    let net = Net::start().await;
+    let (request_kp, _) = request_account(&net, vec!["transfer".into()]);
+    let request = request_kp.pubkey();
+    let (first, create_first) = create_owned(&net, 256);
+    let init_first = initialize_account(&net, &request, &first.pubkey());
+    tokio::task::block_in_place(|| send(&net, &[create_first, init_first], &[&first]));
+
+    let (second, create_second) = create_owned(&net, 256);
+    let init_second = initialize_account(&net, &request, &second.pubkey());
+    let refused =
+        tokio::task::block_in_place(|| try_send(&net, &[create_second, init_second], &[&second]))
+            .expect_err("a second initialization is refused");
+    assert!(
+        refused.contains("RequestAlreadyInitialized (6020)"),
+        "{refused}"
+    );
+    let rpc = net.surfnet.rpc_client();
+    assert!(
+        tokio::task::block_in_place(|| rpc.get_account(&second.pubkey())).is_err(),
+        "the refused transaction created nothing"
+    );
+    let data = tokio::task::block_in_place(|| rpc.get_account(&request))
+        .unwrap()
+        .data;
+    let Ok(Record::AccountRequest(record)) = Record::decode(&data) else {
+        panic!("the request record still decodes")
+    };
+    assert_eq!(
+        record.initialized_account(),
+        Some(first.pubkey().to_bytes())
+    );
 }
 
 /// Sends a real request_account transaction; returns the request record's
@@ -521,29 +598,10 @@ async fn real_transactions_emit_events_the_monitor_records_with_signatures() {
     let server = TestServer::start_with(db, config).await;
     server.wait_healthy(Duration::from_secs(10)).await;
 
-    #[derive(borsh::BorshSerialize)]
-    struct InitArgs {
-        request_id: [u8; 32],
-        init_state_data: Vec<u8>,
-    }
     let (request_kp, request_signature) = request_account(&net, vec!["transfer".into()]);
 
     let (account_kp, create_account) = create_owned(&net, 256);
-    let data = codec::instruction_data(
-        "initialize_account",
-        &InitArgs {
-            request_id: request_kp.pubkey().to_bytes(),
-            init_state_data: b"state".to_vec(),
-        },
-    );
-    let ix = Instruction {
-        program_id: net.program,
-        accounts: vec![
-            AccountMeta::new(account_kp.pubkey(), false),
-            AccountMeta::new_readonly(request_kp.pubkey(), false),
-        ],
-        data,
-    };
+    let ix = initialize_account(&net, &request_kp.pubkey(), &account_kp.pubkey());
     let init_signature =
         tokio::task::block_in_place(|| send(&net, &[create_account, ix], &[&account_kp]));
 
@@ -790,4 +848,103 @@ async fn events_a_dropped_websocket_missed_are_backfilled_from_transaction_histo
     .await;
     assert_eq!(pda_computed_count(&server, &signature).await, 1);
     assert!(server.stop().await);
+}
+
+/// The monitor's entry in /health: (state, message).
+async fn monitor_health(server: &TestServer) -> (String, String) {
+    let body = health(&server.http()).await;
+    let monitor = body["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "monitor")
+        .unwrap()
+        .clone();
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+    (text(&monitor["state"]), text(&monitor["message"]))
+}
+
+/// SQL that makes the database refuse sessions in namespace "poison" (as
+/// a constraint or a full disk would refuse one record), and undoes it.
+fn poison_sql(db: Db) -> (Vec<&'static str>, &'static str) {
+    match db {
+        Db::Sqlite => (
+            vec!["CREATE TRIGGER refuse_poison BEFORE INSERT ON sessions WHEN NEW.namespace = 'poison' \
+                  BEGIN SELECT RAISE(ABORT, 'poison refused'); END"],
+            "DROP TRIGGER refuse_poison",
+        ),
+        Db::Postgres => (
+            vec![
+                "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ \
+                 BEGIN IF NEW.namespace = 'poison' THEN RAISE EXCEPTION 'poison refused'; END IF; RETURN NEW; END $$",
+                "CREATE TRIGGER refuse_poison BEFORE INSERT ON sessions FOR EACH ROW EXECUTE FUNCTION refuse_poison()",
+            ],
+            "DROP TRIGGER refuse_poison ON sessions",
+        ),
+    }
+}
+
+backend_tests! {
+    // What the program accepts is stored: a NUL in a namespace becomes
+    // U+FFFD (PostgreSQL text cannot hold NUL; both backends alike) and a
+    // nonce from 2^63 up reads back whole. A record the database refuses
+    // leaves the monitor Degraded in /health, naming the record and the
+    // cause, until a pass stores it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn hostile_chain_data_is_stored_and_a_refused_record_shows_in_health(db: Db) {
+        let net = Net::start().await;
+        let Some(test_db) = TestDb::new(db).await else { return };
+        let url = test_db.url.clone();
+        let config = net.config(&test_db);
+        let server = TestServer::start_with(test_db, config).await;
+        server.wait_healthy(Duration::from_secs(10)).await;
+        let owner = Pubkey::new_unique();
+        let odd = Pubkey::new_unique();
+        net.place(&odd, &records::session(odd, owner, &[], "a\0b".into(), u64::MAX).encode());
+        eventually(Duration::from_secs(10), "the session with a NUL", || has_progression(&server, &odd)).await;
+        let mut lifecycle = server.lifecycle().await;
+        let stored = lifecycle
+            .get_session(GetSessionRequest { id: odd.to_string() })
+            .await
+            .unwrap()
+            .into_inner()
+            .session
+            .unwrap();
+        assert_eq!((stored.namespace.as_str(), stored.nonce), ("a\u{FFFD}b", u64::MAX), "{db:?}");
+        let listed = lifecycle
+            .list_sessions(ListSessionsRequest {
+                namespace: "a\u{FFFD}b".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(listed.sessions.len(), 1, "{db:?}");
+        assert!(metric(&server, "chain_strings_replaced_total").await >= 1.0);
+        assert_eq!(monitor_health(&server).await.0, "running", "{db:?}");
+
+        let (refuse, allow) = poison_sql(db);
+        for sql in refuse {
+            raw_sql(&url, sql).await;
+        }
+        let poison = Pubkey::new_unique();
+        net.place(&poison, &records::session(poison, owner, &[], "poison".into(), 1).encode());
+        eventually(Duration::from_secs(10), "the monitor degraded", || async {
+            monitor_health(&server).await.0 == "degraded"
+        })
+        .await;
+        let (_, message) = monitor_health(&server).await;
+        assert!(
+            message.contains(&poison.to_string()) && message.contains("poison refused"),
+            "{db:?}: the message names the record and the cause: {message}"
+        );
+        assert!(metric(&server, "chain_store_failures_total").await >= 1.0);
+        raw_sql(&url, allow).await;
+        eventually(Duration::from_secs(10), "the monitor running again", || async {
+            monitor_health(&server).await.0 == "running"
+        })
+        .await;
+        assert!(has_progression(&server, &poison).await, "{db:?}: stored once allowed");
+        assert!(server.stop().await);
+    }
 }

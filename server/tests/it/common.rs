@@ -351,6 +351,14 @@ pub(crate) async fn metric(server: &TestServer, prefix: &str) -> f64 {
         .sum()
 }
 
+/// Runs `sql` on the database at `url` behind the store's back: only to
+/// put a database in a state an older version could have left.
+pub(crate) async fn raw_sql(url: &str, sql: &str) {
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(url).await.unwrap();
+    conn.execute(sql).await.unwrap();
+}
+
 /// A store on `url`: for a test's own use, or to seed a database before a
 /// server starts on it (never to write behind a running server's back).
 pub(crate) async fn open_store(url: &str) -> Store {
@@ -382,6 +390,7 @@ pub(crate) fn request_record(n: u8) -> AccountRequestRecord {
         init_state_hash: "ab".repeat(32),
         created_at_ms: 1_700_000_000_000 + n as i64,
         slot: Some(10),
+        account_id: None,
     }
 }
 

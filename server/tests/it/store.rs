@@ -3,12 +3,13 @@
 
 use valence_lifecycle_api::v1::EventType;
 use valence_lifecycle_server::store::{
-    ConsumptionRecord, EventQuery, LinearState, RequestStatus, SessionFilter, SessionRecord,
+    AccountRecord, AccountRequestRecord, AttemptFailure, ConsumptionRecord, EventQuery,
+    LinearState, RequestStatus, SessionFilter, SessionRecord, Store,
 };
 
 use crate::common::{
-    backend_tests, fresh_store, initialized_account_record as account, pubkey,
-    request_record as request, session_record as session,
+    account_record, backend_tests, fresh_store, initialized_account_record as account, pubkey,
+    raw_sql, request_record as request, session_record as session,
 };
 
 fn event_types(events: &[valence_lifecycle_api::v1::LifecycleEvent]) -> Vec<EventType> {
@@ -231,5 +232,129 @@ backend_tests!(
         store.prune_events(1, 0).await.unwrap();
         assert_eq!(store.oldest_sequence().await.unwrap(), head);
         assert_eq!(store.head_sequence().await.unwrap(), head);
+    }
+);
+
+/// The states request `n`'s progression went through, in order.
+async fn request_history(store: &Store, n: u8) -> Vec<LinearState> {
+    let p = store.get_progression(&pubkey(n)).await.unwrap();
+    p.history.iter().map(|t| t.to).collect()
+}
+
+backend_tests!(
+    // A request left PROCESSING although its account is stored and linked
+    // (a failure written over INITIALIZED by an older version, a crash):
+    // seeing the account again ends it, with no second transition.
+    async fn a_request_whose_account_is_stored_is_repaired_when_the_account_is_seen_again(db: Db) {
+        let Some((store, test_db)) = fresh_store(db).await else {
+            return;
+        };
+        store.upsert_account_request(&request(1)).await.unwrap();
+        store.upsert_account(&account(11, 1)).await.unwrap();
+        raw_sql(
+            &test_db.url,
+            "UPDATE account_requests SET status = 'processing'",
+        )
+        .await;
+
+        assert!(
+            store.upsert_account(&account(11, 1)).await.unwrap(),
+            "{db:?}: repaired"
+        );
+        let repaired = store.get_account_request(&pubkey(1)).await.unwrap();
+        assert_eq!(repaired.status, RequestStatus::Initialized, "{db:?}");
+        assert_eq!(repaired.account_id, pubkey(11));
+        assert_eq!(
+            request_history(&store, 1).await,
+            [LinearState::AccountRequest, LinearState::Account],
+            "{db:?}"
+        );
+        assert!(
+            !store.upsert_account(&account(11, 1)).await.unwrap(),
+            "{db:?}: once"
+        );
+    }
+);
+
+backend_tests!(
+    // A late failure (an attempt that was in flight when the account was
+    // recorded) does not undo INITIALIZED.
+    async fn a_failure_recorded_after_the_account_leaves_the_request_initialized(db: Db) {
+        let Some((store, _db)) = fresh_store(db).await else {
+            return;
+        };
+        store.upsert_account_request(&request(1)).await.unwrap();
+        assert_eq!(store.claim_pending(10).await.unwrap().len(), 1);
+        store.upsert_account(&account(11, 1)).await.unwrap();
+        let head = store.head_sequence().await.unwrap();
+        let failure = AttemptFailure {
+            id: &pubkey(1),
+            attempts: 2,
+            reason: "already in use",
+            parked: false,
+        };
+        store.record_attempt_failure(&failure).await.unwrap();
+        let r = store.get_account_request(&pubkey(1)).await.unwrap();
+        assert_eq!(r.status, RequestStatus::Initialized, "{db:?}");
+        assert_eq!(r.failure_reason, "");
+        assert_eq!(
+            store.head_sequence().await.unwrap(),
+            head,
+            "{db:?}: no failure event"
+        );
+    }
+);
+
+backend_tests!(
+    // The request's on-chain record names its account (another wallet or
+    // deployment initialized it): the request is INITIALIZED and linked to
+    // that account whichever of the two records is seen first.
+    async fn a_request_record_that_names_its_account_initializes_the_request(db: Db) {
+        let Some((store, _db)) = fresh_store(db).await else {
+            return;
+        };
+        let linked = |n: u8, account: u8| AccountRequestRecord {
+            account_id: Some(pubkey(account)),
+            ..request(n)
+        };
+        // Request first, then its account (which does not name the request).
+        assert!(store.upsert_account_request(&linked(1, 11)).await.unwrap());
+        let r = store.get_account_request(&pubkey(1)).await.unwrap();
+        assert_eq!(
+            (r.status, r.account_id.as_str()),
+            (RequestStatus::Initialized, pubkey(11).as_str()),
+            "{db:?}"
+        );
+        assert!(store.upsert_account(&account_record(11)).await.unwrap());
+        assert_eq!(
+            store.get_account(&pubkey(11)).await.unwrap().request_id,
+            pubkey(1),
+            "{db:?}"
+        );
+        // Account first, then the request.
+        let unlinked: AccountRecord = account_record(12);
+        assert!(store.upsert_account(&unlinked).await.unwrap());
+        assert!(store.upsert_account_request(&linked(2, 12)).await.unwrap());
+        assert_eq!(
+            store.get_account(&pubkey(12)).await.unwrap().request_id,
+            pubkey(2),
+            "{db:?}"
+        );
+        for n in [1, 2] {
+            assert_eq!(
+                store.get_account_request(&pubkey(n)).await.unwrap().status,
+                RequestStatus::Initialized
+            );
+            assert_eq!(
+                request_history(&store, n).await,
+                [LinearState::AccountRequest, LinearState::Account],
+                "{db:?}"
+            );
+        }
+        // Seen again: nothing changes.
+        let head = store.head_sequence().await.unwrap();
+        assert!(!store.upsert_account_request(&linked(1, 11)).await.unwrap());
+        assert!(!store.upsert_account(&account_record(11)).await.unwrap());
+        assert_eq!(store.head_sequence().await.unwrap(), head, "{db:?}");
     }
 );
