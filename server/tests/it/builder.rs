@@ -834,7 +834,7 @@ async fn fifty_requests_at_once_never_exceed_the_concurrency_limit() {
 
 /// The Account records on chain, by the request each initialized (read
 /// from the request records, which name their account).
-fn accounts_on_chain(net: &Net) -> (usize, std::collections::BTreeMap<String, String>) {
+pub(crate) fn accounts_on_chain(net: &Net) -> (usize, std::collections::BTreeMap<String, String>) {
     let all = tokio::task::block_in_place(|| {
         net.surfnet
             .rpc_client()

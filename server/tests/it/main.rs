@@ -5,6 +5,8 @@
 mod builder;
 #[cfg(feature = "embedded-chain")]
 mod chain;
+#[cfg(feature = "embedded-chain")]
+mod chaos;
 mod cli;
 mod common;
 mod events;
