@@ -1,14 +1,11 @@
 //! Applying what the chain says to the store, idempotently.
 
-use std::{
-    hash::{Hash as _, Hasher as _},
-    time::Instant,
-};
+use std::{hash::BuildHasher as _, time::Instant};
 
 use solana_sdk::pubkey::Pubkey;
 use valence_lifecycle_api::v1::{self as api, lifecycle_event::Payload};
 
-use super::{Monitor, Source, MAX_REMEMBERED_FAILURES};
+use super::{Monitor, Source};
 use crate::{
     chain::codec::{self, base58, ChainEvent, DecodeError, Record},
     store::{
@@ -19,17 +16,18 @@ use crate::{
 };
 
 impl Monitor {
-    /// Decodes one account of the program and writes it to the store.
-    /// Err (already logged) when the store refused it, so a pass can tell
-    /// health that records are left unstored; undecodable data is counted
-    /// and skipped, not an error.
+    /// Decodes one account of the program and writes it to the store,
+    /// unless its data is what was applied last time. Ok(true) when it was
+    /// new (stored, or undecodable and counted once), Ok(false) when
+    /// unchanged; Err (already logged) when the store refused it, so a pass
+    /// can tell health that records are left unstored.
     pub(super) async fn apply_account(
         &self,
         key: Pubkey,
         data: &[u8],
         slot: u64,
         source: Source,
-    ) -> Result<(), String> {
+    ) -> Result<bool, String> {
         let labels = SourceLabels {
             source: source.label().to_string(),
         };
@@ -38,16 +36,27 @@ impl Monitor {
             .get_or_create(&labels)
             .inc();
         let started = Instant::now();
+        // Keyed at random per process, so nobody can craft an update
+        // that passes for the data it replaces.
+        let fingerprint = self.fingerprint_keys.hash_one(data);
+        if self.last_applied(&key) == Some(fingerprint) {
+            self.metrics
+                .chain_updates_unchanged
+                .get_or_create(&labels)
+                .inc();
+            return Ok(false);
+        }
         if data.iter().all(|b| *b == 0) {
             // Created but not written yet (the builder's accounts between
             // creation and initialization): nothing to record, not garbage.
-            return Ok(());
+            return Ok(false);
         }
         let record = match Record::decode(data) {
             Ok(r) => r,
             Err(e) => {
-                self.decode_failed(key, data, &e).await;
-                return Ok(());
+                self.decode_failed(key, &e);
+                self.remember(key, fingerprint);
+                return Ok(true);
             }
         };
         if let Err(e) = self.write_record(key, record, slot).await {
@@ -55,6 +64,7 @@ impl Monitor {
             tracing::warn!(account = %key, error = %e, "storing a chain record failed");
             return Err(e.to_string());
         }
+        self.remember(key, fingerprint);
         self.metrics
             .chain_updates_processed
             .get_or_create(&labels)
@@ -65,7 +75,18 @@ impl Monitor {
         self.metrics
             .event_processing_duration
             .observe(started.elapsed().as_secs_f64());
-        Ok(())
+        Ok(true)
+    }
+
+    fn last_applied(&self, key: &Pubkey) -> Option<u64> {
+        let prints = self.fingerprints.lock().expect("fingerprint lock");
+        prints.get(key).copied()
+    }
+
+    fn remember(&self, key: Pubkey, fingerprint: u64) {
+        let mut prints = self.fingerprints.lock().expect("fingerprint lock");
+        prints.insert(key, fingerprint);
+        self.metrics.monitor_fingerprints.set(prints.len() as u64);
     }
 
     async fn write_record(&self, key: Pubkey, record: Record, slot: u64) -> StoreResult<bool> {
@@ -143,24 +164,16 @@ impl Monitor {
         namespace.replace('\0', "\u{FFFD}")
     }
 
-    /// Counts and logs an undecodable account once per distinct content;
-    /// it never stops the monitor.
-    async fn decode_failed(&self, key: Pubkey, data: &[u8], error: &DecodeError) {
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        data.hash(&mut hasher);
-        let mut seen = self.failures_seen.lock().await;
-        if seen.len() >= MAX_REMEMBERED_FAILURES {
-            seen.clear();
-        }
-        if seen.insert((key, hasher.finish())) {
-            self.metrics
-                .chain_decode_failures
-                .get_or_create(&DecodeLabels {
-                    kind: error.label().to_string(),
-                })
-                .inc();
-            tracing::warn!(account = %key, error = %error, "skipping undecodable account of the shard program");
-        }
+    /// Counts and logs an undecodable account. Once per distinct content:
+    /// the fingerprint is remembered, so the same data is not seen again.
+    fn decode_failed(&self, key: Pubkey, error: &DecodeError) {
+        self.metrics
+            .chain_decode_failures
+            .get_or_create(&DecodeLabels {
+                kind: error.label().to_string(),
+            })
+            .inc();
+        tracing::warn!(account = %key, error = %error, "skipping undecodable account of the shard program");
     }
 
     /// Applies the program's events in one transaction's logs.

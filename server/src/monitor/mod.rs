@@ -7,19 +7,25 @@
 //! idempotent (the store's upserts and the log-event dedupe table), so the
 //! same state seen twice, or again after a restart, changes nothing.
 //!
+//! Cost follows change, not size: it remembers a fingerprint of every
+//! account's data as last applied, so an unchanged account costs a hash
+//! and a map lookup, not a decode and a database round trip.
+//!
 //! It is the writer of the chain-derived records (with the builder, for
 //! the accounts it initializes), and runs only on the leader: a record the
 //! API placed on chain reaches the store through here, once.
 
 mod apply;
 
-use std::{collections::HashSet, sync::Arc, time::Duration};
+mod pass;
 
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use solana_sdk::pubkey::Pubkey;
 use tokio::sync::{mpsc, Mutex};
 
 use crate::{
     chain::{
-        codec::{record_discriminator, RECORD_NAMES},
         pubsub::{self, Feed, Update},
         Chain,
     },
@@ -35,10 +41,6 @@ const UPDATE_BUFFER: usize = 1024;
 /// Signatures read per getSignaturesForAddress page, and pages per pass.
 const BACKFILL_PAGE: usize = 200;
 const BACKFILL_PAGES: usize = 10;
-
-/// Distinct undecodable (account, data) pairs remembered, so each is counted
-/// and logged once rather than at every reconciliation.
-const MAX_REMEMBERED_FAILURES: usize = 10_000;
 
 /// Where an update came from (a metric label).
 #[derive(Debug, Clone, Copy)]
@@ -71,7 +73,11 @@ pub(crate) struct Monitor {
     /// Wallet balance below which health is degraded.
     /// Newest transaction the backfill has read.
     backfill_cursor: Mutex<Option<String>>,
-    failures_seen: Mutex<HashSet<(solana_sdk::pubkey::Pubkey, u64)>>,
+    /// A hash of each account's data as last applied (stored, or found
+    /// undecodable and counted once): what lets a pass skip the unchanged.
+    /// About 70 bytes an account; bounded by the program's account count.
+    fingerprints: std::sync::Mutex<HashMap<Pubkey, u64>>,
+    fingerprint_keys: std::hash::RandomState,
 }
 
 impl Monitor {
@@ -90,7 +96,8 @@ impl Monitor {
             board,
             poll,
             backfill_cursor: Mutex::new(None),
-            failures_seen: Mutex::new(HashSet::new()),
+            fingerprints: std::sync::Mutex::new(HashMap::new()),
+            fingerprint_keys: std::hash::RandomState::new(),
         })
     }
 
@@ -118,69 +125,13 @@ impl Monitor {
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 _ = beat.tick() => {}
-                _ = tick.tick() => self.reconcile().await,
+                _ = tick.tick() => self.reconcile(&ctx).await,
                 Some(update) = rx.recv() => self.apply_update(update).await,
             }
             ctx.heartbeat.beat();
         }
         feeds.cancel();
         Ok(())
-    }
-
-    /// Reads every record of the program and applies it.
-    async fn reconcile(&self) {
-        let discriminators: Vec<[u8; 8]> = RECORD_NAMES[..4]
-            .iter()
-            .map(|n| record_discriminator(n))
-            .collect();
-        match self.chain.program_accounts(&discriminators).await {
-            Ok((slot, accounts)) => {
-                let mut unstored = Vec::new();
-                for (key, data) in accounts {
-                    if let Err(why) = self
-                        .apply_account(key, &data, slot, Source::Reconciliation)
-                        .await
-                    {
-                        unstored.push((key, why));
-                    }
-                }
-                self.report_unstored(&unstored).await;
-                self.backfill().await;
-            }
-            Err(e) => {
-                // The chain-rpc check reports the endpoint's health.
-                tracing::warn!(error = format!("{e:#}"), "reconciliation failed");
-            }
-        }
-    }
-
-    /// Health shows a monitor that cannot store what the chain holds: it is
-    /// Degraded, naming a record and the cause, while a pass leaves records
-    /// unstored, and Running again after a pass that stores everything.
-    async fn report_unstored(&self, unstored: &[(solana_sdk::pubkey::Pubkey, String)]) {
-        use valence_lifecycle_api::v1::ComponentState;
-        let name = crate::components::names::MONITOR;
-        match (unstored.first(), self.board.state(name)) {
-            (Some((key, why)), ComponentState::Running) => {
-                let message = format!(
-                    "{} chain record(s) could not be stored, e.g. {key}: {why}",
-                    unstored.len()
-                );
-                self.board
-                    .set(name, ComponentState::Degraded, message)
-                    .await;
-            }
-            (None, ComponentState::Degraded) => {
-                self.board
-                    .set(
-                        name,
-                        ComponentState::Running,
-                        "every chain record stored again",
-                    )
-                    .await;
-            }
-            _ => {}
-        }
     }
 
     async fn apply_update(&self, update: Update) {
@@ -204,7 +155,7 @@ impl Monitor {
     /// (getSignaturesForAddress + getTransaction), so events a dropped
     /// logsSubscribe missed are still recorded. Applying twice is harmless
     /// (events are deduplicated by signature and position).
-    async fn backfill(&self) {
+    pub(super) async fn backfill(&self) {
         let mut cursor = self.backfill_cursor.lock().await;
         let transactions = match self
             .chain

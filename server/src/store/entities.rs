@@ -1032,7 +1032,26 @@ impl Store {
     }
 
     /// Counts for statistics.
+    ///
+    /// Counting is done again only when the event log moved since the last
+    /// call (two index lookups tell): on an idle or read-mostly server
+    /// GetStats, `/stats` and `/metrics` cost no table scans, and the
+    /// answer is still exact.
     pub async fn stats(&self) -> StoreResult<StoreStats> {
+        let bounds = (self.head_sequence().await?, self.oldest_sequence().await?);
+        // One caller counts while the others wait for its answer.
+        let mut cache = self.stats_cache.lock().await;
+        if let Some((at, stats)) = cache.as_ref() {
+            if *at == bounds {
+                return Ok(stats.clone());
+            }
+        }
+        let fresh = self.count_stats().await?;
+        *cache = Some((bounds, fresh.clone()));
+        Ok(fresh)
+    }
+
+    async fn count_stats(&self) -> StoreResult<StoreStats> {
         let total = |sql: &'static str| self.scalar_u64(sql);
         Ok(StoreStats {
             accounts: total("SELECT COUNT(*) FROM accounts").await?,

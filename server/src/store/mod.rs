@@ -94,7 +94,15 @@ pub struct Store {
     write_lock: Option<Arc<Mutex<()>>>,
     /// Woken after every commit that appended events.
     appended: Arc<Notify>,
+    /// The last counts and the log bounds they were taken at (see
+    /// [`Store::stats`]).
+    stats_cache: Arc<tokio::sync::Mutex<Option<(LogBounds, StoreStats)>>>,
 }
+
+/// Newest and oldest sequence of the event log: every change to what
+/// [`StoreStats`] counts appends an event (and pruning moves the oldest),
+/// so equal bounds mean equal counts.
+type LogBounds = (u64, u64);
 
 /// A write transaction (and, on SQLite, the writer's turn).
 pub struct WriteTx<'a> {
@@ -132,6 +140,7 @@ impl Store {
             url,
             write_lock: (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(()))),
             appended: Arc::new(Notify::new()),
+            stats_cache: Arc::default(),
         };
         store.migrate().await?;
         Ok(store)

@@ -183,6 +183,18 @@ pub struct Metrics {
     pub chain_updates_processed: Family<SourceLabels, Counter>,
     /// Chain data that did not decode, by kind.
     pub chain_decode_failures: Family<DecodeLabels, Counter>,
+    /// Chain updates skipped because the account's data had not changed.
+    pub chain_updates_unchanged: Family<SourceLabels, Counter>,
+    /// Accounts whose last applied data the monitor remembers.
+    pub monitor_fingerprints: GaugeU64,
+    /// Reconciliation pass time, RPC call included.
+    pub reconciliation_duration: Histogram,
+    /// Process CPU seconds spent during reconciliation passes.
+    pub reconciliation_cpu: Counter<f64, AtomicU64>,
+    /// Accounts seen by the last pass.
+    pub reconciliation_accounts: GaugeU64,
+    /// Accounts the last pass found changed.
+    pub reconciliation_changed: GaugeU64,
     /// Chain records the store refused (retried at the next pass).
     pub chain_store_failures: Counter,
     /// NUL characters in on-chain strings stored as U+FFFD.
@@ -253,6 +265,12 @@ impl Metrics {
             chain_updates_received: Family::default(),
             chain_updates_processed: Family::default(),
             chain_decode_failures: Family::default(),
+            chain_updates_unchanged: Family::default(),
+            monitor_fingerprints: Gauge::default(),
+            reconciliation_duration: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            reconciliation_cpu: Counter::default(),
+            reconciliation_accounts: Gauge::default(),
+            reconciliation_changed: Gauge::default(),
             chain_store_failures: Counter::default(),
             chain_strings_replaced: Counter::default(),
             last_processed_slot: Gauge::default(),
@@ -306,6 +324,12 @@ impl Metrics {
             chain_updates_received => ("chain_updates_received", "Chain updates received by the monitor, by source"),
             chain_updates_processed => ("chain_updates_processed", "Chain updates applied by the monitor, by source"),
             chain_decode_failures => ("chain_decode_failures", "Shard program data that did not decode, by kind"),
+            chain_updates_unchanged => ("chain_updates_unchanged", "Chain updates skipped by the monitor because the account had not changed, by source"),
+            monitor_fingerprints => ("monitor_fingerprints", "Accounts whose last applied data the monitor remembers (about 70 bytes each)"),
+            reconciliation_duration => ("reconciliation_duration_seconds", "Reconciliation pass time, getProgramAccounts included"),
+            reconciliation_cpu => ("reconciliation_cpu_seconds", "Process CPU seconds spent during reconciliation passes"),
+            reconciliation_accounts => ("reconciliation_accounts", "Accounts seen by the last reconciliation pass"),
+            reconciliation_changed => ("reconciliation_changed", "Accounts the last reconciliation pass found changed"),
             chain_store_failures => ("chain_store_failures", "Chain records the store refused (retried at the next reconciliation)"),
             chain_strings_replaced => ("chain_strings_replaced", "On-chain strings stored with NUL characters replaced by U+FFFD"),
             last_processed_slot => ("last_processed_slot", "Highest slot the monitor applied"),

@@ -14,6 +14,20 @@ use tracing_subscriber::{
 
 pub use metrics::Metrics;
 
+/// CPU seconds this process has used so far (user + system, all threads).
+pub fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        if libc::getrusage(libc::RUSAGE_SELF, &mut usage) != 0 {
+            return 0.0;
+        }
+        usage
+    };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}
+
 use crate::config::TelemetryConfig;
 
 /// Flushes exported traces when dropped (at the end of `main`).

@@ -948,3 +948,70 @@ backend_tests! {
         assert!(server.stop().await);
     }
 }
+
+/// Reconciliation passes skipped as unchanged (by fingerprint).
+const UNCHANGED: &str = "chain_updates_unchanged_total{source=\"reconciliation\"}";
+
+backend_tests! {
+    // Cost follows change: once applied, an unchanged account is skipped
+    // by its fingerprint at every pass (no decode, no database round trip,
+    // no event), and a changed one is applied at the next pass.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn passes_skip_unchanged_accounts_and_apply_changed_ones(db: Db) {
+        let net = Net::start().await;
+        let Some(test_db) = TestDb::new(db).await else { return };
+        let config = net.config(&test_db);
+        let server = TestServer::start_with(test_db, config).await;
+        let sessions: Vec<Pubkey> = (0..20).map(|_| Pubkey::new_unique()).collect();
+        for id in &sessions {
+            net.place(id, &session(id, &[], false));
+        }
+        for id in &sessions {
+            eventually(Duration::from_secs(10), "the session stored", || has_progression(&server, id)).await;
+        }
+        // A whole pass found all 20 unchanged.
+        let skipped = metric(&server, UNCHANGED).await;
+        eventually(Duration::from_secs(10), "a pass of unchanged accounts", || async {
+            metric(&server, UNCHANGED).await >= skipped + 20.0
+                && metric(&server, "reconciliation_changed").await == 0.0
+        })
+        .await;
+        let mut lifecycle = server.lifecycle().await;
+        let head = |lifecycle: &mut valence_lifecycle_api::v1::lifecycle_service_client::LifecycleServiceClient<tonic::transport::Channel>| {
+            let mut lifecycle = lifecycle.clone();
+            async move {
+                lifecycle
+                    .list_events(ListEventsRequest::default())
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .head_sequence
+            }
+        };
+        let quiet = head(&mut lifecycle).await;
+        let skipped = metric(&server, UNCHANGED).await;
+        eventually(Duration::from_secs(10), "another quiet pass", || async {
+            metric(&server, UNCHANGED).await >= skipped + 20.0
+        })
+        .await;
+        assert_eq!(head(&mut lifecycle).await, quiet, "{db:?}: quiet passes append nothing");
+        assert!(metric(&server, "monitor_fingerprints").await >= 20.0);
+        assert!(metric(&server, "reconciliation_duration_seconds_count").await >= 2.0);
+
+        // One account changes: the next pass applies it.
+        net.place(&sessions[0], &session(&sessions[0], &[], true));
+        eventually(Duration::from_secs(10), "the change applied", || async {
+            let s = lifecycle
+                .clone()
+                .get_session(GetSessionRequest { id: sessions[0].to_string() })
+                .await
+                .unwrap()
+                .into_inner()
+                .session
+                .unwrap();
+            s.is_consumed
+        })
+        .await;
+        assert!(server.stop().await);
+    }
+}

@@ -37,6 +37,9 @@ use crate::{
 
 /// Requests and sessions placed on chain before each kill.
 const BURST: usize = 16;
+/// Requests placed before each cut of the subscriber: few, so the builder
+/// (bound by the chain's confirmations) keeps up with 100 cuts.
+const REQUESTS_PER_CUT: usize = 2;
 /// Namespace of the sessions the suite places.
 const NAMESPACE: &str = "chaos";
 
@@ -91,14 +94,16 @@ struct Placed {
 }
 
 impl Placed {
-    /// A burst of requests (as a third party would place them) and
-    /// sessions, straight onto the chain.
-    fn burst(&mut self, net: &Net) {
+    /// A burst of `requests` requests (as a third party would place them)
+    /// and `sessions` sessions, straight onto the chain.
+    fn burst(&mut self, net: &Net, requests: usize, sessions: usize) {
         let capabilities = caps(&["transfer"]);
-        for _ in 0..BURST {
+        for _ in 0..requests {
             let hash = expected_hash(&capabilities);
             self.requests
                 .push(place_request(net, &net.program, &capabilities, hash));
+        }
+        for _ in 0..sessions {
             let session = dev::random_key();
             let record = dev::session(
                 session,
@@ -313,7 +318,7 @@ async fn sigkills_during_ingest_lose_duplicate_and_strand_nothing_sqlite() {
     for _ in 0..kills() {
         let server = start(&db.url, &env).await;
         let before = accounts_created(&server).await;
-        placed.burst(&net);
+        placed.burst(&net, BURST, BURST);
         wait_for_progress(&server, before).await;
         kill(server).await;
     }
@@ -372,7 +377,7 @@ async fn sigkills_of_the_leader_hand_over_and_lose_nothing_postgres() {
         let leader = leader_of(&replicas).await.expect("still leading");
         let server = replicas[leader].as_ref().unwrap();
         let before = accounts_created(server).await;
-        placed.burst(&net);
+        placed.burst(&net, BURST, BURST);
         wait_for_progress(server, before).await;
         kill(replicas[leader].take().unwrap()).await;
         let killed = Instant::now();
@@ -441,7 +446,7 @@ async fn a_resilient_subscriber_cut_again_and_again_misses_and_repeats_nothing_s
     for _ in 0..cuts {
         // Cut while events are arriving: after this burst's first ones.
         let before = count();
-        placed.burst(&net);
+        placed.burst(&net, REQUESTS_PER_CUT, BURST);
         eventually(Duration::from_secs(20), "events arriving", || async {
             count() > before
         })
