@@ -9,11 +9,30 @@ use super::{Monitor, Source};
 use crate::{
     chain::codec::{self, base58, ChainEvent, DecodeError, Record},
     store::{
-        AccountRecord, AccountRequestRecord, ConsumptionRecord, NewEvent, SessionRecord,
-        StoreResult,
+        AccountRecord, AccountRequestRecord, ChainWrite, ConsumptionRecord, NewEvent,
+        SessionRecord, StoreResult,
     },
     telemetry::metrics::{DecodeLabels, SourceLabels},
 };
+
+/// What an account's data asks of the store (see [`Monitor::prepare`]).
+pub(super) enum Prepared {
+    /// Nothing: unchanged since last applied, or not written yet.
+    Unchanged,
+    /// Undecodable: counted and logged, nothing to store.
+    Counted,
+    /// A record to store.
+    Write(Box<Pending>),
+}
+
+/// A decoded record waiting to be stored, with what to remember once it is.
+pub(super) struct Pending {
+    key: Pubkey,
+    fingerprint: u64,
+    slot: u64,
+    source: Source,
+    write: ChainWrite,
+}
 
 impl Monitor {
     /// Decodes one account of the program and writes it to the store,
@@ -28,6 +47,24 @@ impl Monitor {
         slot: u64,
         source: Source,
     ) -> Result<bool, String> {
+        match self.prepare(key, data, slot, source) {
+            Prepared::Unchanged => Ok(false),
+            Prepared::Counted => Ok(true),
+            Prepared::Write(write) => {
+                let started = Instant::now();
+                self.write_one(&write).await?;
+                self.metrics
+                    .event_processing_duration
+                    .observe(started.elapsed().as_secs_f64());
+                Ok(true)
+            }
+        }
+    }
+
+    /// What `data` at `key` asks of the store: nothing (unchanged since it
+    /// was last applied, or not written yet), nothing but a count
+    /// (undecodable), or a write.
+    pub(super) fn prepare(&self, key: Pubkey, data: &[u8], slot: u64, source: Source) -> Prepared {
         let labels = SourceLabels {
             source: source.label().to_string(),
         };
@@ -35,7 +72,6 @@ impl Monitor {
             .chain_updates_received
             .get_or_create(&labels)
             .inc();
-        let started = Instant::now();
         // Keyed at random per process, so nobody can craft an update
         // that passes for the data it replaces.
         let fingerprint = self.fingerprint_keys.hash_one(data);
@@ -44,38 +80,90 @@ impl Monitor {
                 .chain_updates_unchanged
                 .get_or_create(&labels)
                 .inc();
-            return Ok(false);
+            return Prepared::Unchanged;
         }
         if data.iter().all(|b| *b == 0) {
             // Created but not written yet (the builder's accounts between
             // creation and initialization): nothing to record, not garbage.
-            return Ok(false);
+            return Prepared::Unchanged;
         }
-        let record = match Record::decode(data) {
-            Ok(r) => r,
+        match Record::decode(data) {
+            Ok(record) => match self.chain_write(key, record, slot) {
+                Some(write) => Prepared::Write(Box::new(Pending {
+                    key,
+                    fingerprint,
+                    slot,
+                    source,
+                    write,
+                })),
+                None => {
+                    self.remember(key, fingerprint);
+                    Prepared::Unchanged
+                }
+            },
             Err(e) => {
                 self.decode_failed(key, &e);
                 self.remember(key, fingerprint);
-                return Ok(true);
+                Prepared::Counted
             }
-        };
-        if let Err(e) = self.write_record(key, record, slot).await {
-            self.metrics.chain_store_failures.inc();
-            tracing::warn!(account = %key, error = %e, "storing a chain record failed");
-            return Err(e.to_string());
         }
-        self.remember(key, fingerprint);
+    }
+
+    /// Stores one prepared record in its own transaction.
+    async fn write_one(&self, pending: &Pending) -> Result<(), String> {
+        match self.store.write_chain(&pending.write).await {
+            Ok(_) => {
+                self.applied(pending);
+                Ok(())
+            }
+            Err(e) => {
+                self.metrics.chain_store_failures.inc();
+                tracing::warn!(account = %pending.key, error = %e, "storing a chain record failed");
+                Err(e.to_string())
+            }
+        }
+    }
+
+    /// Stores prepared records in one transaction; if the store refuses
+    /// the batch, one by one, so only the culprit is left unstored.
+    /// Returns the records left unstored and why.
+    pub(super) async fn write_batch(&self, batch: &[Pending]) -> Vec<(Pubkey, String)> {
+        let started = Instant::now();
+        let writes: Vec<ChainWrite> = batch.iter().map(|p| p.write.clone()).collect();
+        match self.store.write_chain_batch(&writes).await {
+            Ok(_) => {
+                let each = started.elapsed().as_secs_f64() / batch.len().max(1) as f64;
+                for pending in batch {
+                    self.applied(pending);
+                    self.metrics.event_processing_duration.observe(each);
+                }
+                Vec::new()
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, records = batch.len(), "a batch was refused; storing its records one by one");
+                let mut unstored = Vec::new();
+                for pending in batch {
+                    if let Err(why) = self.write_one(pending).await {
+                        unstored.push((pending.key, why));
+                    }
+                }
+                unstored
+            }
+        }
+    }
+
+    /// Bookkeeping after a record was stored.
+    fn applied(&self, pending: &Pending) {
+        self.remember(pending.key, pending.fingerprint);
         self.metrics
             .chain_updates_processed
-            .get_or_create(&labels)
+            .get_or_create(&SourceLabels {
+                source: pending.source.label().to_string(),
+            })
             .inc();
         self.metrics
             .last_processed_slot
-            .set(self.metrics.last_processed_slot.get().max(slot));
-        self.metrics
-            .event_processing_duration
-            .observe(started.elapsed().as_secs_f64());
-        Ok(true)
+            .set(self.metrics.last_processed_slot.get().max(pending.slot));
     }
 
     fn last_applied(&self, key: &Pubkey) -> Option<u64> {
@@ -89,43 +177,35 @@ impl Monitor {
         self.metrics.monitor_fingerprints.set(prints.len() as u64);
     }
 
-    async fn write_record(&self, key: Pubkey, record: Record, slot: u64) -> StoreResult<bool> {
+    /// The store record for a decoded chain record (None: not the
+    /// monitor's to write).
+    fn chain_write(&self, key: Pubkey, record: Record, slot: u64) -> Option<ChainWrite> {
         let id = key.to_string();
-        match record {
-            Record::AccountRequest(r) => {
-                self.store
-                    .upsert_account_request(&AccountRequestRecord {
-                        id,
-                        // Before `capabilities` moves out of `r`.
-                        account_id: r.initialized_account().as_ref().map(base58),
-                        owner: base58(&r.owner),
-                        capabilities: r.capabilities,
-                        init_state_hash: hex::encode(r.init_state_hash),
-                        created_at_ms: r.created_at.saturating_mul(1000),
-                        slot: Some(slot),
-                    })
-                    .await
-            }
-            Record::Account(r) => {
-                self.store
-                    .upsert_account(&AccountRecord {
-                        id,
-                        owner: base58(&r.owner),
-                        capabilities: r.capabilities,
-                        state_hash: hex::encode(r.state_hash),
-                        is_active: r.is_active,
-                        created_at_ms: r.created_at.saturating_mul(1000),
-                        request_id: String::new(),
-                        slot: Some(slot),
-                        signature: String::new(),
-                    })
-                    .await
-            }
+        Some(match record {
+            Record::AccountRequest(r) => ChainWrite::Request(AccountRequestRecord {
+                id,
+                // Before `capabilities` moves out of `r`.
+                account_id: r.initialized_account().as_ref().map(base58),
+                owner: base58(&r.owner),
+                capabilities: r.capabilities,
+                init_state_hash: hex::encode(r.init_state_hash),
+                created_at_ms: r.created_at.saturating_mul(1000),
+                slot: Some(slot),
+            }),
+            Record::Account(r) => ChainWrite::Account(AccountRecord {
+                id,
+                owner: base58(&r.owner),
+                capabilities: r.capabilities,
+                state_hash: hex::encode(r.state_hash),
+                is_active: r.is_active,
+                created_at_ms: r.created_at.saturating_mul(1000),
+                request_id: String::new(),
+                slot: Some(slot),
+                signature: String::new(),
+            }),
             Record::Session(mut r) => {
                 r.namespace = self.storable(r.namespace, &id);
-                self.store
-                    .upsert_session(&session_record(id, r, slot))
-                    .await
+                ChainWrite::Session(session_record(id, r, slot))
             }
             Record::SessionConsumption(r) => {
                 let signature = if r.transaction_signature == [0; 64] {
@@ -133,19 +213,17 @@ impl Monitor {
                 } else {
                     bs58::encode(r.transaction_signature).into_string()
                 };
-                self.store
-                    .record_consumption(&ConsumptionRecord {
-                        consumed_session: base58(&r.consumed_session),
-                        created_sessions: r.created_sessions.iter().map(base58).collect(),
-                        transaction_signature: signature,
-                        consumed_at_ms: r.consumed_at.saturating_mul(1000),
-                        slot: Some(slot),
-                    })
-                    .await
+                ChainWrite::Consumption(ConsumptionRecord {
+                    consumed_session: base58(&r.consumed_session),
+                    created_sessions: r.created_sessions.iter().map(base58).collect(),
+                    transaction_signature: signature,
+                    consumed_at_ms: r.consumed_at.saturating_mul(1000),
+                    slot: Some(slot),
+                })
             }
             // Singleton state belongs to singleton administration.
-            Record::SingletonState(_) => Ok(false),
-        }
+            Record::SingletonState(_) => return None,
+        })
     }
 
     /// A namespace as the store keeps it: NUL (valid UTF-8, allowed by the

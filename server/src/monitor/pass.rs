@@ -8,7 +8,10 @@ use std::time::Instant;
 use solana_sdk::pubkey::Pubkey;
 use valence_lifecycle_api::v1::ComponentState;
 
-use super::{Monitor, Source};
+use super::{
+    apply::{Pending, Prepared},
+    Monitor, Source,
+};
 use crate::{
     chain::codec::{record_discriminator, RECORD_NAMES},
     supervisor::Ctx,
@@ -18,6 +21,11 @@ use crate::{
 /// Records applied between heartbeats (a pass over 10^5 changed records
 /// must not look like a hung monitor).
 const BEAT_EVERY: usize = 1024;
+
+/// Changed records stored per transaction. Large enough that commits stop
+/// dominating ingest, small enough that other writers (API, builder) wait
+/// at most one batch for SQLite's single writer.
+const BATCH: usize = 256;
 
 /// What one pass found.
 #[derive(Debug, Default)]
@@ -46,6 +54,7 @@ impl Monitor {
         };
         let fetched = started.elapsed();
         let mut tally = Tally::default();
+        let mut batch: Vec<Pending> = Vec::with_capacity(BATCH);
         for (i, (key, data)) in accounts.into_iter().enumerate() {
             if ctx.cancel.is_cancelled() {
                 tracing::info!(applied = i, "reconciliation stopped at a record boundary");
@@ -55,14 +64,21 @@ impl Monitor {
                 ctx.heartbeat.beat();
             }
             tally.seen += 1;
-            match self
-                .apply_account(key, &data, slot, Source::Reconciliation)
-                .await
-            {
-                Ok(true) => tally.changed += 1,
-                Ok(false) => {}
-                Err(why) => tally.unstored.push((key, why)),
+            match self.prepare(key, &data, slot, Source::Reconciliation) {
+                Prepared::Unchanged => {}
+                Prepared::Counted => tally.changed += 1,
+                Prepared::Write(pending) => {
+                    tally.changed += 1;
+                    batch.push(*pending);
+                    if batch.len() == BATCH {
+                        tally.unstored.extend(self.write_batch(&batch).await);
+                        batch.clear();
+                    }
+                }
             }
+        }
+        if !batch.is_empty() {
+            tally.unstored.extend(self.write_batch(&batch).await);
         }
         self.report_unstored(&tally.unstored).await;
         self.record_pass(&tally, started, fetched, cpu_before);

@@ -180,7 +180,20 @@ impl Store {
     /// append AccountRequested.
     pub async fn upsert_account_request(&self, r: &AccountRequestRecord) -> StoreResult<bool> {
         let mut tx = self.begin().await?;
-        self.lock_entity(&mut tx, &r.id).await?;
+        let changed = self.upsert_account_request_in(&mut tx, r).await?;
+        if changed {
+            self.commit(tx).await?;
+        }
+        Ok(changed)
+    }
+
+    /// [`Self::upsert_account_request`] inside `tx` (nothing written when it returns false).
+    pub(crate) async fn upsert_account_request_in(
+        &self,
+        tx: &mut WriteTx<'_>,
+        r: &AccountRequestRecord,
+    ) -> StoreResult<bool> {
+        self.lock_entity(tx, &r.id).await?;
         let exists = sqlx::query("SELECT 1 FROM account_requests WHERE id = $1")
             .bind(&r.id)
             .fetch_optional(tx.conn())
@@ -188,14 +201,11 @@ impl Store {
             .is_some();
         let mut changed = false;
         if !exists {
-            self.insert_request(&mut tx, r).await?;
+            self.insert_request(tx, r).await?;
             changed = true;
         }
         if let Some(account) = &r.account_id {
-            changed |= self.adopt_chain_link(&mut tx, r, account).await?;
-        }
-        if changed {
-            self.commit(tx).await?;
+            changed |= self.adopt_chain_link(tx, r, account).await?;
         }
         Ok(changed)
     }
@@ -291,12 +301,25 @@ impl Store {
     /// initialized and append AccountInitialized.
     pub async fn upsert_account(&self, a: &AccountRecord) -> StoreResult<bool> {
         let mut tx = self.begin().await?;
-        self.lock_entity(&mut tx, &a.id).await?;
+        let changed = self.upsert_account_in(&mut tx, a).await?;
+        if changed {
+            self.commit(tx).await?;
+        }
+        Ok(changed)
+    }
+
+    /// [`Self::upsert_account`] inside `tx` (nothing written when it returns false).
+    pub(crate) async fn upsert_account_in(
+        &self,
+        tx: &mut WriteTx<'_>,
+        a: &AccountRecord,
+    ) -> StoreResult<bool> {
+        self.lock_entity(tx, &a.id).await?;
         // The record alone does not name its request; the builder noted
         // the address it initializes, so whoever records it first links it.
         let resolved;
         let a = if a.request_id.is_empty() {
-            match self.request_for_account(&mut tx, &a.id).await? {
+            match self.request_for_account(tx, &a.id).await? {
                 Some((request_id, signature)) => {
                     let signature = if a.signature.is_empty() {
                         signature
@@ -326,24 +349,19 @@ impl Store {
             if linked.is_empty() && !a.request_id.is_empty() {
                 // The record alone does not name its request; the
                 // AccountInitialized event does, and may arrive later.
-                self.link_request(&mut tx, a).await?;
-                self.commit(tx).await?;
+                self.link_request(tx, a).await?;
                 return Ok(true);
             }
             // Linked, but its request may not say so (a failure recorded
             // by a run that crashed, an older version): repair it here,
             // guarded, so a restart that finds the account ends the request.
-            let mut repaired =
-                !linked.is_empty() && self.repair_request(&mut tx, &linked, a).await?;
+            let mut repaired = !linked.is_empty() && self.repair_request(tx, &linked, a).await?;
             if !a.signature.is_empty() {
                 // Linked from the request's on-chain record, which names no
                 // transaction; the event or the builder does.
-                repaired |= self.name_transaction(&mut tx, a).await?;
+                repaired |= self.name_transaction(tx, a).await?;
             }
             if hash == a.state_hash && active == a.is_active {
-                if repaired {
-                    self.commit(tx).await?;
-                }
                 return Ok(repaired);
             }
             sqlx::query("UPDATE accounts SET state_hash = $1, is_active = $2, updated_at = $3, slot = $4 WHERE id = $5")
@@ -354,11 +372,9 @@ impl Store {
                 .bind(&a.id)
                 .execute(tx.conn())
                 .await?;
-            self.commit(tx).await?;
             return Ok(true);
         }
-        self.insert_account(&mut tx, a).await?;
-        self.commit(tx).await?;
+        self.insert_account(tx, a).await?;
         Ok(true)
     }
 
@@ -523,7 +539,20 @@ impl Store {
     /// SessionCreated; a stored session seen consumed is marked consumed.
     pub async fn upsert_session(&self, s: &SessionRecord) -> StoreResult<bool> {
         let mut tx = self.begin().await?;
-        self.lock_entity(&mut tx, &s.id).await?;
+        let changed = self.upsert_session_in(&mut tx, s).await?;
+        if changed {
+            self.commit(tx).await?;
+        }
+        Ok(changed)
+    }
+
+    /// [`Self::upsert_session`] inside `tx` (nothing written when it returns false).
+    pub(crate) async fn upsert_session_in(
+        &self,
+        tx: &mut WriteTx<'_>,
+        s: &SessionRecord,
+    ) -> StoreResult<bool> {
+        self.lock_entity(tx, &s.id).await?;
         let stored = sqlx::query(
             "SELECT CAST(is_consumed AS INTEGER) AS is_consumed FROM sessions WHERE id = $1",
         )
@@ -536,15 +565,14 @@ impl Store {
                 if consumed || !s.is_consumed {
                     return Ok(false);
                 }
-                self.mark_consumed(&mut tx, &s.id, &[], "", s.slot).await?;
+                self.mark_consumed(tx, &s.id, &[], "", s.slot).await?;
                 true
             }
             None => {
-                self.insert_session(&mut tx, s).await?;
+                self.insert_session(tx, s).await?;
                 true
             }
         };
-        self.commit(tx).await?;
         Ok(changed)
     }
 
@@ -606,7 +634,20 @@ impl Store {
     /// to the sessions it created.
     pub async fn record_consumption(&self, c: &ConsumptionRecord) -> StoreResult<bool> {
         let mut tx = self.begin().await?;
-        self.lock_entity(&mut tx, &c.consumed_session).await?;
+        let changed = self.record_consumption_in(&mut tx, c).await?;
+        if changed {
+            self.commit(tx).await?;
+        }
+        Ok(changed)
+    }
+
+    /// [`Self::record_consumption`] inside `tx` (nothing written when it returns false).
+    pub(crate) async fn record_consumption_in(
+        &self,
+        tx: &mut WriteTx<'_>,
+        c: &ConsumptionRecord,
+    ) -> StoreResult<bool> {
+        self.lock_entity(tx, &c.consumed_session).await?;
         let exists = sqlx::query("SELECT 1 FROM session_consumptions WHERE consumed_session = $1")
             .bind(&c.consumed_session)
             .fetch_optional(tx.conn())
@@ -637,7 +678,7 @@ impl Store {
             == Some(false);
         if live {
             self.mark_consumed(
-                &mut tx,
+                tx,
                 &c.consumed_session,
                 &c.created_sessions,
                 &c.transaction_signature,
@@ -651,8 +692,7 @@ impl Store {
         });
         let event = NewEvent::new(&c.consumed_session, payload)
             .on_chain(c.slot, c.transaction_signature.clone());
-        self.append_event(&mut tx, event).await?;
-        self.commit(tx).await?;
+        self.append_event(tx, event).await?;
         Ok(true)
     }
 

@@ -10,6 +10,7 @@
 
 pub mod actions;
 mod appends;
+mod batch;
 mod chain;
 mod entities;
 mod error;
@@ -34,6 +35,7 @@ use tokio::sync::{Mutex, MutexGuard, Notify};
 
 pub use actions::{AccountFacts, ActionEnd, LiveSession, NewMatch, PendingAction};
 pub use appends::AppendWatch;
+pub use batch::ChainWrite;
 pub use entities::{
     AccountRecord, AccountRequestRecord, ConsumptionRecord, SessionFilter, SessionRecord,
     StoreStats,
