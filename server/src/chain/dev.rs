@@ -9,7 +9,7 @@ use valence_lifecycle_api::v1::{
     lifecycle_service_client::LifecycleServiceClient, ChainInfo, GetStatsRequest,
 };
 
-use super::codec::{AccountRequestRecord, Record, SessionRecord};
+use super::codec::{AccountRecord, AccountRequestRecord, Record, SessionRecord};
 
 /// Lamports given to placed accounts (enough to be rent-exempt at these sizes).
 const LAMPORTS: u64 = 10_000_000;
@@ -72,6 +72,18 @@ pub fn account_request(
         init_state_hash,
         created_at: now_secs(),
         account: [0; 32],
+    })
+}
+
+/// An initialized Account record (what `initialize_account` writes).
+pub fn account(key: Pubkey, owner: Pubkey, capabilities: Vec<String>) -> Record {
+    Record::Account(AccountRecord {
+        id: key.to_bytes(),
+        owner: owner.to_bytes(),
+        capabilities,
+        state_hash: [0; 32],
+        is_active: true,
+        created_at: now_secs(),
     })
 }
 

@@ -53,6 +53,9 @@ impl Monitor {
             }
         };
         let fetched = started.elapsed();
+        self.metrics
+            .reconciliation_fetch_cpu
+            .inc_by((cpu_seconds() - cpu_before).max(0.0));
         let mut tally = Tally::default();
         let mut batch: Vec<Pending> = Vec::with_capacity(BATCH);
         for (i, (key, data)) in accounts.into_iter().enumerate() {

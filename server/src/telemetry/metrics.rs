@@ -191,6 +191,8 @@ pub struct Metrics {
     pub reconciliation_duration: Histogram,
     /// Process CPU seconds spent during reconciliation passes.
     pub reconciliation_cpu: Counter<f64, AtomicU64>,
+    /// Of that, the CPU spent receiving the getProgramAccounts answer.
+    pub reconciliation_fetch_cpu: Counter<f64, AtomicU64>,
     /// Accounts seen by the last pass.
     pub reconciliation_accounts: GaugeU64,
     /// Accounts the last pass found changed.
@@ -269,6 +271,7 @@ impl Metrics {
             monitor_fingerprints: Gauge::default(),
             reconciliation_duration: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             reconciliation_cpu: Counter::default(),
+            reconciliation_fetch_cpu: Counter::default(),
             reconciliation_accounts: Gauge::default(),
             reconciliation_changed: Gauge::default(),
             chain_store_failures: Counter::default(),
@@ -328,6 +331,7 @@ impl Metrics {
             monitor_fingerprints => ("monitor_fingerprints", "Accounts whose last applied data the monitor remembers (about 70 bytes each)"),
             reconciliation_duration => ("reconciliation_duration_seconds", "Reconciliation pass time, getProgramAccounts included"),
             reconciliation_cpu => ("reconciliation_cpu_seconds", "Process CPU seconds spent during reconciliation passes"),
+            reconciliation_fetch_cpu => ("reconciliation_fetch_cpu_seconds", "Of the reconciliation CPU, the part spent receiving the getProgramAccounts answer"),
             reconciliation_accounts => ("reconciliation_accounts", "Accounts seen by the last reconciliation pass"),
             reconciliation_changed => ("reconciliation_changed", "Accounts the last reconciliation pass found changed"),
             chain_store_failures => ("chain_store_failures", "Chain records the store refused (retried at the next reconciliation)"),

@@ -1,0 +1,372 @@
+//! Ingest and reconciliation benchmark (issue 14): what the monitor costs
+//! as the program grows, a program that prints figures beside baselines
+//! measured in the same run, not a timed test.
+//!
+//! N records (a third each AccountRequest, Account and Session) are placed
+//! on an in-process Surfnet with the stand-in program; then a fresh server
+//! (the release binary, as its own process, no wallet) starts on them:
+//!
+//! * ingest: records/s from start until GetStats shows all N stored.
+//!   Baseline: the same number of rows inserted raw, 500 to a transaction,
+//!   into a scratch table of the same backend.
+//! * steady state: the server's CPU while nothing changes, as a share of one
+//!   core over three passes at the default 5 s POLL_INTERVAL, and per pass
+//!   against the CPU of receiving the pass's getProgramAccounts answer
+//!   (`reconciliation_fetch_cpu_seconds`, measured inside the same pass).
+//! * memory: the server's RSS with N records, less an idle server's, per
+//!   record.
+//!
+//! `cargo bench -p valence-lifecycle-server --bench ingest` (release; set
+//! `BENCH_RECORDS`, default 20,000; with `TEST_DATABASE_URL=postgres://…`
+//! PostgreSQL rows too). `cargo test --benches` runs a short form (1,000
+//! records, one pass) only to show it still runs.
+
+use std::{
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use solana_sdk::pubkey::Pubkey;
+use sqlx::{Connection as _, Executor as _};
+use surfpool_sdk::{cheatcodes::builders::DeployProgram, Surfnet};
+use tokio::process::{Child, Command};
+use valence_lifecycle_api::v1::{
+    lifecycle_service_client::LifecycleServiceClient, GetStatsRequest,
+};
+use valence_lifecycle_server::chain::{codec::Record, dev, embedded::SHARD_PROGRAM};
+
+/// Rows per transaction of the raw baseline.
+const RAW_BATCH: usize = 500;
+
+fn main() -> anyhow::Result<()> {
+    let full = std::env::args().any(|a| a == "--bench");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(run(full))
+}
+
+async fn run(full: bool) -> anyhow::Result<()> {
+    sqlx::any::install_default_drivers();
+    let records = if full {
+        std::env::var("BENCH_RECORDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(20_000)
+    } else {
+        1_000
+    };
+    let passes = if full { 3 } else { 1 };
+    let dir = tempfile::tempdir()?;
+    let mut backends = vec![(
+        "sqlite",
+        format!("sqlite://{}", dir.path().join("ingest.db").display()),
+        format!("sqlite://{}?mode=rwc", dir.path().join("raw.db").display()),
+        format!("sqlite://{}", dir.path().join("idle.db").display()),
+    )];
+    if let Ok(server) = std::env::var("TEST_DATABASE_URL") {
+        backends.push((
+            "postgres",
+            fresh_postgres(&server).await?,
+            fresh_postgres(&server).await?,
+            fresh_postgres(&server).await?,
+        ));
+    }
+    let net = Net::start().await?;
+    let placed = Instant::now();
+    net.place_records(records)?;
+    println!(
+        "ingest benchmark: {records} records placed on Surfnet in {:.1} s; {passes} steady-state pass(es)",
+        placed.elapsed().as_secs_f64()
+    );
+    println!(
+        "{:<9} {:<40} {:>14} {:>14} {:>7}",
+        "backend", "what", "measured", "baseline", "ratio"
+    );
+    for (backend, url, raw_url, idle_url) in backends {
+        measure(backend, &net, records, passes, &url, &raw_url, &idle_url).await?;
+    }
+    Ok(())
+}
+
+async fn measure(
+    backend: &str,
+    net: &Net,
+    records: usize,
+    passes: u32,
+    url: &str,
+    raw_url: &str,
+    idle_url: &str,
+) -> anyhow::Result<()> {
+    let raw = raw_insert_rate(raw_url, records).await?;
+    let idle = Server::start(idle_url, &net.rpc_url, &net.ws_url, &Pubkey::new_unique()).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle_rss = idle.rss_kb()?;
+    drop(idle);
+
+    let server = Server::start(url, &net.rpc_url, &net.ws_url, &net.program).await?;
+    let started = Instant::now();
+    server
+        .wait_stored(records, Duration::from_secs(600))
+        .await?;
+    let rate = records as f64 / started.elapsed().as_secs_f64();
+    row(backend, "ingest, records/s", rate, raw, "rows/s raw");
+
+    let passes_before = server
+        .metric("reconciliation_duration_seconds_count")
+        .await?;
+    let (cpu_before, wall) = (server.cpu_seconds()?, Instant::now());
+    let (pass_cpu_before, fetch_cpu_before) = (
+        server.metric("reconciliation_cpu_seconds_total").await?,
+        server
+            .metric("reconciliation_fetch_cpu_seconds_total")
+            .await?,
+    );
+    while server
+        .metric("reconciliation_duration_seconds_count")
+        .await?
+        < passes_before + f64::from(passes)
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let share = (server.cpu_seconds()? - cpu_before) / wall.elapsed().as_secs_f64();
+    let pass_cpu = server.metric("reconciliation_cpu_seconds_total").await? - pass_cpu_before;
+    let fetch_cpu = server
+        .metric("reconciliation_fetch_cpu_seconds_total")
+        .await?
+        - fetch_cpu_before;
+    let n = f64::from(passes);
+    row(
+        backend,
+        "steady state, % of a core",
+        share * 100.0,
+        10.0,
+        "% goal",
+    );
+    row(
+        backend,
+        "pass CPU, ms (vs receiving its answer)",
+        pass_cpu / n * 1e3,
+        fetch_cpu / n * 1e3,
+        "ms fetch",
+    );
+    let rss = server.rss_kb()?;
+    row(
+        backend,
+        "memory, bytes per record",
+        (rss.saturating_sub(idle_rss)) as f64 * 1024.0 / records as f64,
+        2048.0,
+        "bytes goal",
+    );
+    println!(
+        "{backend:<9} RSS idle {} MB, with {records} records {} MB",
+        idle_rss / 1024,
+        rss / 1024
+    );
+    Ok(())
+}
+
+fn row(backend: &str, what: &str, measured: f64, baseline: f64, unit: &str) {
+    println!(
+        "{backend:<9} {what:<40} {measured:>14.1} {baseline:>14.1} {:>6.2}×  ({unit})",
+        measured / baseline
+    );
+}
+
+/// Rows/s of raw inserts of `rows` rows shaped like a session, in
+/// transactions of [`RAW_BATCH`], into a scratch table.
+async fn raw_insert_rate(url: &str, rows: usize) -> anyhow::Result<f64> {
+    let mut conn = sqlx::AnyConnection::connect_with(&url.parse()?).await?;
+    if url.starts_with("sqlite:") {
+        conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL")
+            .await?;
+    }
+    conn.execute("CREATE TABLE raw (id TEXT PRIMARY KEY, owner TEXT NOT NULL, body TEXT NOT NULL, at BIGINT NOT NULL)")
+        .await?;
+    let started = Instant::now();
+    for chunk in (0..rows).collect::<Vec<_>>().chunks(RAW_BATCH) {
+        let mut tx = conn.begin().await?;
+        for n in chunk {
+            sqlx::query("INSERT INTO raw (id, owner, body, at) VALUES ($1, $2, $3, $4)")
+                .bind(format!("{n:044}"))
+                .bind("owner")
+                .bind("[\"transfer\",\"mint\"]")
+                .bind(*n as i64)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+    }
+    Ok(rows as f64 / started.elapsed().as_secs_f64())
+}
+
+/// A new database on the PostgreSQL server of `server_url`.
+async fn fresh_postgres(server_url: &str) -> anyhow::Result<String> {
+    let name = format!("valence_bench_{}", rand::random::<u32>());
+    let mut admin = sqlx::PgConnection::connect(server_url).await?;
+    admin
+        .execute(format!("CREATE DATABASE {name}").as_str())
+        .await?;
+    let base = server_url.rsplit_once('/').map_or(server_url, |(b, _)| b);
+    Ok(format!("{base}/{name}"))
+}
+
+/// The in-process chain with the stand-in program.
+struct Net {
+    surfnet: Surfnet,
+    program: Pubkey,
+    rpc_url: String,
+    ws_url: String,
+}
+
+impl Net {
+    async fn start() -> anyhow::Result<Net> {
+        let surfnet = Surfnet::start()
+            .await
+            .map_err(|e| anyhow::anyhow!("starting Surfnet: {e}"))?;
+        let program = Pubkey::new_unique();
+        tokio::task::block_in_place(|| {
+            surfnet
+                .cheatcodes()
+                .deploy(DeployProgram::new(program).so_bytes(SHARD_PROGRAM.to_vec()))
+        })
+        .map_err(|e| anyhow::anyhow!("deploying the stand-in: {e}"))?;
+        let (rpc_url, ws_url) = (surfnet.rpc_url().to_string(), surfnet.ws_url().to_string());
+        Ok(Net {
+            surfnet,
+            program,
+            rpc_url,
+            ws_url,
+        })
+    }
+
+    /// `n` records, a third of each kind, written with cheatcodes.
+    fn place_records(&self, n: usize) -> anyhow::Result<()> {
+        let owner = Pubkey::new_unique();
+        tokio::task::block_in_place(|| {
+            let cheats = self.surfnet.cheatcodes();
+            for i in 0..n {
+                let key = dev::random_key();
+                let record: Record = match i % 3 {
+                    0 => dev::account_request(key, owner, vec!["transfer".into()], [0; 32]),
+                    1 => dev::account(key, owner, vec!["transfer".into()]),
+                    _ => dev::session(key, owner, &[], "bench".into(), i as u64),
+                };
+                cheats
+                    .set_account(&key, 10_000_000, &record.encode(), &self.program)
+                    .map_err(|e| anyhow::anyhow!("placing record {i}: {e}"))?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// The server binary as a child process, killed when dropped.
+struct Server {
+    child: Child,
+    grpc: u16,
+    api: u16,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+impl Server {
+    async fn start(url: &str, rpc: &str, ws: &str, program: &Pubkey) -> anyhow::Result<Server> {
+        let (grpc, api) = (free_port(), free_port());
+        let child = Command::new(env!("CARGO_BIN_EXE_valence-lifecycle"))
+            .env_clear()
+            .env("DATABASE_URL", url)
+            .env("RPC_URL", rpc)
+            .env("WS_URL", ws)
+            .env("SHARD_PROGRAM_ID", program.to_string())
+            .env("GRPC_PORT", grpc.to_string())
+            .env("API_PORT", api.to_string())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting valence-lifecycle")?;
+        let server = Server { child, grpc, api };
+        let health = format!("http://127.0.0.1:{api}/health");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while reqwest::get(&health).await.is_err() {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the server did not answer at {health}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(server)
+    }
+
+    async fn wait_stored(&self, records: usize, within: Duration) -> anyhow::Result<()> {
+        let mut client =
+            LifecycleServiceClient::connect(format!("http://127.0.0.1:{}", self.grpc)).await?;
+        let deadline = Instant::now() + within;
+        loop {
+            let s = client.get_stats(GetStatsRequest {}).await?.into_inner();
+            let stored = s.accounts + s.sessions + s.pending_account_requests + s.accounts_failed;
+            if stored as usize >= records {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "only {stored} of {records} stored"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn metric(&self, name: &str) -> anyhow::Result<f64> {
+        let text = reqwest::get(format!("http://127.0.0.1:{}/metrics", self.api))
+            .await?
+            .text()
+            .await?;
+        Ok(text
+            .lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum())
+    }
+
+    fn pid(&self) -> anyhow::Result<u32> {
+        self.child.id().context("the server exited")
+    }
+
+    /// User + system CPU seconds of the server process (Linux /proc).
+    fn cpu_seconds(&self) -> anyhow::Result<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()?))?;
+        // Fields after the command name (which may hold spaces) start at ')'.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .context("odd /proc stat")?
+            .1
+            .split_whitespace()
+            .collect();
+        let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+        // SAFETY: sysconf reads a constant.
+        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        Ok(ticks / per_second)
+    }
+
+    /// Resident set size in KiB (Linux /proc).
+    fn rss_kb(&self) -> anyhow::Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?))?;
+        let line = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .context("no VmRSS")?;
+        Ok(line
+            .split_whitespace()
+            .nth(1)
+            .context("odd VmRSS")?
+            .parse()?)
+    }
+}
