@@ -224,13 +224,17 @@ async fn start_chain_duties(group: &mut Supervisor, state: &Arc<AppState>) {
     let Some(chain) = &state.chain else {
         return;
     };
-    let poll = Duration::from_secs(state.config.lifecycle.poll_interval_secs);
+    let lifecycle = &state.config.lifecycle;
+    let polling = monitor::Polling {
+        every: Duration::from_secs(lifecycle.poll_interval_secs),
+        when_live: Duration::from_secs(lifecycle.live_poll_interval_secs),
+    };
     let monitor = monitor::Monitor::new(
         chain.clone(),
         state.store.clone(),
         state.metrics.clone(),
         state.board.clone(),
-        poll,
+        polling,
     );
     group
         .start(names::MONITOR, move |ctx| monitor.clone().run(ctx))

@@ -19,6 +19,7 @@ const ENV_KEYS: &[(&str, &str)] = &[
     ("GRPC_PORT", "server.grpc_port"),
     ("BIND_ADDRESS", "server.bind_address"),
     ("POLL_INTERVAL", "lifecycle.poll_interval_secs"),
+    ("LIVE_POLL_INTERVAL", "lifecycle.live_poll_interval_secs"),
     (
         "MAX_ACCOUNTS_PER_SESSION",
         "lifecycle.max_accounts_per_session",

@@ -231,6 +231,11 @@ pub struct LifecycleConfig {
     pub shard_program_id: String,
     /// Seconds between reconciliation passes (env POLL_INTERVAL).
     pub poll_interval_secs: u64,
+    /// Seconds between passes while both websocket feeds are healthy and
+    /// have not reconnected since the last pass (env LIVE_POLL_INTERVAL);
+    /// they deliver every change meanwhile, and a pass of 10^5 unchanged
+    /// accounts costs the CPU of receiving them all.
+    pub live_poll_interval_secs: u64,
     /// Largest session (env MAX_ACCOUNTS_PER_SESSION).
     pub max_accounts_per_session: u32,
     /// Seconds a pending consumption may take before it expires (env CONSUMPTION_TIMEOUT).
@@ -251,6 +256,7 @@ impl Default for LifecycleConfig {
         LifecycleConfig {
             shard_program_id: String::new(),
             poll_interval_secs: 5,
+            live_poll_interval_secs: 60,
             max_accounts_per_session: 10,
             consumption_timeout_secs: 300,
             auto_progress: false,

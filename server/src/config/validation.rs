@@ -100,6 +100,11 @@ impl Config {
             &l.poll_interval_secs,
         )?;
         check(
+            l.live_poll_interval_secs >= l.poll_interval_secs,
+            "lifecycle.live_poll_interval_secs (LIVE_POLL_INTERVAL, at least POLL_INTERVAL)",
+            &l.live_poll_interval_secs,
+        )?;
+        check(
             (1..=64).contains(&l.max_accounts_per_session),
             "lifecycle.max_accounts_per_session (MAX_ACCOUNTS_PER_SESSION)",
             &l.max_accounts_per_session,

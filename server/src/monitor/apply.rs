@@ -505,7 +505,13 @@ impl Monitor {
                 for (key, data) in keys.iter().zip(data) {
                     if let Some(data) = data {
                         // A failure is retried (and reported) by the next pass.
-                        let _ = self.apply_account(*key, &data, slot, Source::Logs).await;
+                        if self
+                            .apply_account(*key, &data, slot, Source::Logs)
+                            .await
+                            .is_err()
+                        {
+                            self.pass_soon();
+                        }
                     }
                 }
             }

@@ -23,6 +23,7 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use solana_sdk::pubkey::Pubkey;
 use tokio::sync::{mpsc, Mutex};
+use valence_lifecycle_api::v1::ComponentState;
 
 use crate::{
     chain::{
@@ -63,13 +64,29 @@ impl Source {
     }
 }
 
+/// How often the monitor reconciles.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Polling {
+    /// Between passes (POLL_INTERVAL).
+    pub(crate) every: Duration,
+    /// Between passes while the websocket feeds are healthy and have not
+    /// reconnected since the last pass (LIVE_POLL_INTERVAL).
+    pub(crate) when_live: Duration,
+}
+
+/// The websocket feeds' (state, since) when a pass began: while they stay
+/// the same and Running, nothing was missed.
+type FeedMarks = Vec<Option<(i32, i64)>>;
+
 /// The monitor component.
 pub(crate) struct Monitor {
     chain: Chain,
     store: Store,
     metrics: Arc<Metrics>,
     board: Arc<StatusBoard>,
-    poll: Duration,
+    polling: Polling,
+    /// When the last pass began and the feeds' marks then.
+    last_pass: std::sync::Mutex<Option<(std::time::Instant, FeedMarks)>>,
     /// Wallet balance below which health is degraded.
     /// Newest transaction the backfill has read.
     backfill_cursor: Mutex<Option<String>>,
@@ -87,14 +104,15 @@ impl Monitor {
         store: Store,
         metrics: Arc<Metrics>,
         board: Arc<StatusBoard>,
-        poll: Duration,
+        polling: Polling,
     ) -> Arc<Self> {
         Arc::new(Monitor {
             chain,
             store,
             metrics,
             board,
-            poll,
+            polling,
+            last_pass: std::sync::Mutex::new(None),
             backfill_cursor: Mutex::new(None),
             fingerprints: std::sync::Mutex::new(HashMap::new()),
             fingerprint_keys: std::hash::RandomState::new(),
@@ -119,13 +137,17 @@ impl Monitor {
         }
         drop(tx);
         tracing::info!(program = %self.chain.program_id, rpc = %self.chain.rpc_url, "monitor started");
-        let mut tick = tokio::time::interval(self.poll);
+        let mut tick = tokio::time::interval(self.polling.every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 _ = beat.tick() => {}
-                _ = tick.tick() => self.reconcile(&ctx).await,
+                _ = tick.tick() => {
+                    if self.pass_due() {
+                        self.reconcile(&ctx).await;
+                    }
+                }
                 Some(update) = rx.recv() => self.apply_update(update).await,
             }
             ctx.heartbeat.beat();
@@ -134,13 +156,58 @@ impl Monitor {
         Ok(())
     }
 
+    /// The feeds' marks now.
+    fn feed_marks(&self) -> FeedMarks {
+        Feed::ALL
+            .iter()
+            .map(|f| self.board.state_since(f.component()))
+            .collect()
+    }
+
+    /// A pass is due every POLL_INTERVAL, except while both feeds have been
+    /// Running, without a reconnect, since the last pass began: then every
+    /// LIVE_POLL_INTERVAL.
+    fn pass_due(&self) -> bool {
+        let last = self.last_pass.lock().expect("last pass lock");
+        let Some((began, marks)) = last.as_ref() else {
+            return true;
+        };
+        let running = ComponentState::Running as i32;
+        let live = marks
+            .iter()
+            .all(|m| m.is_some_and(|(state, _)| state == running));
+        let unchanged = *marks == self.feed_marks();
+        let wait = if live && unchanged {
+            self.polling.when_live
+        } else {
+            self.polling.every
+        };
+        began.elapsed() >= wait.saturating_sub(Duration::from_millis(50))
+    }
+
+    /// Makes the next tick run a pass (a live update could not be stored:
+    /// the pass retries it and reports it in health).
+    pub(super) fn pass_soon(&self) {
+        *self.last_pass.lock().expect("last pass lock") = None;
+    }
+
+    /// Notes that a pass began now.
+    pub(super) fn pass_began(&self) {
+        let marks = self.feed_marks();
+        *self.last_pass.lock().expect("last pass lock") = Some((std::time::Instant::now(), marks));
+    }
+
     async fn apply_update(&self, update: Update) {
         match update {
             Update::Account { key, data, slot } => {
                 // A failure is retried (and reported) by the next pass.
-                let _ = self
+                if self
                     .apply_account(key, &data, slot, Source::Websocket)
-                    .await;
+                    .await
+                    .is_err()
+                {
+                    self.pass_soon();
+                }
             }
             Update::Logs {
                 signature,

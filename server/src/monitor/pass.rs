@@ -52,6 +52,7 @@ impl Monitor {
                 return;
             }
         };
+        self.pass_began();
         let fetched = started.elapsed();
         self.metrics
             .reconciliation_fetch_cpu

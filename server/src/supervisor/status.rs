@@ -280,6 +280,17 @@ impl StatusBoard {
             .collect()
     }
 
+    /// One component's state and since when it holds (None: not registered).
+    pub fn state_since(&self, name: &str) -> Option<(i32, i64)> {
+        let entries = self.entries.read().expect("status board lock");
+        let status = &entries.get(name)?.status;
+        let since = status
+            .since
+            .as_ref()
+            .map_or(0, |t| t.seconds * 1_000 + i64::from(t.nanos / 1_000_000));
+        Some((status.state, since))
+    }
+
     /// One component's state.
     pub fn state(&self, name: &str) -> ComponentState {
         let entries = self.entries.read().expect("status board lock");

@@ -87,6 +87,9 @@ impl Net {
         c.rpc.ws_url = self.surfnet.ws_url().to_string();
         c.lifecycle.shard_program_id = self.program.to_string();
         c.lifecycle.poll_interval_secs = 1;
+        // Tests that count passes want them every second even while the
+        // websockets are healthy (the default waits a minute then).
+        c.lifecycle.live_poll_interval_secs = 1;
         c.retry.max_retries = 2;
         c
     }
@@ -1014,4 +1017,58 @@ backend_tests! {
         .await;
         assert!(server.stop().await);
     }
+}
+
+/// Reconciliation passes run so far.
+const PASSES: &str = "reconciliation_duration_seconds_count";
+
+// While both websocket feeds are healthy they deliver every change, so full
+// passes wait LIVE_POLL_INTERVAL; once a feed drops, passes come every
+// POLL_INTERVAL again and find what the feed would have delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn passes_are_rare_while_the_websockets_are_healthy_and_frequent_when_one_drops_sqlite() {
+    let net = Net::start().await;
+    let ws_proxy = Proxy::start(net.ws_addr()).await;
+    let db = TestDb::new(Db::Sqlite).await.unwrap();
+    let mut config = net.config(&db);
+    config.rpc.ws_url = format!("ws://{}", ws_proxy.addr);
+    config.lifecycle.live_poll_interval_secs = 3600;
+    let server = TestServer::start_with(db, config).await;
+    server.wait_healthy(Duration::from_secs(10)).await;
+    eventually(Duration::from_secs(10), "the first pass", || async {
+        metric(&server, PASSES).await >= 1.0
+    })
+    .await;
+    let live = Pubkey::new_unique();
+    net.place(&live, &session(&live, &[], false));
+    eventually(Duration::from_secs(5), "the live update", || {
+        has_progression(&server, &live)
+    })
+    .await;
+    // At most one more pass (if the last began before both feeds ran);
+    // once a pass has seen them running, the next waits an hour.
+    let settled = metric(&server, PASSES).await;
+    // The span (five POLL_INTERVALs) in which no pass may run.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        metric(&server, PASSES).await <= settled + 1.0,
+        "passes kept coming every POLL_INTERVAL while the feeds were live"
+    );
+
+    ws_proxy.refuse(true);
+    ws_proxy.cut();
+    let dropped = metric(&server, PASSES).await;
+    let missed = Pubkey::new_unique();
+    net.place(&missed, &session(&missed, &[], false));
+    eventually(
+        Duration::from_secs(10),
+        "passes every second again",
+        || async { metric(&server, PASSES).await >= dropped + 2.0 },
+    )
+    .await;
+    eventually(Duration::from_secs(5), "the pass finds the record", || {
+        has_progression(&server, &missed)
+    })
+    .await;
+    assert!(server.stop().await);
 }

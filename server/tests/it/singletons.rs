@@ -342,9 +342,10 @@ async fn order_pause_resume_and_updates(db: Db) {
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("singleton"), "{}", err.message());
-    assert_eq!(
-        head(&server).await,
-        start,
+    // Singleton operations only: a loaded machine may log component
+    // status changes at any time.
+    assert!(
+        operations_after(&server, start).await.is_empty(),
         "invalid requests append nothing"
     );
     assert_eq!(net.chain_statuses(), vec![0, 0, 0], "and send nothing");
@@ -408,7 +409,10 @@ async fn order_pause_resume_and_updates(db: Db) {
         ))
         .await
         .unwrap();
-    assert_eq!(head(&server).await, before, "re-initializing sends nothing");
+    assert!(
+        operations_after(&server, before).await.is_empty(),
+        "re-initializing sends nothing"
+    );
     let err = client
         .initialize_singletons(authed(
             InitializeSingletonsRequest {
@@ -470,7 +474,7 @@ async fn order_pause_resume_and_updates(db: Db) {
         "{}",
         again.message
     );
-    assert_eq!(head(&server).await, before);
+    assert!(operations_after(&server, before).await.is_empty());
 
     // Resume all: diff, scheduler, processor.
     let resumed = client
