@@ -98,6 +98,29 @@ const SCENARIOS: [Scenario; 3] = [
 /// shared, so one round alone can be skewed by unrelated work.
 const ROUNDS: usize = 3;
 
+/// `cargo bench` passes `--bench`; `cargo test --benches` (CI) does not and
+/// gets the short form: the first scenario, one round, only to show the
+/// benchmark still runs.
+fn full() -> bool {
+    std::env::args().any(|a| a == "--bench")
+}
+
+fn scenarios() -> &'static [Scenario] {
+    if full() {
+        &SCENARIOS
+    } else {
+        &SCENARIOS[..1]
+    }
+}
+
+fn rounds() -> usize {
+    if full() {
+        ROUNDS
+    } else {
+        1
+    }
+}
+
 /// HTTP/2 multiplexes; a handful of connections is what a real client
 /// fleet behind a few processes would open, and it keeps one connection's
 /// flow-control window from being the only limit.
@@ -1031,13 +1054,14 @@ fn print_header() {
             .unwrap_or(0)
     );
     println!(
-        "scenarios (subscribers/burst events/paced events): {}; {ROUNDS} rounds each, \
+        "scenarios (subscribers/burst events/paced events): {}; {} round(s) each, \
          valence and baseline alternating which goes first; figures are medians over rounds",
-        SCENARIOS
+        scenarios()
             .iter()
             .map(|s| format!("{}/{}/{}", s.subscribers, s.events, s.paced_events))
             .collect::<Vec<_>>()
-            .join(", ")
+            .join(", "),
+        rounds()
     );
     println!(
         "subscribers: start NOW, no filters, {SUBSCRIBERS_PER_CHANNEL} per HTTP/2 connection \
@@ -1278,12 +1302,12 @@ async fn run() -> anyhow::Result<()> {
     let started = Instant::now();
     let outcome = async {
         let mut rows = Vec::new();
-        for s in &SCENARIOS {
+        for s in scenarios() {
             let (mut v, mut b) = (Vec::new(), Vec::new());
             // Round 1 runs valence first: its result fixes the paced rate
             // that every later measurement of this scenario uses.
             let mut rate = None;
-            for round in 0..ROUNDS {
+            for round in 0..rounds() {
                 let order = if round % 2 == 0 {
                     [&valence, &baseline]
                 } else {

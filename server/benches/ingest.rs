@@ -10,7 +10,9 @@
 //!   Baseline: the same number of rows inserted raw, 500 to a transaction,
 //!   into a scratch table of the same backend.
 //! * steady state: the server's CPU while nothing changes, as a share of one
-//!   core over three passes at the default 5 s POLL_INTERVAL, and per pass
+//!   core over three passes at the default 5 s POLL_INTERVAL (the worst
+//!   case: LIVE_POLL_INTERVAL is set to it too, as when the websockets are
+//!   down; with healthy feeds passes are 12 times rarer), and per pass
 //!   against the CPU of receiving the pass's getProgramAccounts answer
 //!   (`reconciliation_fetch_cpu_seconds`, measured inside the same pass).
 //! * memory: the server's RSS with N records, less an idle server's, per
@@ -286,6 +288,7 @@ impl Server {
             .env("RPC_URL", rpc)
             .env("WS_URL", ws)
             .env("SHARD_PROGRAM_ID", program.to_string())
+            .env("LIVE_POLL_INTERVAL", "5")
             .env("GRPC_PORT", grpc.to_string())
             .env("API_PORT", api.to_string())
             .env("RUST_LOG", "warn")

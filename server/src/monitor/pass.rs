@@ -86,6 +86,7 @@ impl Monitor {
         }
         self.report_unstored(&tally.unstored).await;
         self.record_pass(&tally, started, fetched, cpu_before);
+        crate::telemetry::release_freed_memory();
         self.backfill().await;
     }
 
