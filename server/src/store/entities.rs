@@ -280,12 +280,16 @@ impl Store {
         if changed == 0 {
             return Ok(false);
         }
-        sqlx::query("UPDATE accounts SET request_id = $1, updated_at = $2 WHERE id = $3 AND request_id = ''")
+        let linked = sqlx::query("UPDATE accounts SET request_id = $1, updated_at = $2 WHERE id = $3 AND request_id = ''")
             .bind(&r.id)
             .bind(now_ms())
             .bind(account)
             .execute(tx.conn())
-            .await?;
+            .await?
+            .rows_affected();
+        if linked > 0 {
+            self.continue_from_request(tx, account).await?;
+        }
         let cause = Cause {
             slot: r.slot,
             signature: "",
@@ -415,8 +419,16 @@ impl Store {
             NewEvent::new(&a.id, payload).on_chain(a.slot, a.signature.clone()),
         )
         .await?;
-        self.transition(tx, &a.id, EntityKind::Account, LinearState::Account, &cause)
-            .await
+        let continues = (!a.request_id.is_empty()).then_some(LinearState::AccountRequest);
+        self.transition_continuing(
+            tx,
+            &a.id,
+            EntityKind::Account,
+            continues,
+            LinearState::Account,
+            &cause,
+        )
+        .await
     }
 
     /// Marks `a`'s request INITIALIZED (guarded: a request already
@@ -507,6 +519,7 @@ impl Store {
             .execute(tx.conn())
             .await?;
         self.name_transaction(tx, a).await?;
+        self.continue_from_request(tx, &a.id).await?;
         let cause = Cause {
             slot: a.slot,
             signature: &a.signature,
@@ -514,6 +527,23 @@ impl Store {
             namespace: "",
         };
         self.mark_request_initialized(tx, a, &cause).await?;
+        Ok(())
+    }
+
+    /// An account recorded before its request was known started its
+    /// progression from nothing; now that it has a request, its first step
+    /// continues the request's (ACCOUNT_REQUEST → ACCOUNT).
+    async fn continue_from_request(&self, tx: &mut WriteTx<'_>, account: &str) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE progression_transitions SET from_state = $1 \
+             WHERE entity_id = $2 AND to_state = $3 AND from_state = $4",
+        )
+        .bind(LinearState::AccountRequest.as_str())
+        .bind(account)
+        .bind(LinearState::Account.as_str())
+        .bind(NO_STATE)
+        .execute(tx.conn())
+        .await?;
         Ok(())
     }
 
@@ -790,6 +820,23 @@ impl Store {
         to: LinearState,
         cause: &Cause<'_>,
     ) -> StoreResult<()> {
+        self.transition_continuing(tx, entity_id, kind, None, to, cause)
+            .await
+    }
+
+    /// [`Self::transition`] for an entity that continues another's
+    /// progression: with no progression of its own yet, its first step
+    /// starts from `continues` (an account continues its request's, so its
+    /// history reads ACCOUNT_REQUEST → ACCOUNT, not UNSPECIFIED → ACCOUNT).
+    async fn transition_continuing(
+        &self,
+        tx: &mut WriteTx<'_>,
+        entity_id: &str,
+        kind: EntityKind,
+        continues: Option<LinearState>,
+        to: LinearState,
+        cause: &Cause<'_>,
+    ) -> StoreResult<()> {
         let current =
             sqlx::query("SELECT current_state FROM linear_progressions WHERE entity_id = $1")
                 .bind(entity_id)
@@ -797,7 +844,7 @@ impl Store {
                 .await?
                 .map(|row| state::<LinearState>(&row, "current_state"))
                 .transpose()?;
-        let from = current;
+        let from = current.or(continues);
         if from == Some(to) {
             return Ok(());
         }
@@ -1042,6 +1089,11 @@ impl Store {
             history.extend(steps);
         }
         history.extend(self.transitions(entity_id).await?);
+        // One timeline: every step after the first starts where the one
+        // before it ended (the request's steps, then the account's).
+        for i in 1..history.len() {
+            history[i].from = Some(history[i - 1].to);
+        }
         Ok(StoredProgression {
             entity_id: entity_id.to_string(),
             kind,

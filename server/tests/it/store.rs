@@ -358,3 +358,57 @@ backend_tests!(
         assert_eq!(store.head_sequence().await.unwrap(), head, "{db:?}");
     }
 );
+
+/// (from, to) of each step of `id`'s progression.
+async fn steps(store: &Store, id: &str) -> Vec<(Option<LinearState>, LinearState)> {
+    let p = store.get_progression(id).await.unwrap();
+    p.history.iter().map(|t| (t.from, t.to)).collect()
+}
+
+/// from_state of the StateTransition events of `id`, as proto numbers.
+async fn transition_events_from(store: &Store, id: &str) -> Vec<i32> {
+    use valence_lifecycle_api::v1::lifecycle_event::Payload;
+    let q = EventQuery {
+        event_type: Some(EventType::StateTransition),
+        entity_id: Some(id.to_string()),
+    };
+    let events = store.list_events(&q, Some(0), 100, 0).await.unwrap();
+    events
+        .iter()
+        .filter_map(|e| match &e.payload {
+            Some(Payload::StateTransition(t)) => Some(t.from_state),
+            _ => None,
+        })
+        .collect()
+}
+
+backend_tests!(
+    // An account's history is one timeline with its request's: every step
+    // after the first starts where the one before ended, in the history
+    // and in the StateTransition event, whichever record came first.
+    async fn an_accounts_history_continues_its_requests(db: Db) {
+        let Some((store, _db)) = fresh_store(db).await else {
+            return;
+        };
+        use valence_lifecycle_api::v1::LinearState as Proto;
+        let expected = vec![
+            (None, LinearState::AccountRequest),
+            (Some(LinearState::AccountRequest), LinearState::Account),
+        ];
+        // Request first.
+        store.upsert_account_request(&request(1)).await.unwrap();
+        store.upsert_account(&account(11, 1)).await.unwrap();
+        assert_eq!(steps(&store, &pubkey(11)).await, expected, "{db:?}");
+        assert_eq!(steps(&store, &pubkey(1)).await, expected, "{db:?}");
+        assert_eq!(
+            transition_events_from(&store, &pubkey(11)).await,
+            [Proto::AccountRequest as i32],
+            "{db:?}"
+        );
+        // Account first (recorded before its request was known).
+        store.upsert_account(&account_record(12)).await.unwrap();
+        store.upsert_account_request(&request(2)).await.unwrap();
+        store.upsert_account(&account(12, 2)).await.unwrap();
+        assert_eq!(steps(&store, &pubkey(12)).await, expected, "{db:?}");
+    }
+);
