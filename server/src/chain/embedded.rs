@@ -4,7 +4,13 @@
 
 use sha2::{Digest, Sha256};
 use solana_sdk::pubkey::Pubkey;
-use surfpool_sdk::{cheatcodes::builders::DeployProgram, Surfnet};
+use surfpool_sdk::{cheatcodes::builders::DeployProgram, BlockProductionMode, Surfnet};
+
+/// Slot time of the embedded network: a cluster's, so slots and the Clock
+/// sysvar advance with wall time (Surfnet's default, transaction-driven
+/// 1 ms slots, keeps the Clock at its start and gives every record the
+/// same `created_at`).
+const SLOT_TIME_MS: u64 = 400;
 
 /// The stand-in shard program, built from `server/shard-program/`.
 pub const SHARD_PROGRAM: &[u8] = include_bytes!("../../shard-program/shard_program.so");
@@ -26,7 +32,10 @@ pub struct EmbeddedChain {
 impl EmbeddedChain {
     /// Starts Surfnet and deploys the stand-in at `program_id`.
     pub async fn start(program_id: Pubkey) -> anyhow::Result<EmbeddedChain> {
-        let surfnet = Surfnet::start()
+        let surfnet = Surfnet::builder()
+            .block_production_mode(BlockProductionMode::Clock)
+            .slot_time_ms(SLOT_TIME_MS)
+            .start()
             .await
             .map_err(|e| anyhow::anyhow!("starting the embedded Surfnet: {e}"))?;
         let chain = EmbeddedChain {
