@@ -16,6 +16,8 @@ pub(crate) mod grpc;
 pub(crate) mod leader;
 pub(crate) mod monitor;
 pub mod orchestrator;
+#[cfg(test)]
+mod proptests;
 pub(crate) mod service;
 pub mod singletons;
 pub mod store;

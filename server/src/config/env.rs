@@ -41,6 +41,55 @@ const ENV_KEYS: &[(&str, &str)] = &[
     ),
 ];
 
+/// Deepest nesting of `[` and `{` taken in one of our environment values.
+/// figment parses a value that starts with one recursively, and some
+/// thousand levels overflow the stack (found by the property tests); a
+/// config value needs two at most (a list of token tables).
+pub(crate) const MAX_VALUE_NESTING: usize = 32;
+
+/// Refuses, before figment parses them, the environment values that
+/// [`merge`] reads and that nest deeper than [`MAX_VALUE_NESTING`].
+pub(super) fn check() -> anyhow::Result<()> {
+    for (name, value) in std::env::vars_os() {
+        let (Some(name), Some(value)) = (name.to_str(), value.to_str()) else {
+            continue;
+        };
+        let ours = ENV_KEYS.iter().any(|(k, _)| name.eq_ignore_ascii_case(k))
+            || name
+                .get(..ENV_PREFIX.len())
+                .is_some_and(|p| p.eq_ignore_ascii_case(ENV_PREFIX));
+        if ours {
+            check_value(name, value)?;
+        }
+    }
+    Ok(())
+}
+
+/// Refuses `value` of variable `name` when it is an array or dict (the
+/// only values figment parses recursively) nesting brackets deeper than
+/// [`MAX_VALUE_NESTING`]. Brackets in quoted strings count too: erring
+/// that way is safe.
+pub(crate) fn check_value(name: &str, value: &str) -> anyhow::Result<()> {
+    if !value.trim_start().starts_with(['[', '{']) {
+        return Ok(());
+    }
+    let mut depth = 0usize;
+    for byte in value.bytes() {
+        match byte {
+            b'[' | b'{' => depth += 1,
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => continue,
+        }
+        if depth > MAX_VALUE_NESTING {
+            anyhow::bail!(
+                "invalid configuration: environment variable {name} nests brackets more than \
+                 {MAX_VALUE_NESTING} deep"
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Adds both environment layers on top of `figment`; the prefixed form
 /// wins, being the more specific.
 pub(super) fn merge(figment: Figment) -> Figment {
@@ -52,4 +101,21 @@ pub(super) fn merge(figment: Figment) -> Figment {
                 .map(|(_, path)| (*path).into())
         }))
         .merge(Env::prefixed(ENV_PREFIX).split("__"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deeply_nested_values_are_refused_before_figment_parses_them() {
+        // 10,000 levels overflowed the stack in figment's parser.
+        let deep = format!("{}1{}", "[".repeat(10_000), "]".repeat(10_000));
+        let err = check_value("VALENCE_LIFECYCLE_SERVER__GRPC_PORT", &deep).unwrap_err();
+        assert!(err.to_string().contains("32 deep"), "{err}");
+        let tokens = r#"[{token = "a-long-admin-secret-token", role = "admin", name = "ops"}]"#;
+        assert!(check_value("VALENCE_LIFECYCLE_AUTH__TOKENS", tokens).is_ok());
+        // Not an array or dict: figment takes it as text, whatever it holds.
+        assert!(check_value("WEBHOOK_SECRET", &"[".repeat(100).replace('[', "x[")).is_ok());
+    }
 }

@@ -6,7 +6,7 @@
 
 mod auth;
 mod dump;
-mod env;
+pub(crate) mod env;
 mod sections;
 mod validation;
 
@@ -80,6 +80,7 @@ impl Config {
         if file.exists() {
             figment = figment.merge(Toml::file_exact(file));
         }
+        env::check()?;
         let figment = env::merge(figment).merge(overrides);
         let config: Config = figment.extract().map_err(describe_figment_error)?;
         config.validate()?;

@@ -12,10 +12,14 @@
 use std::{collections::HashMap, sync::Arc};
 
 use cel::{
-    common::value::{CowVal, Val},
+    common::{
+        ast::{EntryExpr, Expr},
+        value::{CowVal, Val},
+    },
     context::VariableResolver,
     objects::Key,
-    Context, Env, ExecutionError, Program, Value,
+    parser::{Expression, Parser},
+    Context, Env, ExecutionError, Value,
 };
 use sha2::{Digest as _, Sha256};
 use valence_lifecycle_api::v1::{rule_action, rule_condition, ProgressionRule};
@@ -37,9 +41,48 @@ pub enum Condition {
     Cel(Box<CelPredicate>),
 }
 
+/// Longest CustomPredicate, in bytes. Real predicates are a few dozen to a
+/// few hundred bytes; 4 KiB still holds a list of some 80 base58 keys. It
+/// bounds the parser's work and, with the nesting limit, the stack the
+/// parser needs (measured below [`COMPILE_STACK`]).
+pub const MAX_CEL_BYTES: usize = 4096;
+
+/// Deepest nesting of brackets (`(`, `[`, `{`) and conditionals (`?`) in a
+/// CustomPredicate. The parser recurses through about ten grammar rules
+/// per level (some 8 KiB of stack in a release build, 170 KiB in a debug
+/// one); 32 levels is far more than a readable predicate uses.
+pub const MAX_CEL_NESTING: usize = 32;
+
+/// Deepest expression tree a CustomPredicate may compile to. Chains such
+/// as `1 + 1 + …` or `a.b.c…` nest the tree without nesting brackets, and
+/// evaluation recurses once per level of the tree: about 2.3 KiB of stack
+/// per level in a release build and 40 KiB in a debug one (cel 0.15), so
+/// 24 levels need at most 60 KiB / 1 MiB. That is what lets evaluation run
+/// on whatever thread holds the engine (tokio workers and blocking threads
+/// have 2 MiB) with no stack switch on the hot path. Real predicates are
+/// well under 24: `accounts.all(a, 'x' in a.capabilities) && idle_seconds
+/// > 600` is 6 deep.
+pub const MAX_CEL_DEPTH: usize = 24;
+
+/// Most nodes a CustomPredicate may compile to (macros count what they
+/// expand to). An evaluation visits each node about once outside of
+/// comprehensions, and every live session is evaluated on each tick of a
+/// time-based rule, so this bounds the cost of one evaluation.
+pub const MAX_CEL_NODES: usize = 1024;
+
+/// Stack of the thread that parses a CustomPredicate and runs it on the
+/// sample. Within [`MAX_CEL_BYTES`] and [`MAX_CEL_NESTING`] the worst
+/// inputs measured (32 nested lists or calls; a 2,000-link chain, which the
+/// parser turns into a 2,000-deep tree before [`MAX_CEL_DEPTH`] refuses
+/// it) need 1 MiB of stack in a release build and 5.5 MiB in a debug one;
+/// 32 MiB leaves a margin of 6 (debug) to 30 (release). It is reserved
+/// address space: only the pages a parse touches are used.
+const COMPILE_STACK: usize = 32 << 20;
+
 /// A compiled CEL expression and what it depends on.
 pub struct CelPredicate {
-    program: Program,
+    /// The expression tree, at most [`MAX_CEL_DEPTH`] deep.
+    expression: Expression,
     /// Reads `idle_seconds` or `now`, so its answer changes with time alone.
     pub time_based: bool,
 }
@@ -79,14 +122,191 @@ impl View<'_> {
     }
 }
 
-/// Compiles a CEL predicate: it must parse, use only [`CEL_VARIABLES`]
-/// and give a bool for a sample session.
+/// Compiles a CEL predicate: it must stay within the limits above, parse,
+/// use only [`CEL_VARIABLES`] and give a bool for a sample session.
+///
+/// Length and nesting are checked here, before anything is parsed; the
+/// parse, the tree's depth and size and the sample run happen on a thread
+/// of its own with a [`COMPILE_STACK`] stack, since a tree that is too deep
+/// exists (and is dropped) before it can be measured. A panic in the CEL
+/// parser ends that thread only and refuses the expression.
 pub fn compile_cel(expr: &str) -> Result<CelPredicate, String> {
-    let program = Program::compile(expr).map_err(|e| format!("does not compile: {e}"))?;
-    let references = program.references();
+    check_source(expr)?;
+    std::thread::scope(|scope| {
+        let compiler = std::thread::Builder::new()
+            .name("cel-compile".into())
+            .stack_size(COMPILE_STACK)
+            .spawn_scoped(scope, || compile_parsed(expr))
+            .map_err(|e| format!("cannot be compiled now (no compiler thread: {e})"))?;
+        compiler.join().unwrap_or_else(|_| {
+            tracing::warn!("the cel parser panicked on a predicate");
+            Err("does not compile: the CEL parser failed on it".to_string())
+        })
+    })
+}
+
+/// The limits that can be checked on the source text: its length, and how
+/// deep brackets and conditionals nest. Text in string literals and
+/// comments is skipped. The scan only has to be right for the message: if
+/// it misjudged a literal, the parser's own recursion limit (set to the
+/// same nesting) still stops the parse.
+fn check_source(expr: &str) -> Result<(), String> {
+    if expr.len() > MAX_CEL_BYTES {
+        return Err(format!(
+            "is {} bytes long, over the limit of {MAX_CEL_BYTES} bytes",
+            expr.len()
+        ));
+    }
+    let bytes = expr.as_bytes();
+    // Per open bracket: the `?` not yet matched by their `:`, and the
+    // conditionals' `:` branches open (each nests the rest of the
+    // expression until the next `,` or closing bracket).
+    let mut levels: Vec<(usize, usize)> = vec![(0, 0)];
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < bytes.len() {
+        let level = levels.len() - 1;
+        match bytes[i] {
+            b'(' | b'[' | b'{' => {
+                depth += 1;
+                levels.push((0, 0));
+            }
+            b')' | b']' | b'}' if level > 0 => {
+                depth -= 1 + levels[level].1;
+                levels.pop();
+            }
+            b',' => {
+                depth -= levels[level].1;
+                levels[level] = (0, 0);
+            }
+            b'?' => levels[level].0 += 1,
+            b':' if levels[level].0 > 0 => {
+                levels[level].0 -= 1;
+                levels[level].1 += 1;
+                depth += 1;
+            }
+            b'\'' | b'"' => {
+                i = skip_string(bytes, i);
+                continue;
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'/') => {
+                i += bytes[i..]
+                    .iter()
+                    .position(|b| *b == b'\n')
+                    .unwrap_or(bytes.len() - i);
+                continue;
+            }
+            _ => {}
+        }
+        if depth > MAX_CEL_NESTING {
+            return Err(format!(
+                "nests brackets or conditionals more than {MAX_CEL_NESTING} deep (the limit)"
+            ));
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
+/// The index just after the string literal whose opening quote is at
+/// `start` (the end of `bytes` when it is not closed): single or triple
+/// quotes, backslash escapes unless the literal is raw (`r'…'`, `br'…'`).
+fn skip_string(bytes: &[u8], start: usize) -> usize {
+    let quote = bytes[start];
+    let raw = start
+        .checked_sub(1)
+        .and_then(|i| bytes.get(i))
+        .is_some_and(|b| matches!(b, b'r' | b'R'))
+        || (start >= 2
+            && matches!(bytes[start - 1], b'b' | b'B')
+            && matches!(bytes[start - 2], b'r' | b'R'));
+    let triple = bytes.get(start..start + 3) == Some(&[quote; 3][..]);
+    let mut i = start + if triple { 3 } else { 1 };
+    while i < bytes.len() {
+        if bytes[i] == b'\\' && !raw {
+            i += 2;
+            continue;
+        }
+        if bytes[i] == quote && (!triple || bytes.get(i..i + 3) == Some(&[quote; 3][..])) {
+            return i + if triple { 3 } else { 1 };
+        }
+        i += 1;
+    }
+    bytes.len()
+}
+
+/// How deep an expression tree is and how many nodes it has, counted
+/// without recursion (the tree may be deeper than the limit).
+fn tree_shape(expression: &Expression) -> (usize, usize) {
+    let (mut depth, mut nodes) = (0, 0);
+    let mut pending = vec![(expression, 1usize)];
+    while let Some((node, level)) = pending.pop() {
+        depth = depth.max(level);
+        nodes += 1;
+        let below = level + 1;
+        match &node.expr {
+            Expr::Call(call) => {
+                pending.extend(call.target.iter().map(|t| (&**t, below)));
+                pending.extend(call.args.iter().map(|a| (a, below)));
+            }
+            Expr::Comprehension(c) => pending.extend(
+                [
+                    &c.iter_range,
+                    &c.accu_init,
+                    &c.loop_cond,
+                    &c.loop_step,
+                    &c.result,
+                ]
+                .map(|e| (e, below)),
+            ),
+            Expr::List(list) => pending.extend(list.elements.iter().map(|e| (e, below))),
+            Expr::Map(map) => {
+                for entry in &map.entries {
+                    if let EntryExpr::MapEntry(e) = &entry.expr {
+                        pending.extend([(&e.key, below), (&e.value, below)]);
+                    }
+                }
+            }
+            Expr::Struct(s) => {
+                for entry in &s.entries {
+                    if let EntryExpr::StructField(f) = &entry.expr {
+                        pending.push((&f.value, below));
+                    }
+                }
+            }
+            Expr::Select(select) => pending.push((&select.operand, below)),
+            Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => {}
+        }
+    }
+    (depth, nodes)
+}
+
+/// Parses `expr` (within the source limits), checks the tree's limits and
+/// runs it on a sample; on the compiler thread.
+fn compile_parsed(expr: &str) -> Result<CelPredicate, String> {
+    // The standard macros, as `Program::compile` uses; the recursion limit
+    // matches the nesting limit (the parser counts the outermost
+    // expression as one level).
+    let expression = Parser::new()
+        .max_recursion_depth(MAX_CEL_NESTING as u16)
+        .parse(expr)
+        .map_err(|e| format!("does not compile: {e}"))?;
+    let (depth, nodes) = tree_shape(&expression);
+    if depth > MAX_CEL_DEPTH {
+        return Err(format!(
+            "compiles to an expression {depth} levels deep, over the limit of {MAX_CEL_DEPTH} \
+             (long chains such as `a + b + …` or `a.b.…` count one level per link)"
+        ));
+    }
+    if nodes > MAX_CEL_NODES {
+        return Err(format!(
+            "compiles to {nodes} nodes, over the limit of {MAX_CEL_NODES}"
+        ));
+    }
+    let references = expression.references();
     let time_based = references.has_variable("idle_seconds") || references.has_variable("now");
     let predicate = CelPredicate {
-        program,
+        expression,
         time_based,
     };
     // Run it once on a sample: undeclared names (macro variables such as
@@ -178,7 +398,8 @@ impl CelPredicate {
         };
         let mut context = Context::with_env(env.clone());
         context.set_variable_resolver(&variables);
-        self.program.execute(&context)
+        // On the caller's stack: the tree is at most MAX_CEL_DEPTH deep.
+        Value::resolve(&self.expression, &context)
     }
 }
 
@@ -464,5 +685,132 @@ mod tests {
         }
         assert!(compile_cel("idle_seconds > 5").unwrap().time_based);
         assert!(!compile_cel("session.nonce > 5").unwrap().time_based);
+    }
+
+    fn nest(open: &str, inner: &str, close: &str, times: usize) -> String {
+        format!("{}{inner}{}", open.repeat(times), close.repeat(times))
+    }
+
+    /// The tree depth of `expr` (parsed, like compile_cel does, on a big stack).
+    fn depth_of(expr: &str) -> usize {
+        std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .stack_size(COMPILE_STACK)
+                .spawn_scoped(scope, || {
+                    let parsed = Parser::new().max_recursion_depth(200).parse(expr).unwrap();
+                    tree_shape(&parsed).0
+                })
+                .unwrap()
+                .join()
+                .unwrap()
+        })
+    }
+
+    #[test]
+    fn over_limit_predicates_are_refused_naming_the_limit() {
+        let sum = format!("{} > 0", vec!["1"; 1500].join(" + "));
+        let chain = format!("session{} == 1", ".a".repeat(10_000));
+        let cases = [
+            // The shapes of issue 13 (they overflowed a worker's stack).
+            (sum, "4096 bytes"),
+            (chain, "4096 bytes"),
+            // Within the length limit, the tree is too deep.
+            (format!("{} > 0", vec!["1"; 2000].join("+")), "limit of 24"),
+            (format!("session{} == 1", ".a".repeat(2000)), "limit of 24"),
+            (format!("[0]{} == 0", "[0]".repeat(30)), "limit of 24"),
+            // Brackets or conditionals nested too deep.
+            (format!("size({}) > 0", nest("[", "1", "]", 32)), "32 deep"),
+            (format!("{}true", "true ? true : ".repeat(33)), "32 deep"),
+            (format!("{} > 0", nest("(", "1", ")", 33)), "32 deep"),
+            // Too many nodes.
+            (
+                format!("size([{}]) > 0", vec!["1"; 1100].join(",")),
+                "limit of 1024",
+            ),
+        ];
+        for (expr, limit) in cases {
+            let err = compile_cel(&expr).unwrap_err();
+            assert!(err.contains(limit), "{err:?} should name {limit:?}");
+        }
+        // Brackets in string literals and comments do not nest; a list of
+        // conditionals does not nest either.
+        let quoted = format!(
+            "session.namespace != '{}' // {}",
+            "(".repeat(40),
+            "[".repeat(40)
+        );
+        assert!(compile_cel(&quoted).is_ok());
+        let raw = format!(
+            "session.namespace != r'\\' && session.namespace != \"{}\"",
+            "(".repeat(40)
+        );
+        assert!(compile_cel(&raw).is_ok(), "{raw}");
+        let listed = format!("size([{}]) > 0", vec!["true ? 1 : 2"; 40].join(", "));
+        assert!(compile_cel(&listed).is_ok());
+    }
+
+    /// The deepest expression `make(n)` gives within MAX_CEL_DEPTH.
+    fn deepest(make: impl Fn(usize) -> String) -> String {
+        let mut best = make(1);
+        for n in 2.. {
+            let next = make(n);
+            if depth_of(&next) > MAX_CEL_DEPTH {
+                break;
+            }
+            best = next;
+        }
+        assert!(depth_of(&best) >= MAX_CEL_DEPTH - 2, "{best}");
+        best
+    }
+
+    #[test]
+    fn predicates_at_the_limits_compile_and_evaluate_on_a_worker_stack() {
+        let at_limits = [
+            deepest(|n| format!("{} > 0", vec!["1"; n].join(" + "))),
+            deepest(|n| format!("{} != ''", vec!["session.namespace"; n].join(" + "))),
+            deepest(|n| format!("{} == 1", nest("size([", "1", "])", n))),
+            deepest(|n| format!("size({}) == 1", nest("[", "1", "]", n))),
+            deepest(|n| format!("size({}) == 1", nest("{1: ", "1", "}", n))),
+            deepest(|n| format!("{} == 1", nest("int(", "1", ")", n))),
+            deepest(|n| nest("true ? (", "true", ") : false", n)),
+            deepest(|n| nest("!(", "true", ")", 2 * n)),
+            deepest(|n| nest("accounts.exists(a, ", "true", ")", n)),
+            deepest(|n| nest("accounts.all(a, ", "a.id != ''", ")", n)),
+            deepest(|n| format!("size({}) == 2", nest("accounts.map(a, ", "1", ")", n))),
+            deepest(|n| format!("{}{} == 1", nest("[", "1", "]", n), "[0]".repeat(n))),
+            // The longest and the most nested source.
+            format!(
+                "session.namespace != '{}'",
+                "x".repeat(MAX_CEL_BYTES - "session.namespace != ''".len())
+            ),
+            format!("{} == 1", nest("(", "1", ")", MAX_CEL_NESTING)),
+        ];
+        let s = session(2);
+        let accounts = [facts("A0", &["x"], 1), facts("A1", &["x"], 2)];
+        let compiled: Vec<Arc<Condition>> = at_limits
+            .iter()
+            .map(|expr| {
+                assert!(expr.len() <= MAX_CEL_BYTES);
+                let predicate = compile_cel(expr).unwrap_or_else(|e| panic!("{expr}: {e}"));
+                Arc::new(Condition::Cel(Box::new(predicate)))
+            })
+            .collect();
+        // Where the engine evaluates: a tokio worker and a blocking thread,
+        // with tokio's default stack.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap();
+        for (expr, condition) in at_limits.iter().zip(compiled) {
+            let (s1, a1, c1) = (s.clone(), accounts.clone(), condition.clone());
+            let on_worker = runtime
+                .block_on(runtime.spawn(async move { holds(&c1, &s1, &a1, 2_010_000) }))
+                .unwrap();
+            let (s2, a2) = (s.clone(), accounts.clone());
+            let on_blocking = runtime
+                .block_on(runtime.spawn_blocking(move || holds(&condition, &s2, &a2, 2_010_000)))
+                .unwrap();
+            assert!(on_worker && on_blocking, "{expr}");
+        }
     }
 }

@@ -269,6 +269,24 @@ pub(crate) const SEED_RULE: &str = r#"{
   "enabled": true
 }"#;
 
+/// CEL conditions that overflowed a worker's stack and aborted the server
+/// (issue 13), each with what the refusal must say: over the length limit
+/// (the issue's own shapes), and within it but too deep a tree.
+pub(crate) fn cel_bombs() -> Vec<(String, &'static str)> {
+    vec![
+        (
+            format!("{} > 0", vec!["1"; 1500].join(" + ")),
+            "limit of 4096 bytes",
+        ),
+        (
+            format!("session{} == 1", ".a".repeat(10_000)),
+            "limit of 4096 bytes",
+        ),
+        (format!("{} > 0", vec!["1"; 2000].join("+")), "limit of 24"),
+        (format!("session{} == 1", ".a".repeat(2000)), "limit of 24"),
+    ]
+}
+
 /// A valid base58 public key made from `n`.
 pub(crate) fn pubkey(n: u8) -> String {
     let mut bytes = [0u8; 32];

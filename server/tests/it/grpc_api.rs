@@ -14,8 +14,8 @@ use valence_lifecycle_api::{
 use valence_lifecycle_server::store::{AccountRecord, Store};
 
 use crate::common::{
-    authed, backend_tests, pubkey, test_config, with_tokens, Db, TestDb, TestServer, ADMIN,
-    OPERATOR, READER, SEED_RULE,
+    authed, backend_tests, cel_bombs, pubkey, test_config, with_tokens, Db, TestDb, TestServer,
+    ADMIN, OPERATOR, READER, SEED_RULE,
 };
 
 fn seed_rule() -> ProgressionRule {
@@ -462,5 +462,101 @@ backend_tests!(
             .unwrap()
             .into_inner();
         assert!(page.accounts.is_empty());
+    }
+);
+
+backend_tests!(
+    // A CEL condition that would overflow a stack is refused on every
+    // gRPC method that compiles one, the reader's dry run included, with
+    // the field and the limit named; the server keeps serving and the
+    // stored rule is unchanged.
+    async fn cel_bombs_are_refused_naming_the_limit_and_the_server_survives(db: Db) {
+        use valence_lifecycle_api::v1::{evaluate_rule_request::Target, EvaluateRuleRequest};
+        let Some(test_db) = TestDb::new(db).await else {
+            return;
+        };
+        let config = with_tokens(test_config(&test_db.url));
+        let server = TestServer::start_with(test_db, config).await;
+        let mut rules = server.rules().await;
+        let stored = rules
+            .create_rule(authed(
+                CreateRuleRequest {
+                    rule: Some(seed_rule()),
+                },
+                OPERATOR,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .rule
+            .unwrap();
+        for (expr, limit) in cel_bombs() {
+            let mut rule = seed_rule();
+            rule.condition = Some(valence_lifecycle_api::v1::RuleCondition {
+                kind: Some(rule_condition::Kind::CustomPredicate(expr.clone())),
+            });
+            let evaluate = rules
+                .evaluate_rule(authed(
+                    EvaluateRuleRequest {
+                        target: Some(Target::Rule(rule.clone())),
+                        limit: 0,
+                    },
+                    READER,
+                ))
+                .await
+                .map(|_| ());
+            let create = rules
+                .create_rule(authed(
+                    CreateRuleRequest {
+                        rule: Some(ProgressionRule {
+                            id: "rule-2".into(),
+                            ..rule.clone()
+                        }),
+                    },
+                    OPERATOR,
+                ))
+                .await
+                .map(|_| ());
+            let update = rules
+                .update_rule(authed(UpdateRuleRequest { rule: Some(rule) }, OPERATOR))
+                .await
+                .map(|_| ());
+            for (method, result) in [
+                ("EvaluateRule", evaluate),
+                ("CreateRule", create),
+                ("UpdateRule", update),
+            ] {
+                let err = result.unwrap_err();
+                let what = format!("{db:?} {method} {} bytes", expr.len());
+                assert_eq!(err.code(), Code::InvalidArgument, "{what}: {err:?}");
+                assert!(
+                    err.message().contains("rule.condition.custom_predicate")
+                        && err.message().contains(limit),
+                    "{what}: {:?} should name the field and {limit:?}",
+                    err.message()
+                );
+            }
+        }
+        // Still serving, and nothing changed.
+        let mut health = tonic_health::pb::health_client::HealthClient::new(server.channel().await);
+        let reply = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            reply.status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+        );
+        let listed = rules
+            .list_rules(authed(ListRulesRequest::default(), READER))
+            .await
+            .unwrap()
+            .into_inner()
+            .rules;
+        assert_eq!(listed, vec![stored], "{db:?}");
+        assert!(server.stop().await);
     }
 );

@@ -8,8 +8,8 @@ use serde_json::Value;
 use valence_lifecycle_api::{rule_json::SeedRule, v1::ListRulesRequest};
 
 use crate::common::{
-    backend_tests, eventually, metrics_text, test_config, with_tokens, Db, TestDb, TestServer,
-    OPERATOR, READER, SEED_RULE,
+    backend_tests, cel_bombs, eventually, metrics_text, test_config, with_tokens, Db, TestDb,
+    TestServer, OPERATOR, READER, SEED_RULE,
 };
 
 async fn post_rule(server: &TestServer, body: &str, token: Option<&str>) -> (StatusCode, Value) {
@@ -458,5 +458,39 @@ backend_tests!(
             body["error"].as_str().unwrap().contains("page_token"),
             "{body}"
         );
+    }
+);
+
+backend_tests!(
+    // POST /rules refuses a CEL condition that would overflow a stack with
+    // 400 naming the field and the limit, stores nothing and keeps serving.
+    async fn cel_bombs_are_400_naming_the_limit_and_the_server_survives(db: Db) {
+        let Some(server) = TestServer::start(db).await else {
+            return;
+        };
+        for (expr, limit) in cel_bombs() {
+            let mut body: Value = serde_json::from_str(SEED_RULE).unwrap();
+            body["condition"] = serde_json::json!({ "CustomPredicate": expr });
+            let (status, json) = post_rule(&server, &body.to_string(), None).await;
+            let what = format!("{db:?} {} bytes", expr.len());
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{what}: {json}");
+            let message = json["error"].as_str().unwrap_or_default();
+            assert!(
+                message.contains("rule.condition.custom_predicate") && message.contains(limit),
+                "{what}: {message:?} should name the field and {limit:?}"
+            );
+        }
+        let health = reqwest::get(format!("{}/health", server.http()))
+            .await
+            .unwrap();
+        assert!(health.status().is_success(), "{}", health.status());
+        let stats: Value = reqwest::get(format!("{}/stats", server.http()))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(stats["rules"], 0, "{db:?}: nothing stored");
+        assert!(server.stop().await);
     }
 );
