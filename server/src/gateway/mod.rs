@@ -3,6 +3,7 @@
 //! times in RFC 3339), except `POST /rules`, which takes and returns seed
 //! 000's rule JSON exactly.
 
+mod errors;
 mod handlers;
 
 use std::{sync::Arc, time::Instant};
@@ -59,9 +60,15 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         )
         .route("/rules/{id}", get(handlers::get_rule))
         .fallback(handlers::not_found)
+        .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.server.max_message_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .layer(limits)
+        // Outermost, so the timeout layer's 408 is covered too.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            errors::json_errors,
+        ))
         .with_state(state)
 }
 
