@@ -144,11 +144,13 @@ pub(crate) fn grpc_role(path: &str) -> Option<Role> {
     }
 }
 
-/// The role a REST route needs; `None` for /health and /metrics.
+/// The role a REST route needs; `None` for /health and /metrics. HEAD is
+/// a GET without the body (axum answers it with the GET handler), so it
+/// needs what GET needs.
 pub(crate) fn http_role(method: &http::Method, path: &str) -> Option<Role> {
     match path {
         "/health" | "/metrics" => None,
-        _ if method == http::Method::GET => Some(Role::Reader),
+        _ if method == http::Method::GET || method == http::Method::HEAD => Some(Role::Reader),
         _ => Some(Role::Operator),
     }
 }
@@ -209,6 +211,22 @@ mod tests {
         assert!(auth(true).check(None, Role::Reader).is_ok());
         assert!(auth(true).check(None, Role::Operator).is_err());
         assert!(auth(false).check(None, Role::Reader).is_err());
+    }
+
+    #[test]
+    fn head_needs_what_get_needs() {
+        for path in ["/stats", "/accounts", "/rules/r1"] {
+            assert_eq!(
+                http_role(&http::Method::HEAD, path),
+                http_role(&http::Method::GET, path),
+                "{path}"
+            );
+        }
+        assert_eq!(http_role(&http::Method::HEAD, "/stats"), Some(Role::Reader));
+        assert_eq!(
+            http_role(&http::Method::POST, "/rules"),
+            Some(Role::Operator)
+        );
     }
 
     #[test]

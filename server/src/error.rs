@@ -57,6 +57,15 @@ pub enum ApiError {
     /// A limit was hit; retry later.
     #[error("{0}")]
     ResourceExhausted(String),
+    /// A request message or body over `server.max_message_bytes`.
+    #[error("{0}")]
+    TooLarge(String),
+    /// A REST route asked with a method it does not take (HTTP 405).
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    /// The request did not finish within its time.
+    #[error("{0}")]
+    DeadlineExceeded(String),
     /// A dependency (store, chain) is unavailable; retry later.
     #[error("{0}")]
     Unavailable(String),
@@ -85,6 +94,19 @@ impl ApiError {
         }
     }
 
+    /// A request message (gRPC) or body (REST) of `size` bytes, when
+    /// known, over `limit`; the message names the setting.
+    pub fn too_large(what: &str, size: Option<u64>, limit: usize) -> Self {
+        ApiError::TooLarge(match size {
+            Some(size) => format!(
+                "request {what} is {size} bytes; the limit is {limit} bytes (server.max_message_bytes)"
+            ),
+            None => format!(
+                "request {what} is over the limit of {limit} bytes (server.max_message_bytes)"
+            ),
+        })
+    }
+
     /// The gRPC code of this error.
     pub fn grpc_code(&self) -> tonic::Code {
         match self {
@@ -97,6 +119,11 @@ impl ApiError {
             ApiError::Unauthenticated(_) => tonic::Code::Unauthenticated,
             ApiError::PermissionDenied(_) => tonic::Code::PermissionDenied,
             ApiError::ResourceExhausted(_) => tonic::Code::ResourceExhausted,
+            // What gRPC itself answers for an oversized message (grpc-go,
+            // grpc-java); tonic's OUT_OF_RANGE is its own choice.
+            ApiError::TooLarge(_) => tonic::Code::ResourceExhausted,
+            ApiError::MethodNotAllowed(_) => tonic::Code::Unimplemented,
+            ApiError::DeadlineExceeded(_) => tonic::Code::DeadlineExceeded,
             ApiError::Unavailable(_) => tonic::Code::Unavailable,
             ApiError::Unimplemented(_) => tonic::Code::Unimplemented,
             ApiError::Internal(_) => tonic::Code::Internal,
@@ -115,6 +142,9 @@ impl ApiError {
             ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             ApiError::PermissionDenied(_) => StatusCode::FORBIDDEN,
             ApiError::ResourceExhausted(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::DeadlineExceeded(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unimplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -138,10 +168,14 @@ impl From<ApiError> for tonic::Status {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         self.log_internal();
-        let status = self.http_status();
-        let body = json!({ "error": self.to_string(), "code": format!("{:?}", self.grpc_code()) });
-        (status, Json(body)).into_response()
+        rest_error(self.http_status(), self.grpc_code(), &self.to_string())
     }
+}
+
+/// The body of every REST error: `{"error": message, "code": <gRPC code name>}`.
+pub(crate) fn rest_error(status: StatusCode, code: tonic::Code, message: &str) -> Response {
+    let body = json!({ "error": message, "code": format!("{code:?}") });
+    (status, Json(body)).into_response()
 }
 
 impl From<StoreError> for ApiError {

@@ -9,6 +9,7 @@ pub mod builder;
 pub mod chain;
 mod components;
 pub mod config;
+pub(crate) mod connections;
 pub mod error;
 pub(crate) mod events;
 pub(crate) mod gateway;
@@ -173,6 +174,7 @@ pub async fn serve_with_listeners(
     shutdown: CancellationToken,
 ) -> anyhow::Result<bool> {
     check_exposure(&config, &grpc_listener, &api_listener)?;
+    connections::raise_open_files_limit(&config);
     // One server per SQLite file (none needed on PostgreSQL); held until
     // this function returns.
     let _process_lock = store::ProcessLock::acquire(&config.database.url)?;

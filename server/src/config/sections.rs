@@ -82,6 +82,16 @@ pub struct ServerConfig {
     pub max_message_bytes: usize,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_grace_secs: u64,
+    /// Connections each listener holds at once. At the cap a new connection
+    /// closes the one that has waited longest for a request; when every
+    /// connection has a request in flight, the new one is refused.
+    pub max_connections: usize,
+    /// Seconds a new connection has to send its first request head (REST)
+    /// or the HTTP/2 preface (gRPC); a REST keep-alive connection also waits
+    /// at most this long for its next request.
+    pub header_read_timeout_secs: u64,
+    /// Seconds a connection may stay open with no request in flight.
+    pub idle_timeout_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -94,6 +104,9 @@ impl Default for ServerConfig {
             max_concurrent_requests: 256,
             max_message_bytes: 4 * 1024 * 1024,
             shutdown_grace_secs: 10,
+            max_connections: 1024,
+            header_read_timeout_secs: 10,
+            idle_timeout_secs: 60,
         }
     }
 }

@@ -25,6 +25,21 @@ impl Config {
             "server.max_message_bytes",
             &s.max_message_bytes,
         )?;
+        check(
+            s.max_connections > 0,
+            "server.max_connections",
+            &s.max_connections,
+        )?;
+        check(
+            s.header_read_timeout_secs > 0,
+            "server.header_read_timeout_secs",
+            &s.header_read_timeout_secs,
+        )?;
+        check(
+            s.idle_timeout_secs > 0,
+            "server.idle_timeout_secs",
+            &s.idle_timeout_secs,
+        )?;
         let db = &self.database.url;
         check(
             db.starts_with("sqlite:")

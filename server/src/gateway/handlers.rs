@@ -358,6 +358,14 @@ pub(super) async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::not_found("route", uri.path())
 }
 
+/// Known routes asked with another method: JSON 405 (axum adds `allow`).
+pub(super) async fn method_not_allowed(
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+) -> ApiError {
+    ApiError::MethodNotAllowed(format!("{method} is not allowed on {}", uri.path()))
+}
+
 fn seed_json(rule: &ProgressionRule) -> ApiResult<Value> {
     let seed =
         SeedRule::try_from(rule).map_err(|m| anyhow::anyhow!("stored rule lacks {}", m.0))?;

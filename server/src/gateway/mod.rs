@@ -3,11 +3,11 @@
 //! times in RFC 3339), except `POST /rules`, which takes and returns seed
 //! 000's rule JSON exactly.
 
+mod errors;
 mod handlers;
 
 use std::{sync::Arc, time::Instant};
 
-use axum::serve::ListenerExt as _;
 use axum::{
     extract::{DefaultBodyLimit, MatchedPath, Request, State},
     middleware::{self, Next},
@@ -21,6 +21,7 @@ use tower_http::timeout::TimeoutLayer;
 
 use crate::{
     auth::http_role,
+    connections::{serve_http1, Gate, Limits},
     telemetry::metrics::{HttpLabels, MethodLabels},
     AppState,
 };
@@ -59,9 +60,15 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         )
         .route("/rules/{id}", get(handlers::get_rule))
         .fallback(handlers::not_found)
+        .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.server.max_message_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .layer(limits)
+        // Outermost, so the timeout layer's 408 is covered too.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            errors::json_errors,
+        ))
         .with_state(state)
 }
 
@@ -111,34 +118,29 @@ async fn guard(State(state): State<Arc<AppState>>, request: Request, next: Next)
 }
 
 /// Serves the gateway on `listener` (and /metrics alone on
-/// `monitoring.metrics_port`, when set) until `cancel` fires.
+/// `monitoring.metrics_port`, when set) until `cancel` fires; each
+/// listener has its own connection limits.
 pub(crate) async fn serve(
     state: Arc<AppState>,
     listener: TcpListener,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, "REST gateway listening");
+    let limits = Limits::from(&state.config.server);
     if let Some(port) = state.config.monitoring.metrics_port {
         let metrics_listener = TcpListener::bind((state.config.server.bind_address, port)).await?;
         let metrics_only = Router::new()
             .route("/metrics", get(handlers::metrics))
             .with_state(state.clone());
-        let stop = cancel.clone();
-        tokio::spawn(async move {
-            let served = axum::serve(metrics_listener, metrics_only)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "metrics listener failed");
-            }
-        });
+        let gate = Gate::new("metrics", limits, 0, &state.metrics);
+        tokio::spawn(serve_http1(
+            gate,
+            metrics_listener,
+            metrics_only,
+            cancel.clone(),
+        ));
     }
-    // Small JSON answers must not wait for Nagle's algorithm.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(cancel.cancelled_owned())
-        .await?;
+    let gate = Gate::new("rest", limits, 0, &state.metrics);
+    serve_http1(gate, listener, router(state), cancel).await;
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! One tower layer in front of every gRPC service: a request span that
-//! continues the caller's W3C trace, access control by method, and per-RPC
-//! request counts and latency.
+//! continues the caller's W3C trace, access control by method, per-RPC
+//! request counts and latency, and an oversized request's refusal that
+//! names the limit.
 
 use std::{
     future::Future,
@@ -15,9 +16,14 @@ use tracing::Instrument as _;
 
 use crate::{
     auth::grpc_role,
+    error::ApiError,
     telemetry::metrics::{MethodLabels, RpcLabels},
     AppState,
 };
+
+/// How tonic's decoder starts refusing a message over
+/// `max_decoding_message_size` (OUT_OF_RANGE, then the size and the limit).
+const TONIC_TOO_LARGE: &str = "Error, decoded message length too large: found ";
 
 /// Adds [`GrpcMiddleware`] to the tonic router.
 #[derive(Clone)]
@@ -100,10 +106,11 @@ where
         // The service that was polled ready is the one that must be called.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
+        let limit = state.config.server.max_message_bytes;
         Box::pin(
             async move {
                 let started = Instant::now();
-                let response = inner.call(request).await?;
+                let response = name_the_limit(inner.call(request).await?, limit);
                 let code = response
                     .headers()
                     .get("grpc-status")
@@ -117,6 +124,28 @@ where
             .instrument(span),
         )
     }
+}
+
+/// tonic refuses an oversized request with OUT_OF_RANGE and its own text;
+/// answer RESOURCE_EXHAUSTED (what gRPC itself uses for it) naming the
+/// setting. Requests are unary, so the refusal is a trailers-only answer
+/// whose status is in the headers.
+fn name_the_limit(
+    response: http::Response<tonic::body::Body>,
+    limit: usize,
+) -> http::Response<tonic::body::Body> {
+    let Some(status) = tonic::Status::from_header_map(response.headers()) else {
+        return response;
+    };
+    if status.code() != tonic::Code::OutOfRange {
+        return response;
+    }
+    let Some(found) = status.message().strip_prefix(TONIC_TOO_LARGE) else {
+        return response;
+    };
+    let digits: String = found.chars().take_while(char::is_ascii_digit).collect();
+    let error = ApiError::too_large("message", digits.parse().ok(), limit);
+    tonic::Status::from(error).into_http()
 }
 
 fn record(state: &AppState, method: &str, code: tonic::Code, started: Instant) {

@@ -9,12 +9,12 @@ pub(crate) mod middleware;
 pub(crate) mod rules;
 pub(crate) mod singletons;
 
-use std::sync::Arc;
+use std::{convert::Infallible, sync::Arc};
 
 use anyhow::Context as _;
+use futures::StreamExt as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use valence_lifecycle_api::{
     v1::{
@@ -25,10 +25,14 @@ use valence_lifecycle_api::{
     FILE_DESCRIPTOR_SET, SERVICE_NAMES,
 };
 
-use crate::AppState;
+use crate::{
+    connections::{Gate, Limits, TrackBusyLayer, HTTP2_PREFACE_LEN},
+    AppState,
+};
 
 /// Serves gRPC on `listener` until `cancel` fires, then ends open event
-/// streams and waits for in-flight calls to finish.
+/// streams and waits for in-flight calls to finish. Connections are
+/// limited like REST's (see [`crate::connections`]).
 pub(crate) async fn serve(
     state: Arc<AppState>,
     listener: TcpListener,
@@ -47,9 +51,18 @@ pub(crate) async fn serve(
         .context("building reflection v1alpha")?;
     let streams = state.streams.clone();
     tracing::info!(addr = %listener.local_addr()?, "gRPC listening");
+    let limits = Limits::from(&state.config.server);
+    let gate = Gate::new("grpc", limits, HTTP2_PREFACE_LEN, &state.metrics);
+    let incoming = gate.incoming(listener).map(Ok::<_, Infallible>);
     tonic::transport::Server::builder()
         .timeout(state.config.request_timeout())
         .concurrency_limit_per_connection(state.config.server.max_concurrent_requests)
+        // Pings find peers gone with a call open (a subscriber whose host
+        // vanished): such a connection is busy, so neither the idle timeout
+        // nor eviction would close it. Unanswered for 20 s, it closes.
+        .http2_keepalive_interval(Some(limits.idle_timeout))
+        // Outermost: a call waiting for a concurrency permit is in flight.
+        .layer(TrackBusyLayer)
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
             state.config.server.max_concurrent_requests,
         ))
@@ -73,22 +86,16 @@ pub(crate) async fn serve(
             EventStreamServiceServer::new(events::EventStreamApi::new(state.clone()))
                 .max_decoding_message_size(limit),
         )
-        .serve_with_incoming_shutdown(incoming(listener), async move {
+        .serve_with_incoming_shutdown(incoming, async move {
             cancel.cancelled().await;
             // Streams never end on their own; end them so the drain can finish.
             streams.cancel();
+            // Connections with no call in flight go now (a half-sent preface
+            // would hold the drain); the others finish their calls.
+            gate.close_idle();
         })
         .await
         .context("gRPC server failed")
-}
-
-/// Accepted connections with TCP_NODELAY (small gRPC frames must not wait
-/// for Nagle's algorithm and delayed ACKs: ~40 ms per unary call otherwise)
-/// and keepalive, so dead peers are noticed.
-fn incoming(listener: TcpListener) -> TcpIncoming {
-    TcpIncoming::from(listener)
-        .with_nodelay(Some(true))
-        .with_keepalive(Some(std::time::Duration::from_secs(60)))
 }
 
 /// Sets the overall and per-service health.

@@ -104,6 +104,22 @@ pub struct SingletonLabels {
     pub kind: String,
 }
 
+/// Labels naming a listener.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    /// grpc, rest or metrics.
+    pub listener: String,
+}
+
+/// Labels of connections the server closed before their client did.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectionCloseLabels {
+    /// grpc, rest or metrics.
+    pub listener: String,
+    /// Refused: full or evicted; timed out: header or idle.
+    pub reason: String,
+}
+
 type GaugeU64 = Gauge<u64, AtomicU64>;
 
 /// All metrics; clone the fields (they are shared handles) to update them.
@@ -213,6 +229,12 @@ pub struct Metrics {
     pub singleton_operations: Family<SingletonOpLabels, Counter>,
     /// Singleton status (the SingletonStatus enum number).
     pub singleton_status: Family<SingletonLabels, GaugeU64>,
+    /// Open client connections, by listener.
+    pub connections_open: Family<ListenerLabels, GaugeU64>,
+    /// Connections refused at the listener's cap, by listener and reason.
+    pub connections_refused: Family<ConnectionCloseLabels, Counter>,
+    /// Connections closed for a header-read or idle timeout.
+    pub connections_timed_out: Family<ConnectionCloseLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -282,6 +304,9 @@ impl Metrics {
             component_last_heartbeat: Family::default(),
             singleton_operations: Family::default(),
             singleton_status: Family::default(),
+            connections_open: Family::default(),
+            connections_refused: Family::default(),
+            connections_timed_out: Family::default(),
         };
         m.register_all();
         m
@@ -342,6 +367,9 @@ impl Metrics {
             component_last_heartbeat => ("component_last_heartbeat_seconds", "When the component last reported a heartbeat, Unix seconds"),
             singleton_operations => ("valence_singleton_operations", "Singleton operations by singleton, operation and outcome"),
             singleton_status => ("valence_singleton_status", "Singleton status (SingletonStatus number: 1 uninitialized, 2 active, 3 paused, 4 error)"),
+            connections_open => ("valence_connections_open", "Open client connections, by listener"),
+            connections_refused => ("valence_connections_refused", "Connections refused at server.max_connections, by listener and reason: full (every connection had a request in flight; the new one was closed) or evicted (the connection waiting longest for a request was closed for the new one)"),
+            connections_timed_out => ("valence_connections_timed_out", "Connections closed by the server, by listener and reason: header (no request head or HTTP/2 preface within server.header_read_timeout_secs) or idle (no request in flight for server.idle_timeout_secs)"),
         });
     }
 

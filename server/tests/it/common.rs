@@ -351,7 +351,12 @@ pub(crate) async fn wait_healthy(http: &str, within: Duration) -> Duration {
 
 /// The server's /metrics exposition.
 pub(crate) async fn metrics_text(server: &TestServer) -> String {
-    reqwest::get(format!("{}/metrics", server.http()))
+    metrics_text_at(&server.http()).await
+}
+
+/// `<http>/metrics` (`http` is `http://host:port`).
+pub(crate) async fn metrics_text_at(http: &str) -> String {
+    reqwest::get(format!("{http}/metrics"))
         .await
         .unwrap()
         .text()
@@ -362,7 +367,12 @@ pub(crate) async fn metrics_text(server: &TestServer) -> String {
 /// The sum of every /metrics sample whose line starts with `prefix` (a
 /// name, or a name with labels: `name{kind="x",outcome="y"}`).
 pub(crate) async fn metric(server: &TestServer, prefix: &str) -> f64 {
-    let text = metrics_text(server).await;
+    metric_at(&server.http(), prefix).await
+}
+
+/// [`metric`] of the server whose /metrics is at `<http>/metrics`.
+pub(crate) async fn metric_at(http: &str, prefix: &str) -> f64 {
+    let text = metrics_text_at(http).await;
     text.lines()
         .filter(|l| l.starts_with(prefix))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())

@@ -11,6 +11,7 @@ mod cli;
 mod common;
 mod events;
 mod grpc_api;
+mod limits;
 mod orchestrator;
 mod process;
 mod proxy;

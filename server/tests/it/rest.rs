@@ -494,3 +494,65 @@ backend_tests!(
         assert!(server.stop().await);
     }
 );
+
+/// HEAD is a read like GET (a reader token may ask), and every error the
+/// gateway gives, its own or axum's (405, 413, a path that is not UTF-8,
+/// 404), has the same JSON shape with the right status.
+#[tokio::test]
+async fn head_is_a_read_and_every_error_is_json() {
+    let db = TestDb::new(Db::Sqlite).await.unwrap();
+    let config = with_tokens(test_config(&db.url));
+    let server = TestServer::start_with(db, config).await;
+    let client = reqwest::Client::new();
+    let url = |path: &str| format!("{}{path}", server.http());
+
+    let head = client.head(url("/stats")).bearer_auth(READER).send().await;
+    assert_eq!(head.unwrap().status(), StatusCode::OK);
+
+    let refused = client.delete(url("/stats")).bearer_auth(OPERATOR).send();
+    let refused = refused.await.unwrap();
+    assert_eq!(refused.headers()["allow"], "GET,HEAD");
+    let body = json_error(refused, StatusCode::METHOD_NOT_ALLOWED, "Unimplemented").await;
+    assert!(body.contains("DELETE is not allowed on /stats"), "{body}");
+
+    let huge = format!("{{\"name\": \"{}\"}}", "x".repeat(5 * 1024 * 1024));
+    let too_large = client
+        .post(url("/rules"))
+        .bearer_auth(OPERATOR)
+        .header("content-type", "application/json")
+        .body(huge.clone())
+        .send()
+        .await
+        .unwrap();
+    let body = json_error(
+        too_large,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "ResourceExhausted",
+    )
+    .await;
+    let expected = format!(
+        "request body is {} bytes; the limit is 4194304 bytes (server.max_message_bytes)",
+        huge.len()
+    );
+    assert_eq!(body, expected);
+
+    let not_utf8 = client.get(url("/accounts/%ff%fe")).bearer_auth(READER);
+    let not_utf8 = not_utf8.send().await.unwrap();
+    let body = json_error(not_utf8, StatusCode::BAD_REQUEST, "InvalidArgument").await;
+    assert!(body.contains("UTF-8"), "{body}");
+
+    let unknown = client.get(url("/no-such-route")).bearer_auth(READER);
+    let unknown = unknown.send().await.unwrap();
+    json_error(unknown, StatusCode::NOT_FOUND, "NotFound").await;
+    assert!(server.stop().await);
+}
+
+/// Checks `response` is a JSON error of `status` and `code`; its message.
+async fn json_error(response: reqwest::Response, status: StatusCode, code: &str) -> String {
+    assert_eq!(response.status(), status);
+    let content_type = response.headers()["content-type"].to_str().unwrap();
+    assert_eq!(content_type, "application/json", "{status}");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["code"], code, "{body}");
+    body["error"].as_str().unwrap().to_string()
+}
