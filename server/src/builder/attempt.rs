@@ -280,6 +280,7 @@ impl Builder {
             self.creator(&done.address, noted).await
         };
         let signature = signature.as_str();
+        let slot = self.landed_in(signature).await;
         let state_hash = done
             .record
             .as_ref()
@@ -301,7 +302,7 @@ impl Builder {
                 .map(|r| r.created_at.saturating_mul(1000))
                 .unwrap_or_else(crate::store::now_ms),
             request_id: request.id.clone(),
-            slot: None,
+            slot,
             signature: signature.to_string(),
         };
         let stored = self
@@ -340,6 +341,20 @@ impl Builder {
             Err(e) => {
                 tracing::debug!(error = %e, "looking up the creating transaction failed");
                 noted.to_string()
+            }
+        }
+    }
+
+    /// The slot of the transaction that initialized the account, so its
+    /// step and event carry it whoever records them first (None when the
+    /// chain cannot tell; the monitor's observation fills it in then).
+    async fn landed_in(&self, signature: &str) -> Option<u64> {
+        let signature = signature.parse().ok()?;
+        match self.chain.transaction_slot(&signature).await {
+            Ok(slot) => slot,
+            Err(e) => {
+                tracing::debug!(error = %e, "looking up the initializing transaction's slot failed");
+                None
             }
         }
     }

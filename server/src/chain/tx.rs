@@ -105,6 +105,18 @@ impl Chain {
             .and_then(|s| s.signature.parse().ok()))
     }
 
+    /// The slot `signature` landed in (None: unknown to the node). The
+    /// slot of the transaction itself, for records that a transaction
+    /// backs: not the slot of whatever call happened to observe it.
+    pub async fn transaction_slot(&self, signature: &Signature) -> anyhow::Result<Option<u64>> {
+        let statuses = self
+            .rpc
+            .get_signature_statuses_with_history(&[*signature])
+            .await
+            .with_context(|| format!("getSignatureStatuses {signature}"))?;
+        Ok(statuses.value.into_iter().next().flatten().map(|s| s.slot))
+    }
+
     /// Lamports that make an account of `space` bytes rent-exempt.
     pub async fn rent_exempt(&self, space: usize) -> anyhow::Result<u64> {
         self.retry

@@ -748,6 +748,62 @@ async fn with_no_rpc_configured_the_server_runs_an_embedded_chain_that_dev_comma
         .unwrap();
     assert_eq!(body["session"]["accounts"][0], key.as_str(), "{body}");
     assert_eq!(body["session"]["namespace"], "demo");
+
+    // The embedded network's Clock follows wall time (clock-driven slots):
+    // an account initialized later says so in created_at.
+    let client =
+        valence_lifecycle_api::v1::lifecycle_service_client::LifecycleServiceClient::connect(
+            format!("http://{}", server.grpc),
+        )
+        .await
+        .unwrap();
+    let initialized = |request: String| {
+        let client = client.clone();
+        async move {
+            let id: Pubkey = request.parse().unwrap();
+            let r = crate::builder::wait_status(
+                &client,
+                &id,
+                valence_lifecycle_api::v1::AccountRequestStatus::Initialized,
+                Duration::from_secs(30),
+            )
+            .await;
+            let account = client
+                .clone()
+                .get_account(valence_lifecycle_api::v1::GetAccountRequest {
+                    id: r.account_id.clone(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .account
+                .unwrap();
+            account.created_at.unwrap().seconds
+        }
+    };
+    let first_at = initialized(key.clone()).await;
+    let rpc = solana_client::nonblocking::rpc_client::RpcClient::new(
+        stats["chain"]["rpc_url"].as_str().unwrap().to_string(),
+    );
+    eventually(
+        Duration::from_secs(10),
+        "the chain's Clock past the first account's second",
+        || async {
+            // Clock sysvar: slot, epoch_start_timestamp, epoch, leader_schedule_epoch, unix_timestamp.
+            let clock = rpc
+                .get_account(&solana_sdk::sysvar::clock::id())
+                .await
+                .unwrap();
+            i64::from_le_bytes(clock.data[32..40].try_into().unwrap()) > first_at
+        },
+    )
+    .await;
+    let later = dev(&["dev", "request-account"], None).await;
+    let later_at = initialized(later).await;
+    assert!(
+        later_at > first_at,
+        "created_at {later_at} after {first_at}"
+    );
     // lifecyclectl shows where the embedded network is.
     let ctl = std::path::Path::new(env!("CARGO_BIN_EXE_valence-lifecycle"))
         .with_file_name("lifecyclectl");
