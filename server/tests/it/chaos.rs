@@ -1,14 +1,16 @@
 //! The chaos suite: the server SIGKILLed again and again during ingest on
 //! SQLite, the leader SIGKILLed on PostgreSQL with a follower taking over,
-//! and a resilient subscriber whose connection is cut again and again. Each
-//! prints what it measured (placed, lost, duplicated, stuck; handover
-//! times) and fails on any loss, duplicate or stuck request.
+//! a resilient subscriber whose connection is cut again and again, and both
+//! listeners flooded with slow connections. Each prints what it measured
+//! (placed, lost, duplicated, stuck; handover times; /health latency and
+//! memory under the flood) and fails on any loss, duplicate or stuck
+//! request, or a /health slower than a second.
 //!
-//! CI (`.ci/test`) runs the short form: 3 kills, 10 cuts. The full form,
-//! whose figures the README quotes:
+//! CI (`.ci/test`) runs the short form: 3 kills, 10 cuts, 400 slow
+//! connections. The full form, whose figures the README quotes:
 //!
 //! ```text
-//! CHAOS_KILLS=10 CHAOS_CUTS=100 cargo test -p valence-lifecycle-server --test it chaos:: -- --nocapture --test-threads 1
+//! CHAOS_KILLS=10 CHAOS_CUTS=100 CHAOS_FLOOD=4000 cargo test -p valence-lifecycle-server --test it chaos:: -- --nocapture --test-threads 1
 //! ```
 
 use std::{
@@ -18,6 +20,7 @@ use std::{
 
 use futures::StreamExt as _;
 use solana_sdk::pubkey::Pubkey;
+use tokio::{io::AsyncWriteExt as _, net::TcpStream};
 use tonic::transport::Channel;
 use valence_lifecycle_api::v1::{
     lifecycle_service_client::LifecycleServiceClient, AccountRequestStatus, EventType,
@@ -482,5 +485,120 @@ async fn a_resilient_subscriber_cut_again_and_again_misses_and_repeats_nothing_s
         "every event once, in order"
     );
     assert_eq!((missed, repeated), (0, 0));
+    assert_eq!(server.terminate().await, Some(0));
+}
+
+/// Resident set size of process `pid` in MiB (Linux /proc).
+fn rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    kib / 1024
+}
+
+/// Lets this process hold the flood's sockets (the soft open-files limit,
+/// often 1024, up to the hard one).
+fn raise_open_files_limit() {
+    // SAFETY: getrlimit/setrlimit only read and write the struct given.
+    unsafe {
+        let mut limit: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_flood_of_slow_connections_starves_neither_listener_sqlite() {
+    let flood = from_env("CHAOS_FLOOD", 400);
+    raise_open_files_limit();
+    let db = TestDb::new(Db::Sqlite).await.unwrap();
+    // Default limits (1,024 connections a listener, 10 s header timeout).
+    let server = ServerProcess::start(&db.url, &[]).await;
+    let pid = server.child.id().unwrap();
+    let http = format!("http://{}/health", server.api);
+    let before = rss_mib(pid);
+    let mut slow = Vec::with_capacity(flood);
+    for i in 0..flood {
+        // Half a request head, or half the HTTP/2 preface.
+        let (addr, bytes): (_, &[u8]) = if i % 2 == 0 {
+            (server.api, b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        } else {
+            (server.grpc, b"PRI * HTTP/2.0\r\n")
+        };
+        if let Ok(mut stream) = TcpStream::connect(addr).await {
+            let _ = stream.write_all(bytes).await;
+            slow.push(stream);
+        }
+    }
+    let rest = reqwest::Client::new();
+    let mut latencies = Vec::new();
+    for _ in 0..20 {
+        let asked = Instant::now();
+        let answer = rest.get(&http).timeout(Duration::from_secs(5)).send().await;
+        latencies.push(asked.elapsed());
+        assert!(
+            answer.is_ok_and(|a| a.status().is_success()),
+            "/health answered"
+        );
+    }
+    let mut grpc = client(&server).await;
+    let asked = Instant::now();
+    grpc.get_stats(GetStatsRequest {}).await.unwrap();
+    let grpc_took = asked.elapsed();
+    drop(grpc);
+    let during = rss_mib(pid);
+    let held = slow.len();
+    drop(slow);
+    let metrics = format!("http://{}/metrics", server.api);
+    eventually(
+        Duration::from_secs(15),
+        "the flood's connections closed",
+        || async {
+            let Ok(answer) = rest
+                .get(&metrics)
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await
+            else {
+                return false;
+            };
+            let text = answer.text().await.unwrap_or_default();
+            let open: f64 = text
+                .lines()
+                .filter(|l| l.starts_with("valence_connections_open{"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum();
+            // The scrape's own connection stays open.
+            open <= 1.0
+        },
+    )
+    .await;
+    let after = rss_mib(pid);
+    latencies.sort();
+    let (median, worst) = (
+        latencies[latencies.len() / 2],
+        latencies[latencies.len() - 1],
+    );
+    println!(
+        "chaos flood: {} slow connections held ({flood} attempted); /health median {:.1} ms, max {:.1} ms; \
+         gRPC GetStats {:.1} ms; server RSS {before} MB before, {during} MB during, {after} MB after",
+        held,
+        median.as_secs_f64() * 1e3,
+        worst.as_secs_f64() * 1e3,
+        grpc_took.as_secs_f64() * 1e3,
+    );
+    assert!(
+        worst < Duration::from_secs(1),
+        "/health took {worst:?} under the flood"
+    );
+    assert!(
+        grpc_took < Duration::from_secs(1),
+        "gRPC took {grpc_took:?} under the flood"
+    );
     assert_eq!(server.terminate().await, Some(0));
 }
