@@ -46,6 +46,11 @@ enum Command {
     /// Apply database migrations and exit.
     Migrate,
     /// Put shard-program records on the running server's embedded network.
+    ///
+    /// It finds that network by asking the server on its gRPC port
+    /// (--grpc-port / GRPC_PORT, and --config for the file); the server's
+    /// own settings (--rpc-url, --database-url, --api-port, --bind-address,
+    /// --log-format, --dump-config) do not apply and are refused.
     #[command(subcommand)]
     Dev(DevCommand),
 }
@@ -167,8 +172,36 @@ async fn run_dev(command: DevCommand, config: &config::Config) -> anyhow::Result
     Ok(())
 }
 
+impl Cli {
+    /// The global options given that `dev` would ignore.
+    fn ignored_by_dev(&self) -> Vec<&'static str> {
+        [
+            ("--rpc-url", self.rpc_url.is_some()),
+            ("--database-url", self.database_url.is_some()),
+            ("--api-port", self.api_port.is_some()),
+            ("--bind-address", self.bind_address.is_some()),
+            ("--log-format", self.log_format.is_some()),
+            ("--dump-config", self.dump_config),
+        ]
+        .into_iter()
+        .filter_map(|(name, given)| given.then_some(name))
+        .collect()
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Some(Command::Dev(_))) {
+        let ignored = cli.ignored_by_dev();
+        if !ignored.is_empty() {
+            eprintln!(
+                "error: `dev` asks the running server (on --grpc-port / GRPC_PORT) where its \
+                 embedded network is; {} would be ignored: remove it",
+                ignored.join(", ")
+            );
+            return ExitCode::from(2);
+        }
+    }
     let (path, explicit) = match &cli.config {
         Some(p) => (p.clone(), true),
         None => (config::default_config_path(), false),

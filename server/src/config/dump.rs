@@ -24,7 +24,31 @@ impl Config {
         if !copy.lifecycle.webhook_secret.is_empty() {
             copy.lifecycle.webhook_secret = REDACTED.into();
         }
+        for url in [
+            &mut copy.database.url,
+            &mut copy.rpc.url,
+            &mut copy.rpc.ws_url,
+        ] {
+            *url = without_password(url);
+        }
         copy
+    }
+}
+
+/// `url` with the password of its user-info part (`scheme://user:password@host`)
+/// redacted; anything else unchanged.
+fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let Some((user_info, host)) = authority.rsplit_once('@') else {
+        return url.to_string();
+    };
+    match user_info.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:{REDACTED}@{host}{path}"),
+        None => url.to_string(),
     }
 }
 
@@ -76,6 +100,27 @@ replica_id = "replica-a"
         let reloaded = load_text(&text);
         assert_eq!(reloaded, original.redacted());
         assert_eq!(reloaded.lifecycle.webhook_secret, REDACTED);
+    }
+
+    #[test]
+    fn the_dump_redacts_passwords_in_urls() {
+        assert_eq!(
+            without_password("postgres://valence:s3cret@db.example:5432/valence?sslmode=require"),
+            "postgres://valence:<redacted>@db.example:5432/valence?sslmode=require"
+        );
+        for kept in [
+            "postgres://valence@db.example/valence",
+            "sqlite://valence-lifecycle.db",
+            "http://127.0.0.1:8899",
+            "not a url",
+        ] {
+            assert_eq!(without_password(kept), kept);
+        }
+        let mut config = Config::default();
+        config.database.url = "postgres://u:hunter22@h/d".into();
+        let text = config.to_toml_redacted().unwrap();
+        assert!(!text.contains("hunter22"), "{text}");
+        assert!(text.contains("postgres://u:<redacted>@h/d"), "{text}");
     }
 
     #[test]

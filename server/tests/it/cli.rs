@@ -319,13 +319,29 @@ async fn grpcurl_lists_describes_and_calls_through_reflection() {
         "valence.lifecycle.v1.SingletonAdminService",
         "valence.lifecycle.v1.EventStreamService",
         "grpc.health.v1.Health",
+        // Both reflection versions, listed and resolvable whichever one
+        // the client speaks (grpcurl 1.8 speaks v1alpha).
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
     ] {
         assert!(
             stdout.lines().any(|l| l == service),
             "{service} missing from:\n{stdout}"
         );
     }
-    assert!(stdout.contains("grpc.reflection"), "{stdout}");
+    let (code, described, stderr) = run(
+        "grpcurl",
+        &[
+            "-plaintext",
+            &addr,
+            "describe",
+            "grpc.reflection.v1.ServerReflection",
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(described.contains("ServerReflectionInfo"), "{described}");
 
     let (code, stdout, _) = run(
         "grpcurl",
@@ -471,5 +487,28 @@ async fn a_second_server_on_the_same_sqlite_file_is_refused() {
         first.terminate().await,
         Some(0),
         "the first one was not disturbed"
+    );
+}
+
+/// `dev` finds the chain by asking the server; the server's own options
+/// would be ignored, so they are refused, and its help says so.
+#[tokio::test]
+async fn dev_refuses_the_options_it_would_ignore_and_says_so() {
+    let (code, _, stderr) = run(
+        SERVER,
+        &["dev", "--rpc-url", "http://127.0.0.1:1", "request-account"],
+        &[],
+    )
+    .await;
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--rpc-url") && stderr.contains("GRPC_PORT"),
+        "{stderr}"
+    );
+    let (code, stdout, _) = run(SERVER, &["dev", "--help"], &[]).await;
+    assert_eq!(code, Some(0));
+    assert!(
+        stdout.contains("asking the server on its gRPC port"),
+        "{stdout}"
     );
 }
