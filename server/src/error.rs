@@ -45,6 +45,15 @@ pub enum ApiError {
     /// A cursor or position outside the valid range.
     #[error("{0}")]
     OutOfRange(String),
+    /// A resume cursor older than the retained log.
+    #[error("{message}")]
+    Pruned {
+        /// What happened, naming the oldest sequence.
+        message: String,
+        /// The oldest sequence still available (also a detail, so a
+        /// client resumes without parsing the message).
+        oldest: u64,
+    },
     /// No or unknown credentials.
     #[error("{0}")]
     Unauthenticated(String),
@@ -114,7 +123,7 @@ impl ApiError {
             ApiError::NotFound { .. } => tonic::Code::NotFound,
             ApiError::AlreadyExists { .. } => tonic::Code::AlreadyExists,
             ApiError::FailedPrecondition(_) => tonic::Code::FailedPrecondition,
-            ApiError::OutOfRange(_) => tonic::Code::OutOfRange,
+            ApiError::OutOfRange(_) | ApiError::Pruned { .. } => tonic::Code::OutOfRange,
             ApiError::UnsupportedMediaType(_) => tonic::Code::InvalidArgument,
             ApiError::Unauthenticated(_) => tonic::Code::Unauthenticated,
             ApiError::PermissionDenied(_) => tonic::Code::PermissionDenied,
@@ -137,7 +146,7 @@ impl ApiError {
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::AlreadyExists { .. } => StatusCode::CONFLICT,
             ApiError::FailedPrecondition(_) => StatusCode::PRECONDITION_FAILED,
-            ApiError::OutOfRange(_) => StatusCode::RANGE_NOT_SATISFIABLE,
+            ApiError::OutOfRange(_) | ApiError::Pruned { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             ApiError::PermissionDenied(_) => StatusCode::FORBIDDEN,
@@ -151,6 +160,70 @@ impl ApiError {
         }
     }
 
+    /// A stable machine-readable reason (google.rpc.ErrorInfo.reason,
+    /// UPPER_SNAKE_CASE as AIP-193 asks): what a client branches on.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ApiError::InvalidArgument { .. } => "INVALID_FIELD",
+            ApiError::NotFound { .. } => "NOT_FOUND",
+            ApiError::AlreadyExists { .. } => "ALREADY_EXISTS",
+            ApiError::FailedPrecondition(_) => "FAILED_PRECONDITION",
+            ApiError::OutOfRange(_) => "OUT_OF_RANGE",
+            ApiError::Pruned { .. } => "CURSOR_PRUNED",
+            ApiError::Unauthenticated(_) => "UNAUTHENTICATED",
+            ApiError::PermissionDenied(_) => "PERMISSION_DENIED",
+            ApiError::UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE",
+            ApiError::ResourceExhausted(_) => "RESOURCE_EXHAUSTED",
+            ApiError::TooLarge(_) => "MESSAGE_TOO_LARGE",
+            ApiError::MethodNotAllowed(_) => "METHOD_NOT_ALLOWED",
+            ApiError::DeadlineExceeded(_) => "DEADLINE_EXCEEDED",
+            ApiError::Unavailable(_) => "UNAVAILABLE",
+            ApiError::Unimplemented(_) => "UNIMPLEMENTED",
+            ApiError::Internal(_) => "INTERNAL",
+        }
+    }
+
+    /// The field at fault, for invalid input.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            ApiError::InvalidArgument { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+
+    /// ErrorInfo metadata: what the reason concerns.
+    fn metadata(&self) -> std::collections::HashMap<String, String> {
+        let mut m = std::collections::HashMap::new();
+        match self {
+            ApiError::InvalidArgument { field, .. } => {
+                m.insert("field".into(), field.clone());
+            }
+            ApiError::NotFound { kind, id } | ApiError::AlreadyExists { kind, id } => {
+                m.insert("kind".into(), (*kind).to_string());
+                m.insert("id".into(), id.clone());
+            }
+            ApiError::Pruned { oldest, .. } => {
+                m.insert("oldest_sequence".into(), oldest.to_string());
+            }
+            _ => {}
+        }
+        m
+    }
+
+    /// The google.rpc details of this error: ErrorInfo always, BadRequest
+    /// for invalid input.
+    fn details(&self) -> tonic_types::ErrorDetails {
+        let mut details = tonic_types::ErrorDetails::with_error_info(
+            self.reason(),
+            ERROR_DOMAIN,
+            self.metadata(),
+        );
+        if let ApiError::InvalidArgument { field, message } = self {
+            details.add_bad_request_violation(field.clone(), message.clone());
+        }
+        details
+    }
+
     fn log_internal(&self) {
         if let ApiError::Internal(cause) = self {
             tracing::error!(error = format!("{cause:#}"), "internal error");
@@ -158,21 +231,38 @@ impl ApiError {
     }
 }
 
+/// ErrorInfo.domain of every error this server returns.
+pub const ERROR_DOMAIN: &str = "lifecycle.valence";
+
 impl From<ApiError> for tonic::Status {
     fn from(err: ApiError) -> Self {
+        use tonic_types::StatusExt as _;
         err.log_internal();
-        tonic::Status::new(err.grpc_code(), err.to_string())
+        tonic::Status::with_error_details(err.grpc_code(), err.to_string(), err.details())
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         self.log_internal();
-        rest_error(self.http_status(), self.grpc_code(), &self.to_string())
+        let mut body = json!({
+            "error": self.to_string(),
+            "code": format!("{:?}", self.grpc_code()),
+            "reason": self.reason(),
+            "domain": ERROR_DOMAIN,
+        });
+        if let Some(field) = self.field() {
+            body["field"] = json!(field);
+        }
+        if let ApiError::Pruned { oldest, .. } = &self {
+            body["oldest_sequence"] = json!(oldest);
+        }
+        (self.http_status(), Json(body)).into_response()
     }
 }
 
-/// The body of every REST error: `{"error": message, "code": <gRPC code name>}`.
+/// The body of a REST error produced outside [`ApiError`] (the edge's own
+/// answers): `{"error": message, "code": <gRPC code name>}`.
 pub(crate) fn rest_error(status: StatusCode, code: tonic::Code, message: &str) -> Response {
     let body = json!({ "error": message, "code": format!("{code:?}") });
     (status, Json(body)).into_response()

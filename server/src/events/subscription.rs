@@ -134,9 +134,12 @@ impl EventHub {
         }
         let oldest = self.store.oldest_sequence().await?;
         if oldest > 0 && from < oldest {
-            return Err(ApiError::OutOfRange(format!(
-                "from_sequence {from} is older than the retained log; the oldest available sequence is {oldest}"
-            )));
+            return Err(ApiError::Pruned {
+                message: format!(
+                    "from_sequence {from} is older than the retained log; the oldest available sequence is {oldest}"
+                ),
+                oldest,
+            });
         }
         Ok(from)
     }
@@ -272,10 +275,13 @@ impl Subscription {
             .await
             .map_err(|e| Stop::Failed(ApiError::from(e).into()))?;
         if oldest > self.next {
-            let status = ApiError::OutOfRange(format!(
-                "events from sequence {} were pruned before delivery; the oldest available sequence is {oldest}",
-                self.next
-            ));
+            let status = ApiError::Pruned {
+                message: format!(
+                    "events from sequence {} were pruned before delivery; the oldest available sequence is {oldest}",
+                    self.next
+                ),
+                oldest,
+            };
             return Err(Stop::Failed(status.into()));
         }
         Ok(())

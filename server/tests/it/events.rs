@@ -282,6 +282,14 @@ async fn pruned_cursors_are_out_of_range_and_future_ones_invalid() {
         "{}",
         err.message()
     );
+    // And as a google.rpc.ErrorInfo detail: resumable without parsing text.
+    use tonic_types::StatusExt as _;
+    let info = err.get_details_error_info().expect("an ErrorInfo detail");
+    assert_eq!(
+        (info.reason.as_str(), info.domain.as_str()),
+        ("CURSOR_PRUNED", "lifecycle.valence")
+    );
+    assert_eq!(info.metadata["oldest_sequence"], oldest.to_string());
 
     let head = lifecycle
         .list_events(ListEventsRequest::default())

@@ -181,6 +181,17 @@ async fn malformed_input_is_invalid_argument_naming_the_field_and_changes_nothin
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("id"), "{}", err.message());
+    // google.rpc details (AIP-193): the field violation and a stable reason.
+    use tonic_types::StatusExt as _;
+    let bad = err.get_details_bad_request().expect("a BadRequest detail");
+    assert_eq!(bad.field_violations.len(), 1);
+    assert_eq!(bad.field_violations[0].field, "id");
+    assert!(!bad.field_violations[0].description.is_empty());
+    let info = err.get_details_error_info().expect("an ErrorInfo detail");
+    assert_eq!(
+        (info.reason.as_str(), info.domain.as_str()),
+        ("INVALID_FIELD", "lifecycle.valence")
+    );
 
     let err = lifecycle
         .list_accounts(ListAccountsRequest {

@@ -556,3 +556,35 @@ async fn json_error(response: reqwest::Response, status: StatusCode, code: &str)
     assert_eq!(body["code"], code, "{body}");
     body["error"].as_str().unwrap().to_string()
 }
+
+backend_tests!(
+    // REST errors carry what gRPC's details carry: the stable reason, the
+    // domain and, for invalid input, the field.
+    async fn errors_carry_the_reason_and_the_field(db: Db) {
+        let Some(server) = TestServer::start(db).await else {
+            return;
+        };
+        let bad: Value = reqwest::get(format!("{}/accounts/not-a-pubkey!", server.http()))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(bad["reason"], "INVALID_FIELD", "{bad}");
+        assert_eq!(bad["field"], "id", "{bad}");
+        assert_eq!(bad["domain"], "lifecycle.valence", "{bad}");
+        let missing: Value = reqwest::get(format!(
+            "{}/accounts/{}",
+            server.http(),
+            crate::common::pubkey(99)
+        ))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+        assert_eq!(missing["reason"], "NOT_FOUND", "{missing}");
+        assert!(missing.get("field").is_none(), "{missing}");
+        assert!(server.stop().await);
+    }
+);
