@@ -38,6 +38,8 @@ use valence_lifecycle_api::v1::{
 };
 use valence_lifecycle_server::chain::{codec::Record, dev, embedded::SHARD_PROGRAM};
 
+mod support;
+
 /// Rows per transaction of the raw baseline.
 const RAW_BATCH: usize = 500;
 
@@ -71,9 +73,9 @@ async fn run(full: bool) -> anyhow::Result<()> {
     if let Ok(server) = std::env::var("TEST_DATABASE_URL") {
         backends.push((
             "postgres",
-            fresh_postgres(&server).await?,
-            fresh_postgres(&server).await?,
-            fresh_postgres(&server).await?,
+            support::fresh_postgres(&server).await?,
+            support::fresh_postgres(&server).await?,
+            support::fresh_postgres(&server).await?,
         ));
     }
     let net = Net::start().await?;
@@ -202,17 +204,6 @@ async fn raw_insert_rate(url: &str, rows: usize) -> anyhow::Result<f64> {
         tx.commit().await?;
     }
     Ok(rows as f64 / started.elapsed().as_secs_f64())
-}
-
-/// A new database on the PostgreSQL server of `server_url`.
-async fn fresh_postgres(server_url: &str) -> anyhow::Result<String> {
-    let name = format!("valence_bench_{}", rand::random::<u32>());
-    let mut admin = sqlx::PgConnection::connect(server_url).await?;
-    admin
-        .execute(format!("CREATE DATABASE {name}").as_str())
-        .await?;
-    let base = server_url.rsplit_once('/').map_or(server_url, |(b, _)| b);
-    Ok(format!("{base}/{name}"))
 }
 
 /// The in-process chain with the stand-in program.

@@ -58,7 +58,7 @@ async fn run() -> anyhow::Result<()> {
         format!("sqlite://{}", dir.path().join("bench.db").display()),
     )];
     if let Ok(server) = std::env::var("TEST_DATABASE_URL") {
-        urls.push(("postgres", fresh_postgres(&server).await?));
+        urls.push(("postgres", support::fresh_postgres(&server).await?));
     }
     println!("store benchmark: {RECORDS} chain records, {CALLS} calls per read kind");
     println!(
@@ -82,17 +82,6 @@ fn row(backend: &str, what: &str, micros: f64, baseline: f64) {
         "{backend:<9} {what:<34} {micros:>10.1} {baseline:>12.1} {:>6.2}×",
         micros / baseline
     );
-}
-
-/// A new database on the PostgreSQL server of `server_url`.
-async fn fresh_postgres(server_url: &str) -> anyhow::Result<String> {
-    let name = format!("valence_bench_{}", rand::random::<u32>());
-    let mut admin = sqlx::PgConnection::connect(server_url).await?;
-    admin
-        .execute(format!("CREATE DATABASE {name}").as_str())
-        .await?;
-    let base = server_url.rsplit_once('/').map_or(server_url, |(b, _)| b);
-    Ok(format!("{base}/{name}"))
 }
 
 fn database(url: &str) -> DatabaseConfig {

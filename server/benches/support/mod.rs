@@ -54,3 +54,15 @@ pub(crate) async fn start_server(
         .context("starting the server")?;
     Ok(Started { grpc, api, handle })
 }
+
+/// A new database on the PostgreSQL server of `server_url`; its URL.
+pub(crate) async fn fresh_postgres(server_url: &str) -> anyhow::Result<String> {
+    use sqlx::{Connection as _, Executor as _};
+    let name = format!("valence_bench_{}", rand::random::<u32>());
+    let mut admin = sqlx::PgConnection::connect(server_url).await?;
+    admin
+        .execute(format!("CREATE DATABASE {name}").as_str())
+        .await?;
+    let base = server_url.rsplit_once('/').map_or(server_url, |(b, _)| b);
+    Ok(format!("{base}/{name}"))
+}

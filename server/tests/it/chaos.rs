@@ -59,7 +59,7 @@ fn kills() -> usize {
 }
 
 /// Environment of a server process on `net` paying with `wallet`.
-fn server_env(net: &Net, wallet: &Wallet, replica: &str) -> Vec<(String, String)> {
+pub(crate) fn server_env(net: &Net, wallet: &Wallet, replica: &str) -> Vec<(String, String)> {
     [
         ("RPC_URL", net.surfnet.rpc_url().to_string()),
         ("WS_URL", net.surfnet.ws_url().to_string()),

@@ -34,21 +34,12 @@ async fn a_request_taken_by_the_follower_is_recorded_once_by_the_leader_postgres
     };
     let net = Net::start().await;
     let wallet = Wallet::funded(&net);
-    let env = |replica: &str| {
-        vec![
-            ("RPC_URL", net.surfnet.rpc_url().to_string()),
-            ("WS_URL", net.surfnet.ws_url().to_string()),
-            ("SHARD_PROGRAM_ID", net.program.to_string()),
-            ("WALLET_PATH", wallet.path.display().to_string()),
-            ("POLL_INTERVAL", "1".to_string()),
-            ("REPLICA_ID", replica.to_string()),
-        ]
-    };
     let start = |replica: &str| {
-        let vars = env(replica);
+        let vars = crate::chaos::server_env(&net, &wallet, replica);
         let url = db.url.clone();
         async move {
-            let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let vars: Vec<(&str, &str)> =
+                vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
             ServerProcess::start(&url, &vars).await
         }
     };
