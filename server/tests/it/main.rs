@@ -12,6 +12,7 @@ mod common;
 mod events;
 mod grpc_api;
 mod orchestrator;
+mod paging;
 mod process;
 mod proxy;
 #[cfg(feature = "embedded-chain")]
