@@ -5,7 +5,7 @@ use crate::error::{ApiError, ApiResult};
 
 /// Default page size when the caller sends 0.
 pub(crate) const DEFAULT_PAGE_SIZE: u32 = 100;
-/// Largest page size accepted.
+/// Largest page size served; larger requests get this many.
 pub(crate) const MAX_PAGE_SIZE: u32 = 1000;
 
 /// A base58 Solana public key (32 bytes).
@@ -38,31 +38,15 @@ pub(crate) fn hash_hex(field: &str, value: &str) -> ApiResult<[u8; 32]> {
     })
 }
 
-/// A page size: negative is invalid, 0 means the default, capped at the maximum.
+/// A page size: negative is invalid, 0 means the default, and a size
+/// above the maximum is treated as the maximum (AIP-158 coerces rather
+/// than refuses; the proto comments say so).
 pub(crate) fn page_size(field: &str, value: i32) -> ApiResult<u32> {
     match value {
         v if v < 0 => Err(ApiError::invalid(field, format!("{v} is negative"))),
         0 => Ok(DEFAULT_PAGE_SIZE),
         v => Ok((v as u32).min(MAX_PAGE_SIZE)),
     }
-}
-
-/// A page token: the offset the previous page ended at, as decimal text.
-/// Offsets past the stores' 64-bit signed range were never issued.
-pub(crate) fn page_token(value: &str) -> ApiResult<u64> {
-    if value.is_empty() {
-        return Ok(0);
-    }
-    value
-        .parse::<u64>()
-        .ok()
-        .filter(|offset| i64::try_from(*offset).is_ok())
-        .ok_or_else(|| {
-            ApiError::invalid(
-                "page_token",
-                format!("{value:?} is not a token this server issued"),
-            )
-        })
 }
 
 /// A sequence number the log can hold (the stores keep 64-bit signed
@@ -84,15 +68,6 @@ pub(crate) fn text(field: &str, value: &str) -> ApiResult<()> {
         return Err(ApiError::invalid(field, "must not contain a NUL character"));
     }
     Ok(())
-}
-
-/// The token of the page after `offset + returned`, or empty when the page was short.
-pub(crate) fn next_page_token(offset: u64, requested: u32, returned: usize) -> String {
-    if returned < requested as usize {
-        String::new()
-    } else {
-        (offset + returned as u64).to_string()
-    }
 }
 
 /// A non-empty identifier of at most `max` characters of `[A-Za-z0-9._-]`.
@@ -139,13 +114,7 @@ mod tests {
     }
 
     #[test]
-    fn page_tokens_stay_within_the_stores_range() {
-        assert_eq!(page_token("").unwrap(), 0);
-        assert_eq!(page_token("9223372036854775807").unwrap(), i64::MAX as u64);
-        for bad in ["9223372036854775808", "18446744073709551615", "-1", "x"] {
-            let err = page_token(bad).unwrap_err().to_string();
-            assert!(err.contains("page_token"), "{bad}: {err}");
-        }
+    fn sequences_and_text_stay_within_the_stores_range() {
         assert!(sequence("after_sequence", u64::MAX).is_err());
         assert!(text("namespace", "a\0b")
             .unwrap_err()

@@ -6,10 +6,10 @@ use valence_lifecycle_api::json::{parse_name, short_name, ProtoEnum};
 /// Paging flags shared by the list commands.
 #[derive(Debug, Args)]
 pub(crate) struct Page {
-    /// Maximum items per page (server default 100, at most 1000).
+    /// Maximum items per page (server default 100; above 1000 is served as 1000).
     #[arg(long, value_name = "N")]
     page_size: Option<u32>,
-    /// Token printed by the previous page.
+    /// Token printed by the previous page, unchanged, with the same filters.
     #[arg(long, value_name = "TOKEN")]
     page_token: Option<String>,
 }

@@ -71,11 +71,11 @@ pub fn state_key(nonce: u64) -> String {
 /// compiles is skipped with a warning.
 pub async fn load_rules(store: &Store) -> ApiResult<Vec<CompiledRule>> {
     let mut out = Vec::new();
-    let mut offset = 0;
+    let mut after: Option<String> = None;
     loop {
-        let page = store.list_rules(true, 1000, offset).await?;
+        let page = store.list_rules(true, after.as_deref(), 1000).await?;
         let full = page.len() == 1000;
-        offset += page.len() as u64;
+        after = page.last().map(|rule| rule.id.clone());
         for rule in page {
             let id = rule.id.clone();
             match CompiledRule::new(rule) {

@@ -9,7 +9,11 @@
 
 use valence_lifecycle_api::v1::RequestAccountRequest;
 
-use super::{given, Page, PageParams, PageRequest};
+use super::{
+    given,
+    paging::{Listing, PageRequest},
+    Page, PageParams,
+};
 use crate::{
     builder::placing,
     error::{ApiError, ApiResult},
@@ -57,16 +61,17 @@ pub(crate) async fn list(
     owner: &str,
     page: &PageParams,
 ) -> ApiResult<Page<StoredAccount>> {
-    let request = PageRequest::parse(page.page_size, &page.page_token)?;
     let owner = given(owner);
     if let Some(owner) = owner {
         validate::pubkey("owner", owner)?;
     }
+    let listing = Listing::new("ListAccounts", &[owner.unwrap_or_default()]);
+    let request = PageRequest::parse(page, listing)?;
     let accounts = state
         .store
-        .list_accounts(owner, request.limit, request.offset)
+        .list_accounts(owner, request.after.as_ref(), request.fetch())
         .await?;
-    Ok(request.page(accounts))
+    Ok(request.page(accounts, StoredAccount::key))
 }
 
 /// Account requests, newest first, optionally in one status.
@@ -75,12 +80,16 @@ pub(crate) async fn list_requests(
     status: Option<RequestStatus>,
     page: &PageParams,
 ) -> ApiResult<Page<StoredRequest>> {
-    let request = PageRequest::parse(page.page_size, &page.page_token)?;
+    let listing = Listing::new(
+        "ListAccountRequests",
+        &[status.map(RequestStatus::as_str).unwrap_or_default()],
+    );
+    let request = PageRequest::parse(page, listing)?;
     let requests = state
         .store
-        .list_account_requests(status, request.limit, request.offset)
+        .list_account_requests(status, request.after.as_ref(), request.fetch())
         .await?;
-    Ok(request.page(requests))
+    Ok(request.page(requests, StoredRequest::key))
 }
 
 /// Places an account request on chain for a client (paid by the service

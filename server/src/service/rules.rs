@@ -4,7 +4,10 @@ use std::sync::Arc;
 
 use valence_lifecycle_api::v1::{evaluate_rule_request::Target, ProgressionRule, RuleMatch};
 
-use super::{Page, PageParams, PageRequest};
+use super::{
+    paging::{Listing, PageRequest},
+    Page, PageParams,
+};
 use crate::{
     error::{ApiError, ApiResult},
     orchestrator::{self, conditions::describe, engine::CompiledRule, rules::validate_rule},
@@ -54,12 +57,13 @@ pub(crate) async fn list(
     enabled_only: bool,
     page: &PageParams,
 ) -> ApiResult<Page<ProgressionRule>> {
-    let request = PageRequest::parse(page.page_size, &page.page_token)?;
+    let listing = Listing::new("ListRules", &[if enabled_only { "enabled" } else { "all" }]);
+    let request = PageRequest::<String>::parse(page, listing)?;
     let rules = state
         .store
-        .list_rules(enabled_only, request.limit, request.offset)
+        .list_rules(enabled_only, request.after.as_deref(), request.fetch())
         .await?;
-    Ok(request.page(rules))
+    Ok(request.page(rules, |rule| rule.id.clone()))
 }
 
 /// Replaces a stored rule.

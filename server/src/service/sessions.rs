@@ -1,6 +1,10 @@
 //! Sessions and linear progressions: reads.
 
-use super::{given, Page, PageParams, PageRequest};
+use super::{
+    given,
+    paging::{Listing, PageRequest},
+    Page, PageParams,
+};
 use crate::{
     error::ApiResult,
     store::{SessionFilter, StoreError, StoredProgression, StoredSession},
@@ -49,11 +53,23 @@ pub(crate) async fn list(
     query: &SessionQuery,
     page: &PageParams,
 ) -> ApiResult<Page<StoredSession>> {
-    let request = PageRequest::parse(page.page_size, &page.page_token)?;
     if let Some(owner) = given(&query.owner) {
         validate::pubkey("owner", owner)?;
     }
     validate::text("namespace", &query.namespace)?;
+    let listing = Listing::new(
+        "ListSessions",
+        &[
+            if query.include_consumed {
+                "all"
+            } else {
+                "live"
+            },
+            &query.owner,
+            &query.namespace,
+        ],
+    );
+    let request = PageRequest::parse(page, listing)?;
     let filter = SessionFilter {
         include_consumed: query.include_consumed,
         owner: given(&query.owner).map(str::to_string),
@@ -61,9 +77,9 @@ pub(crate) async fn list(
     };
     let sessions = state
         .store
-        .list_sessions(&filter, request.limit, request.offset)
+        .list_sessions(&filter, request.after.as_ref(), request.fetch())
         .await?;
-    Ok(request.page(sessions))
+    Ok(request.page(sessions, StoredSession::key))
 }
 
 /// An entity's (account's or session's) linear progression.

@@ -21,8 +21,8 @@ use super::error::{StoreError, StoreResult};
 use super::{
     now_ms,
     rows::{count, flag, list, optional_list, optional_unsigned, placeholders, state, u64_bits},
-    EntityKind, LinearState, NewEvent, RequestStatus, Store, StoredAccount, StoredProgression,
-    StoredRequest, StoredSession, StoredTransition, WriteTx,
+    CreatedKey, EntityKind, LinearState, NewEvent, RequestStatus, Store, StoredAccount,
+    StoredProgression, StoredRequest, StoredSession, StoredTransition, WriteTx,
 };
 
 /// An account request as observed or placed.
@@ -888,6 +888,21 @@ impl Store {
     }
 }
 
+/// `(created_at, id) < ($n, $n+1)` over the columns of `table.`: the rows
+/// after a key in newest-first order (a row value, so both backends scan
+/// the `created_at, id` index from the key on).
+fn after_key(table: &str, n: usize) -> String {
+    format!("({table}created_at, {table}id) < (${n}, ${})", n + 1)
+}
+
+/// `WHERE a AND b ...`, or nothing.
+fn where_all(clauses: &[String]) -> String {
+    if clauses.is_empty() {
+        return String::new();
+    }
+    format!("WHERE {}", clauses.join(" AND "))
+}
+
 const REQUEST_COLUMNS: &str = "id, owner, capabilities, init_state_hash, status, failure_reason, attempts, created_at, updated_at, signature, account_id";
 const ACCOUNT_COLUMNS: &str =
     "id, owner, capabilities, state_hash, CAST(is_active AS INTEGER) AS is_active, created_at, state, request_id";
@@ -922,20 +937,20 @@ impl Store {
         decode_account(&row)
     }
 
-    /// Accounts, newest first.
+    /// Accounts, newest first: at most `limit`, those after `after` when given.
     pub async fn list_accounts(
         &self,
         owner: Option<&str>,
+        after: Option<&CreatedKey>,
         limit: u32,
-        offset: u64,
     ) -> StoreResult<Vec<StoredAccount>> {
         let filter = owner.map(|o| ("owner", o.to_string()));
         self.newest_first(
             ACCOUNT_COLUMNS,
             "accounts",
             filter,
+            after,
             limit,
-            offset,
             decode_account,
         )
         .await
@@ -953,45 +968,55 @@ impl Store {
         decode_request(&row)
     }
 
-    /// Account requests, newest first.
+    /// Account requests, newest first: at most `limit`, those after
+    /// `after` when given.
     pub async fn list_account_requests(
         &self,
         status: Option<RequestStatus>,
+        after: Option<&CreatedKey>,
         limit: u32,
-        offset: u64,
     ) -> StoreResult<Vec<StoredRequest>> {
         let filter = status.map(|st| ("status", st.as_str().to_string()));
         self.newest_first(
             REQUEST_COLUMNS,
             "account_requests",
             filter,
+            after,
             limit,
-            offset,
             decode_request,
         )
         .await
     }
 
-    /// A page of `table`, newest first, optionally where `column = value`.
+    /// A page of `table`, newest first, optionally where `column = value`,
+    /// starting after `after`. The `(column,) created_at, id` indexes
+    /// (migration 0006) make it a range scan.
     async fn newest_first<T>(
         &self,
         columns: &str,
         table: &str,
         filter: Option<(&str, String)>,
+        after: Option<&CreatedKey>,
         limit: u32,
-        offset: u64,
         decode: fn(&AnyRow) -> StoreResult<T>,
     ) -> StoreResult<Vec<T>> {
-        let condition = filter
-            .as_ref()
-            .map(|(column, _)| format!("WHERE {column} = $3"))
-            .unwrap_or_default();
+        let mut clauses = Vec::new();
+        if let Some((column, _)) = &filter {
+            clauses.push(format!("{column} = $2"));
+        }
+        if after.is_some() {
+            clauses.push(after_key("", 2 + usize::from(filter.is_some())));
+        }
         let sql = format!(
-            "SELECT {columns} FROM {table} {condition} ORDER BY created_at DESC, id DESC LIMIT $1 OFFSET $2"
+            "SELECT {columns} FROM {table} {} ORDER BY created_at DESC, id DESC LIMIT $1",
+            where_all(&clauses)
         );
-        let mut query = sqlx::query(&sql).bind(limit as i64).bind(offset as i64);
+        let mut query = sqlx::query(&sql).bind(i64::from(limit));
         if let Some((_, value)) = filter {
             query = query.bind(value);
+        }
+        if let Some(key) = after {
+            query = query.bind(key.created_at_ms).bind(key.id.clone());
         }
         query
             .fetch_all(&self.pool)
@@ -1013,15 +1038,15 @@ impl Store {
         decode_session(&row)
     }
 
-    /// Sessions, newest first.
+    /// Sessions, newest first: at most `limit`, those after `after` when given.
     pub async fn list_sessions(
         &self,
         filter: &SessionFilter,
+        after: Option<&CreatedKey>,
         limit: u32,
-        offset: u64,
     ) -> StoreResult<Vec<StoredSession>> {
         let mut clauses = Vec::new();
-        let mut n = 2;
+        let mut n = 1;
         let mut param = || {
             n += 1;
             format!("${n}")
@@ -1035,16 +1060,15 @@ impl Store {
         if filter.namespace.is_some() {
             clauses.push(format!("s.namespace = {}", param()));
         }
-        let filter_sql = if clauses.is_empty() {
-            String::new()
-        } else {
-            format!("WHERE {}", clauses.join(" AND "))
-        };
+        if after.is_some() {
+            clauses.push(after_key("s.", n + 1));
+        }
         let sql = format!(
             "SELECT {SESSION_COLUMNS} FROM sessions s LEFT JOIN session_consumptions c ON c.consumed_session = s.id \
-             {filter_sql} ORDER BY s.created_at DESC, s.id DESC LIMIT $1 OFFSET $2"
+             {} ORDER BY s.created_at DESC, s.id DESC LIMIT $1",
+            where_all(&clauses)
         );
-        let mut query = sqlx::query(&sql).bind(limit as i64).bind(offset as i64);
+        let mut query = sqlx::query(&sql).bind(i64::from(limit));
         if !filter.include_consumed {
             query = query.bind(false);
         }
@@ -1053,6 +1077,9 @@ impl Store {
         }
         if let Some(namespace) = &filter.namespace {
             query = query.bind(namespace.clone());
+        }
+        if let Some(key) = after {
+            query = query.bind(key.created_at_ms).bind(key.id.clone());
         }
         query
             .fetch_all(&self.pool)

@@ -44,7 +44,7 @@ pub use error::{StoreError, StoreResult};
 pub use events::{EventQuery, NewEvent};
 pub use leader_lock::{LockConnection, LockFuture};
 pub use records::{
-    StoredAccount, StoredProgression, StoredRequest, StoredSession, StoredTransition,
+    CreatedKey, StoredAccount, StoredProgression, StoredRequest, StoredSession, StoredTransition,
 };
 pub use requests::{AttemptFailure, ClaimedRequest};
 pub use rules::StoredRule;

@@ -111,3 +111,44 @@ pub struct StoredProgression {
     /// Every step, oldest first (for an account, its request's steps first).
     pub history: Vec<StoredTransition>,
 }
+
+/// A row's place in a newest-first list (`ORDER BY created_at DESC, id
+/// DESC`, total because ids are unique): a page starts after the last key
+/// of the one before, so rows written meanwhile shift nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CreatedKey {
+    /// Creation time, Unix ms.
+    pub created_at_ms: i64,
+    /// The row's id.
+    pub id: String,
+}
+
+impl StoredRequest {
+    /// Its place in the newest-first list of requests.
+    pub fn key(&self) -> CreatedKey {
+        CreatedKey {
+            created_at_ms: self.created_at_ms,
+            id: self.id.clone(),
+        }
+    }
+}
+
+impl StoredAccount {
+    /// Its place in the newest-first list of accounts.
+    pub fn key(&self) -> CreatedKey {
+        CreatedKey {
+            created_at_ms: self.created_at_ms,
+            id: self.id.clone(),
+        }
+    }
+}
+
+impl StoredSession {
+    /// Its place in the newest-first list of sessions.
+    pub fn key(&self) -> CreatedKey {
+        CreatedKey {
+            created_at_ms: self.created_at_ms,
+            id: self.id.clone(),
+        }
+    }
+}

@@ -64,24 +64,33 @@ impl Store {
         decode_rule(&row)
     }
 
-    /// Rules ordered by id.
+    /// Rules ordered by id (the primary key): at most `limit`, those whose
+    /// id follows `after` when given.
     pub async fn list_rules(
         &self,
         enabled_only: bool,
+        after: Option<&str>,
         limit: u32,
-        offset: u64,
     ) -> StoreResult<Vec<ProgressionRule>> {
-        let filter = if enabled_only {
-            "WHERE enabled = $3"
+        let mut clauses = Vec::new();
+        if enabled_only {
+            clauses.push("enabled = $2".to_string());
+        }
+        if after.is_some() {
+            clauses.push(format!("id > ${}", 2 + usize::from(enabled_only)));
+        }
+        let filter = if clauses.is_empty() {
+            String::new()
         } else {
-            ""
+            format!("WHERE {}", clauses.join(" AND "))
         };
-        let sql = format!(
-            "SELECT {COLUMNS} FROM progression_rules {filter} ORDER BY id LIMIT $1 OFFSET $2"
-        );
-        let mut query = sqlx::query(&sql).bind(limit as i64).bind(offset as i64);
+        let sql = format!("SELECT {COLUMNS} FROM progression_rules {filter} ORDER BY id LIMIT $1");
+        let mut query = sqlx::query(&sql).bind(i64::from(limit));
         if enabled_only {
             query = query.bind(true);
+        }
+        if let Some(id) = after {
+            query = query.bind(id.to_string());
         }
         let rows = query.fetch_all(&self.pool).await?;
         rows.iter().map(decode_rule).collect()

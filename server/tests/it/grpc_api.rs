@@ -417,7 +417,7 @@ backend_tests!(
             return;
         };
         let mut client = LifecycleServiceClient::new(server.channel().await);
-        for token in ["9223372036854775808", "18446744073709551615"] {
+        for token in ["9223372036854775808", "18446744073709551615", "0", "abc"] {
             let err = client
                 .list_account_requests(ListAccountRequestsRequest {
                     page_token: token.into(),

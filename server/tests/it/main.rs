@@ -13,6 +13,7 @@ mod events;
 mod grpc_api;
 mod limits;
 mod orchestrator;
+mod paging;
 mod process;
 mod proxy;
 #[cfg(feature = "embedded-chain")]

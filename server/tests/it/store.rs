@@ -167,7 +167,7 @@ backend_tests!(
             .await
             .unwrap();
         let live = store
-            .list_sessions(&SessionFilter::default(), 100, 0)
+            .list_sessions(&SessionFilter::default(), None, 100)
             .await
             .unwrap();
         assert_eq!(live.len(), 5, "{db:?}");
@@ -177,8 +177,8 @@ backend_tests!(
                     include_consumed: true,
                     ..Default::default()
                 },
+                None,
                 100,
-                0,
             )
             .await
             .unwrap();
@@ -189,18 +189,18 @@ backend_tests!(
                     namespace: Some("odd".into()),
                     ..Default::default()
                 },
+                None,
                 100,
-                0,
             )
             .await
             .unwrap();
         assert_eq!(odd.len(), 3);
         let page1 = store
-            .list_sessions(&SessionFilter::default(), 2, 0)
+            .list_sessions(&SessionFilter::default(), None, 2)
             .await
             .unwrap();
         let page2 = store
-            .list_sessions(&SessionFilter::default(), 2, 2)
+            .list_sessions(&SessionFilter::default(), Some(&page1[1].key()), 2)
             .await
             .unwrap();
         assert_eq!(page1.len(), 2);
