@@ -251,7 +251,13 @@ async fn audit(label: &str, net: &Net, server: &ServerProcess, placed: &Placed) 
                 .filter(|r| r.status == AccountRequestStatus::Initialized as i32)
                 .count();
             let stats = client.clone().get_stats(GetStatsRequest {}).await.unwrap();
-            if done >= requests.len() && stats.into_inner().pending_account_requests == 0 {
+            // Sessions arrive on their own (websocket or pass), not with
+            // the requests: settled means both are in.
+            let sessions_in = all_sessions(&mut client.clone()).await.len();
+            if done >= requests.len()
+                && stats.into_inner().pending_account_requests == 0
+                && sessions_in >= sessions.len()
+            {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
