@@ -351,7 +351,7 @@ impl Gate {
             return;
         }
         self.high_water.store(live, Ordering::Release);
-        memory::release_freed();
+        crate::telemetry::release_freed_memory();
         tracing::debug!(
             listener = self.listener,
             open = live,
