@@ -418,30 +418,7 @@ mod events {
     use proptest::prelude::*;
 
     use super::{mutate, mutations, timed, CASES};
-    use crate::chain::codec::{discriminator, program_data, ChainEvent};
-
-    /// The events the shard program emits (names only: layouts come from
-    /// the codec).
-    const NAMES: [&str; 18] = [
-        "AccountRequested",
-        "PDAComputed",
-        "AccountInitialized",
-        "SessionCreated",
-        "SessionActivated",
-        "SessionConsumed",
-        "SessionQueued",
-        "QueueProcessed",
-        "SessionReserved",
-        "SessionInitializedFromQueue",
-        "ManualSessionInitialized",
-        "EmergencySessionReset",
-        "BundleOperationExecuted",
-        "SyncBundleExecuted",
-        "SingletonInitialized",
-        "SingletonPaused",
-        "SingletonResumed",
-        "SingletonConfigUpdated",
-    ];
+    use crate::chain::codec::{discriminator, program_data, ChainEvent, EVENT_NAMES};
 
     /// The shortest valid encoding of event `name`, all fields zero: its
     /// discriminator and as many zeros as its layout needs (found by
@@ -458,7 +435,7 @@ mod events {
     }
 
     fn seed() -> impl Strategy<Value = Vec<u8>> {
-        prop::sample::select(NAMES.to_vec()).prop_map(zero_event)
+        prop::sample::select(EVENT_NAMES.to_vec()).prop_map(zero_event)
     }
 
     /// No panic, bounded time; a decoded event (other than those the
@@ -497,7 +474,7 @@ mod events {
 
     #[test]
     fn every_event_has_a_zero_encoding() {
-        for name in NAMES {
+        for name in EVENT_NAMES {
             let data = zero_event(name);
             assert!(ChainEvent::decode(&data).is_ok(), "{name}");
         }
@@ -513,7 +490,7 @@ mod events {
 
         #[test]
         fn arbitrary_event_data_never_panics(
-            name in prop::sample::select(NAMES.to_vec()),
+            name in prop::sample::select(EVENT_NAMES.to_vec()),
             body in prop::collection::vec(any::<u8>(), 0..300),
             known in any::<bool>(),
         ) {

@@ -454,7 +454,7 @@ pub enum ChainEvent {
 }
 
 /// Event names, with PDAComputed spelled as the program spells it.
-const EVENT_NAMES: [&str; 18] = [
+pub(crate) const EVENT_NAMES: [&str; 18] = [
     "AccountRequested",
     "PDAComputed",
     "AccountInitialized",
