@@ -274,12 +274,14 @@ impl Builder {
         noted: &str,
         started: Instant,
     ) {
-        let signature = if done.sent {
-            noted.to_string()
-        } else {
-            self.creator(&done.address, noted).await
+        let creator = match done.sent {
+            true => None,
+            false => self.creator(&done.address).await,
         };
-        let signature = signature.as_str();
+        // An earlier attempt of ours that landed unconfirmed (a timeout,
+        // a dropped answer), found on the retry: still sent by this wallet.
+        let sent = done.sent || (!noted.is_empty() && creator.as_deref() == Some(noted));
+        let signature = creator.as_deref().unwrap_or(noted);
         let slot = self.landed_in(signature).await;
         let state_hash = done
             .record
@@ -319,7 +321,7 @@ impl Builder {
             tracing::error!(account = %record.id, error = %e, "recording the initialized account failed");
             return;
         }
-        self.count(if done.sent {
+        self.count(if sent {
             "initialized"
         } else {
             "already_initialized"
@@ -327,20 +329,18 @@ impl Builder {
         self.metrics
             .account_initialization_duration
             .observe(started.elapsed().as_secs_f64());
-        tracing::info!(account = %record.id, %signature, sent = done.sent, "account initialized");
+        tracing::info!(account = %record.id, %signature, sent, "account initialized");
     }
 
     /// The transaction that created an account found already there: the
     /// chain says which, whatever was noted (an earlier attempt may have
-    /// landed after a later one was noted). The noted one if the chain
-    /// cannot tell.
-    async fn creator(&self, address: &Pubkey, noted: &str) -> String {
+    /// landed after a later one was noted). None if the chain cannot tell.
+    async fn creator(&self, address: &Pubkey) -> Option<String> {
         match self.chain.creating_signature(address).await {
-            Ok(Some(signature)) => signature.to_string(),
-            Ok(None) => noted.to_string(),
+            Ok(signature) => signature.map(|s| s.to_string()),
             Err(e) => {
                 tracing::debug!(error = %e, "looking up the creating transaction failed");
-                noted.to_string()
+                None
             }
         }
     }
