@@ -1157,7 +1157,7 @@ impl Store {
     /// GetStats, `/stats` and `/metrics` cost no table scans, and the
     /// answer is still exact.
     pub async fn stats(&self) -> StoreResult<StoreStats> {
-        let bounds = (self.head_sequence().await?, self.oldest_sequence().await?);
+        let bounds = self.log_bounds().await?;
         // One caller counts while the others wait for its answer.
         let mut cache = self.stats_cache.lock().await;
         if let Some((at, stats)) = cache.as_ref() {
@@ -1165,12 +1165,12 @@ impl Store {
                 return Ok(stats.clone());
             }
         }
-        let fresh = self.count_stats().await?;
+        let fresh = self.count_stats(bounds.0).await?;
         *cache = Some((bounds, fresh.clone()));
         Ok(fresh)
     }
 
-    async fn count_stats(&self) -> StoreResult<StoreStats> {
+    async fn count_stats(&self, head_sequence: u64) -> StoreResult<StoreStats> {
         let total = |sql: &'static str| self.scalar_u64(sql);
         Ok(StoreStats {
             accounts: total("SELECT COUNT(*) FROM accounts").await?,
@@ -1184,7 +1184,7 @@ impl Store {
                 .await?,
             rules: total("SELECT COUNT(*) FROM progression_rules").await?,
             events: total("SELECT COUNT(*) FROM lifecycle_events").await?,
-            head_sequence: self.head_sequence().await?,
+            head_sequence,
         })
     }
 }

@@ -6,7 +6,7 @@ use sqlx::Row as _;
 use valence_lifecycle_api::v1::{lifecycle_event::Payload, EventType, LifecycleEvent};
 
 use super::error::StoreResult;
-use super::event_types::event_type_of;
+use super::event_types::{entities_of, event_type_of};
 use super::{now_ms, postgres, timestamp, Backend, Store, WriteTx};
 
 /// An event about to be appended.
@@ -82,6 +82,8 @@ impl Store {
             entity_id: event.entity_id.clone(),
             namespace: event.namespace.clone(),
             event_type: event_type as i32,
+            // Derived from the payload when read, never stored twice.
+            entity_ids: Vec::new(),
             payload: Some(event.payload),
         };
         let row = sqlx::query(
@@ -98,6 +100,23 @@ impl Store {
         .fetch_one(tx.conn())
         .await?;
         let sequence: i64 = row.try_get("sequence")?;
+        // The other entities it concerns, so the entity filter finds it
+        // under each (the log's own row keeps the first).
+        let entities = body
+            .payload
+            .as_ref()
+            .map(|p| entities_of(&event.entity_id, p));
+        for other in entities
+            .iter()
+            .flatten()
+            .filter(|id| **id != event.entity_id)
+        {
+            sqlx::query("INSERT INTO event_entities (entity_id, sequence) VALUES ($1, $2)")
+                .bind(other)
+                .bind(sequence)
+                .execute(tx.conn())
+                .await?;
+        }
         if self.backend == Backend::Postgres {
             sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(postgres::EVENTS_CHANNEL)
@@ -152,7 +171,11 @@ impl Store {
             sql += &format!(" AND event_type = {}", next());
         }
         if query.entity_id.is_some() {
-            sql += &format!(" AND entity_id = {}", next());
+            let (own, other) = (next(), next());
+            sql += &format!(
+                " AND (entity_id = {own} OR sequence IN \
+                 (SELECT sequence FROM event_entities WHERE entity_id = {other}))"
+            );
         }
         if after.is_some() {
             sql += &format!(
@@ -170,7 +193,7 @@ impl Store {
             ));
         }
         if let Some(e) = &query.entity_id {
-            q = q.bind(e.clone());
+            q = q.bind(e.clone()).bind(e.clone());
         }
         q = match after {
             Some(a) => q.bind(a as i64).bind(limit as i64),
@@ -184,6 +207,20 @@ impl Store {
     pub async fn head_sequence(&self) -> StoreResult<u64> {
         self.scalar_u64("SELECT COALESCE(MAX(sequence), 0) FROM lifecycle_events")
             .await
+    }
+
+    /// The log's bounds, (head, oldest), in one round trip. Two scalar
+    /// subqueries, because SQLite answers MIN or MAX from the index only
+    /// when it is the query's single aggregate.
+    pub async fn log_bounds(&self) -> StoreResult<(u64, u64)> {
+        let row = sqlx::query(
+            "SELECT COALESCE((SELECT MAX(sequence) FROM lifecycle_events), 0), \
+                    COALESCE((SELECT MIN(sequence) FROM lifecycle_events), 0)",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let (head, oldest): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
+        Ok((head.max(0) as u64, oldest.max(0) as u64))
     }
 
     /// Lowest retained sequence (0 when empty).
@@ -217,6 +254,14 @@ impl Store {
                     .await?
                     .rows_affected();
         }
+        if deleted > 0 {
+            sqlx::query(
+                "DELETE FROM event_entities WHERE sequence < \
+                 (SELECT COALESCE(MIN(sequence), 0) FROM lifecycle_events)",
+            )
+            .execute(&self.pool)
+            .await?;
+        }
         Ok(deleted)
     }
 
@@ -235,5 +280,8 @@ fn decode_event(row: &sqlx::any::AnyRow) -> StoreResult<LifecycleEvent> {
         .map_err(|e| anyhow::anyhow!("event {sequence} does not decode: {e}"))?;
     event.sequence = sequence as u64;
     event.time = Some(timestamp(created_at));
+    if let Some(payload) = &event.payload {
+        event.entity_ids = entities_of(&event.entity_id, payload);
+    }
     Ok(event)
 }
