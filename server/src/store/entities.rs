@@ -180,11 +180,8 @@ impl Store {
     /// append AccountRequested.
     pub async fn upsert_account_request(&self, r: &AccountRequestRecord) -> StoreResult<bool> {
         let mut tx = self.begin().await?;
-        let changed = self.upsert_account_request_in(&mut tx, r).await?;
-        if changed {
-            self.commit(tx).await?;
-        }
-        Ok(changed)
+        let changed = self.upsert_account_request_in(&mut tx, r).await;
+        self.finish(tx, changed).await
     }
 
     /// [`Self::upsert_account_request`] inside `tx` (nothing written when it returns false).
@@ -305,11 +302,8 @@ impl Store {
     /// initialized and append AccountInitialized.
     pub async fn upsert_account(&self, a: &AccountRecord) -> StoreResult<bool> {
         let mut tx = self.begin().await?;
-        let changed = self.upsert_account_in(&mut tx, a).await?;
-        if changed {
-            self.commit(tx).await?;
-        }
-        Ok(changed)
+        let changed = self.upsert_account_in(&mut tx, a).await;
+        self.finish(tx, changed).await
     }
 
     /// [`Self::upsert_account`] inside `tx` (nothing written when it returns false).
@@ -569,11 +563,8 @@ impl Store {
     /// SessionCreated; a stored session seen consumed is marked consumed.
     pub async fn upsert_session(&self, s: &SessionRecord) -> StoreResult<bool> {
         let mut tx = self.begin().await?;
-        let changed = self.upsert_session_in(&mut tx, s).await?;
-        if changed {
-            self.commit(tx).await?;
-        }
-        Ok(changed)
+        let changed = self.upsert_session_in(&mut tx, s).await;
+        self.finish(tx, changed).await
     }
 
     /// [`Self::upsert_session`] inside `tx` (nothing written when it returns false).
@@ -664,11 +655,8 @@ impl Store {
     /// to the sessions it created.
     pub async fn record_consumption(&self, c: &ConsumptionRecord) -> StoreResult<bool> {
         let mut tx = self.begin().await?;
-        let changed = self.record_consumption_in(&mut tx, c).await?;
-        if changed {
-            self.commit(tx).await?;
-        }
-        Ok(changed)
+        let changed = self.record_consumption_in(&mut tx, c).await;
+        self.finish(tx, changed).await
     }
 
     /// [`Self::record_consumption`] inside `tx` (nothing written when it returns false).

@@ -68,7 +68,10 @@ impl Store {
         tx: &mut WriteTx<'_>,
         event: NewEvent,
     ) -> StoreResult<u64> {
-        if self.backend == Backend::Postgres {
+        // The lock (held to commit) and the wake-up (delivered at commit)
+        // are needed once per transaction, however many events it appends.
+        let first = !tx.appended_events;
+        if self.backend == Backend::Postgres && first {
             sqlx::query(postgres::EVENT_APPEND_LOCK)
                 .execute(tx.conn())
                 .await?;
@@ -102,22 +105,30 @@ impl Store {
         let sequence: i64 = row.try_get("sequence")?;
         // The other entities it concerns, so the entity filter finds it
         // under each (the log's own row keeps the first).
-        let entities = body
+        let others: Vec<String> = body
             .payload
             .as_ref()
-            .map(|p| entities_of(&event.entity_id, p));
-        for other in entities
-            .iter()
-            .flatten()
-            .filter(|id| **id != event.entity_id)
-        {
-            sqlx::query("INSERT INTO event_entities (entity_id, sequence) VALUES ($1, $2)")
-                .bind(other)
-                .bind(sequence)
-                .execute(tx.conn())
-                .await?;
+            .map(|p| entities_of(&event.entity_id, p))
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|id| *id != event.entity_id)
+            .collect();
+        if !others.is_empty() {
+            // One statement for all of them: ingest appends many events.
+            let values: Vec<String> = (0..others.len())
+                .map(|i| format!("(${}, $1)", i + 2))
+                .collect();
+            let sql = format!(
+                "INSERT INTO event_entities (entity_id, sequence) VALUES {}",
+                values.join(", ")
+            );
+            let mut insert = sqlx::query(&sql).bind(sequence);
+            for other in others {
+                insert = insert.bind(other);
+            }
+            insert.execute(tx.conn()).await?;
         }
-        if self.backend == Backend::Postgres {
+        if self.backend == Backend::Postgres && first {
             sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(postgres::EVENTS_CHANNEL)
                 .bind(sequence.to_string())
