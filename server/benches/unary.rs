@@ -305,7 +305,6 @@ async fn measure(
     let deadline = Instant::now() + window;
     let cpu = cpu_seconds();
     let started = Instant::now();
-    let call = &*call;
     let callers = (0..inflight).map(|i| {
         let mut client = LifecycleServiceClient::new(channels[i % conns].clone());
         let done = done.clone();
