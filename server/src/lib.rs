@@ -16,6 +16,7 @@ pub(crate) mod gateway;
 pub(crate) mod grpc;
 pub(crate) mod leader;
 pub(crate) mod monitor;
+pub mod notify;
 pub mod orchestrator;
 #[cfg(test)]
 mod proptests;
@@ -123,7 +124,7 @@ pub async fn serve(config: Config) -> anyhow::Result<bool> {
         })?;
     let shutdown = CancellationToken::new();
     tokio::spawn(signal_to_cancel(shutdown.clone()));
-    serve_with_listeners(config, grpc, api, shutdown).await
+    run(config, grpc, api, shutdown, notify::Notifier::from_env()).await
 }
 
 /// Cancels `token` on SIGINT or SIGTERM.
@@ -173,6 +174,24 @@ pub async fn serve_with_listeners(
     api_listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<bool> {
+    run(
+        config,
+        grpc_listener,
+        api_listener,
+        shutdown,
+        notify::Notifier::disabled(),
+    )
+    .await
+}
+
+/// [`serve_with_listeners`], telling systemd through `notifier`.
+async fn run(
+    config: Config,
+    grpc_listener: TcpListener,
+    api_listener: TcpListener,
+    shutdown: CancellationToken,
+    notifier: notify::Notifier,
+) -> anyhow::Result<bool> {
     check_exposure(&config, &grpc_listener, &api_listener)?;
     connections::raise_open_files_limit(&config);
     // One server per SQLite file (none needed on PostgreSQL); held until
@@ -196,8 +215,21 @@ pub async fn serve_with_listeners(
     );
     components::start(&mut supervisor, &state, grpc_listener, api_listener).await?;
     tracing::info!("valence lifecycle manager running");
+    let notifying = CancellationToken::new();
+    {
+        let (notifier, board, stop) = (notifier.clone(), state.board.clone(), notifying.clone());
+        // A component silent for twice its heartbeat timeout is one the
+        // supervisor could not restart: the process is stuck.
+        let stale = 2 * Duration::from_millis(state.config.supervision.heartbeat_timeout_ms);
+        tokio::spawn(async move {
+            notifier.ready_when_serving(&board, &stop).await;
+            notifier.feed_watchdog(board, stale, stop).await;
+        });
+    }
 
     shutdown.cancelled().await;
+    notifying.cancel();
+    notifier.stopping();
     grpc::set_health(&state, false).await;
     let grace = Duration::from_secs(state.config.server.shutdown_grace_secs);
     let clean = supervisor.shutdown(grace).await;

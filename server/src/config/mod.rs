@@ -7,6 +7,7 @@
 mod auth;
 mod dump;
 pub(crate) mod env;
+mod example;
 mod sections;
 mod validation;
 
@@ -26,6 +27,7 @@ use serde::{Deserialize, Serialize};
 pub use self::{
     auth::{AuthConfig, Role, TokenConfig},
     env::ENV_PREFIX,
+    example::example_toml,
     sections::{
         DatabaseConfig, EventsConfig, LeaderConfig, LifecycleConfig, MonitoringConfig, RetryConfig,
         RpcConfig, ServerConfig, ServiceConfig, SingletonsConfig, SupervisionConfig,
