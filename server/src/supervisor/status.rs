@@ -44,6 +44,14 @@ impl StatusBoard {
 
     /// Registers a component as Uninitialized (no event: nothing happened yet).
     pub fn register(&self, name: &str) {
+        // Its restart counter exists at 0 from the start, so the first
+        // restart is an increase Prometheus sees.
+        let _ = self
+            .metrics
+            .component_restarts
+            .get_or_create(&ComponentLabels {
+                component: name.to_string(),
+            });
         let mut entries = self.entries.write().expect("status board lock");
         let order = entries.len();
         entries.entry(name.to_string()).or_insert(Entry {
