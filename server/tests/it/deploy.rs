@@ -521,9 +521,10 @@ async fn prometheus_runs_every_dashboard_and_rule_expression_against_a_real_serv
         }
     };
     // Two scrapes at least, so rate() over the window has points.
-    eventually(Duration::from_secs(30), "Prometheus scraping twice", || {
-        let query = query.clone();
-        async move {
+    eventually(
+        Duration::from_secs(30),
+        "Prometheus scraping twice",
+        || async move {
             query("count_over_time(up[1m])".into())
                 .await
                 .and_then(|b| {
@@ -533,8 +534,8 @@ async fn prometheus_runs_every_dashboard_and_rule_expression_against_a_real_serv
                 })
                 .and_then(|v| v.parse::<u32>().ok())
                 .is_some_and(|n| n >= 2)
-        }
-    })
+        },
+    )
     .await;
     let mut failed = Vec::new();
     for expr in dashboard.iter().chain(&rules) {
