@@ -185,9 +185,12 @@ pub fn example_toml() -> anyhow::Result<String> {
         }
         if *name == "auth" {
             out.push_str(
-                "\n# One table per token (at least 16 characters; roles: reader, operator, admin):\n\
+                "\n# One table per token; roles: reader, operator, admin. `token` is the secret\n\
+                 # (at least 16 characters) or where it is: \"sha256:<64 hex>\" (its digest, so\n\
+                 # this file holds no plaintext), \"file:<path>\" (re-read on SIGHUP) or\n\
+                 # \"env:<VARIABLE>\".\n\
                  # [[auth.tokens]]\n\
-                 # token = \"a-long-random-secret-for-dashboards\"\n\
+                 # token = \"file:/etc/valence-lifecycle/tokens/grafana\"\n\
                  # role = \"reader\"\n\
                  # name = \"grafana\"\n",
             );

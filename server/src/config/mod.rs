@@ -25,7 +25,7 @@ use figment::{
 use serde::{Deserialize, Serialize};
 
 pub use self::{
-    auth::{AuthConfig, Role, TokenConfig},
+    auth::{AuthConfig, Role, TokenConfig, TokenSource, MIN_TOKEN_LEN},
     env::ENV_PREFIX,
     example::example_toml,
     sections::{

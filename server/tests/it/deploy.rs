@@ -824,3 +824,65 @@ async fn print_example_config_is_the_committed_example() {
         "regenerate: cargo run -q -- --print-example-config > server/deploy/config.example.toml"
     );
 }
+
+#[tokio::test]
+async fn tokens_from_a_file_and_a_digest_rotate_on_sighup() {
+    use sha2::Digest as _;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("reader.token");
+    std::fs::write(&file, "first-reader-secret-0123\n").unwrap();
+    let digest = hex::encode(sha2::Sha256::digest(b"admin-secret-token-0123"));
+    let tokens = format!(
+        r#"[{{token = "file:{}", role = "reader", name = "dashboards"}}, {{token = "sha256:{digest}", role = "admin"}}]"#,
+        file.display()
+    );
+    let db = TestDb::new(Db::Sqlite).await.unwrap();
+    let server = crate::process::ServerProcess::start(
+        &db.url,
+        &[("VALENCE_LIFECYCLE_AUTH__TOKENS", tokens.as_str())],
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let stats = |token: &'static str| {
+        let (http, url) = (http.clone(), format!("http://{}/stats", server.api));
+        async move {
+            http.get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(stats("first-reader-secret-0123").await, 200);
+    assert_eq!(stats("admin-secret-token-0123").await, 200);
+    assert_eq!(stats("second-reader-secret-0123").await, 401);
+
+    std::fs::write(&file, "second-reader-secret-0123\n").unwrap();
+    let pid = server.child.id().unwrap().to_string();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .await
+        .unwrap()
+        .success());
+    eventually(
+        Duration::from_secs(10),
+        "the new token accepted",
+        || async { stats("second-reader-secret-0123").await == 200 },
+    )
+    .await;
+    assert_eq!(stats("first-reader-secret-0123").await, 401);
+    assert_eq!(stats("admin-secret-token-0123").await, 200);
+    // A reload that fails (the file is gone) keeps the tokens in force.
+    std::fs::remove_file(&file).unwrap();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .await
+        .unwrap()
+        .success());
+    assert_eq!(stats("second-reader-secret-0123").await, 200);
+    assert_eq!(server.terminate().await, Some(0));
+}
