@@ -101,15 +101,17 @@ mod tests {
         hb.missed(Duration::from_millis(50)).await;
         assert!(started.elapsed() >= Duration::from_millis(50));
 
+        // Beats every 10 ms against a 500 ms timeout: wide enough that a
+        // loaded machine's scheduling delays are not mistaken for silence.
         let beating = hb.clone();
         let keep = tokio::spawn(async move {
             beating
-                .beat_while(tokio::time::sleep(Duration::from_millis(200)))
+                .beat_while(tokio::time::sleep(Duration::from_millis(1_000)))
                 .await
         });
         let quiet = tokio::time::timeout(
-            Duration::from_millis(150),
-            hb.missed(Duration::from_millis(60)),
+            Duration::from_millis(700),
+            hb.missed(Duration::from_millis(500)),
         )
         .await;
         assert!(quiet.is_err(), "a beating component is not reported silent");
