@@ -16,6 +16,7 @@ mod orchestrator;
 mod paging;
 mod process;
 mod proxy;
+mod python;
 #[cfg(feature = "embedded-chain")]
 mod replicas;
 mod rest;
