@@ -170,7 +170,7 @@ fn watch_line(ctx: &Context, item: &SubscriptionItem) -> Option<String> {
         (SubscriptionItem::Heartbeat(h), true) => {
             // The stream's own message, so each line is one SubscribeResponse.
             let message = v1::SubscribeResponse {
-                message: Some(v1::subscribe_response::Message::Heartbeat(h.clone())),
+                message: Some(v1::subscribe_response::Message::Heartbeat(*h)),
             };
             Some(output::json_line(&message))
         }
