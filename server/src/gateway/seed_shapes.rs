@@ -136,20 +136,30 @@ mod tests {
     /// A field added to one of these messages must be added here too.
     #[test]
     fn status_shapes_carry_every_field_of_their_messages() {
+        // Every message field set: proto3 JSON leaves unset ones out.
+        let at = Some(Timestamp::default());
+        let leader = LeaderInfo {
+            leader_since: at,
+            ..Default::default()
+        };
+        let component = ComponentStatus {
+            since: at,
+            last_heartbeat: at,
+            ..Default::default()
+        };
         let stats = GetStatsResponse {
             chain: Some(ChainInfo::default()),
-            leader: Some(LeaderInfo::default()),
-            components: vec![ComponentStatus::default()],
+            leader: Some(leader.clone()),
+            components: vec![component.clone()],
+            started_at: at,
             ..Default::default()
         };
         let shown = super::stats(&stats);
         assert_eq!(keys(&shown), proto_keys(&stats));
         assert_eq!(keys(&shown["chain"]), proto_keys(&ChainInfo::default()));
-        assert_eq!(keys(&shown["leader"]), proto_keys(&LeaderInfo::default()));
-        assert_eq!(
-            keys(&shown["components"][0]),
-            proto_keys(&ComponentStatus::default())
-        );
+        assert_eq!(keys(&shown["leader"]), proto_keys(&leader));
+        assert_eq!(keys(&shown["components"][0]), proto_keys(&component));
+        assert_eq!(shown["started_at"], "1970-01-01T00:00:00Z");
         assert_eq!(shown["components"][0]["state"], "unspecified");
         assert_eq!(shown["rules"], 0, "numbers, as seed 001 shows");
     }
