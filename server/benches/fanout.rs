@@ -281,6 +281,8 @@ fn baseline_event(sequence: u64, rule: ProgressionRule) -> SubscribeResponse {
             slot: None,
             signature: String::new(),
             entity_id: rule.id.clone(),
+            // As the server lists them: the rule is the one entity.
+            entity_ids: vec![rule.id.clone()],
             namespace: String::new(),
             event_type: EventType::RuleCreated as i32,
             payload: Some(Payload::RuleCreated(RuleChanged { rule: Some(rule) })),

@@ -96,12 +96,30 @@ fn main() {
     let pairs = (sessions * rule_count) as f64;
     println!("rule evaluation: {sessions} live sessions × {rule_count} rules ({pairs:.0} pairs)");
 
+    let rss_before = rss_bytes();
     let built = Instant::now();
     let mut naive = engine(sessions, rule_count);
     println!("  index built in {:.2} s", built.elapsed().as_secs_f64());
+    // What the orchestrator holds per live session (with its two accounts):
+    // the process's growth, so allocator overhead is included.
+    let held = rss_bytes().saturating_sub(rss_before);
+    println!(
+        "  memory: {:.1} MB for {sessions} sessions and {} accounts = {:.0} bytes per session",
+        held as f64 / 1e6,
+        2 * sessions,
+        held as f64 / sessions as f64
+    );
     let started = Instant::now();
     let matched = naive.rescan_all(NOW).len();
     let rescan = started.elapsed().as_secs_f64();
+    // The rescan evaluated the CEL rules on every session: each now holds
+    // its CEL values too (the most a session costs).
+    let held = rss_bytes().saturating_sub(rss_before);
+    println!(
+        "  memory once CEL rules have read every session: {:.1} MB = {:.0} bytes per session",
+        held as f64 / 1e6,
+        held as f64 / sessions as f64
+    );
     let evaluated = naive.take_evaluated() as f64;
     println!(
         "  naive rescan: one pass evaluated {evaluated:.0} pairs in {rescan:.3} s = {:.0} sessions×rules/s ({matched} matches)",
@@ -180,4 +198,12 @@ fn main() {
         "  a CEL rule using idle_seconds or now: one tick evaluates all {} sessions in {tick:.3} s",
         timed.take_evaluated()
     );
+}
+
+/// Resident set size of this process (Linux; 0 elsewhere).
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
 }

@@ -644,9 +644,7 @@ mod cel_conditions {
 
     use super::{mutate_text, mutations, timed, Arc, CASES};
     use crate::{
-        orchestrator::conditions::{
-            aggregate_hash, cel_accounts, cel_session, compile_cel, Condition, View, MAX_CEL_BYTES,
-        },
+        orchestrator::conditions::{aggregate_hash, compile_cel, Condition, View, MAX_CEL_BYTES},
         store::{AccountFacts, LiveSession},
     };
 
@@ -855,8 +853,7 @@ mod cel_conditions {
             session: &session,
             accounts: &accounts,
             aggregate,
-            cel_session: &*cel_session(&session, aggregate),
-            cel_accounts: &*cel_accounts(&accounts),
+            cel: &std::sync::OnceLock::new(),
             now_ms: 2_010_000,
         };
         condition.holds(&view, &Arc::new(cel::Env::stdlib()))

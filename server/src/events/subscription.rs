@@ -39,7 +39,12 @@ impl Filter {
     /// Whether the event passes every filter given.
     pub(crate) fn matches(&self, event: &LifecycleEvent) -> bool {
         (self.event_types.is_empty() || self.event_types.contains(&event.event_type))
-            && (self.entity_ids.is_empty() || self.entity_ids.contains(&event.entity_id))
+            && (self.entity_ids.is_empty()
+                || self.entity_ids.contains(&event.entity_id)
+                || event
+                    .entity_ids
+                    .iter()
+                    .any(|id| self.entity_ids.contains(id)))
             && (self.namespaces.is_empty() || self.namespaces.contains(&event.namespace))
     }
 }

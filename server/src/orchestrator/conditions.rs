@@ -9,7 +9,10 @@
 //! - CustomPredicate: a CEL program over the variables of [`cel_session`]
 //!   and [`cel_accounts`], plus `idle_seconds` and `now`.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::HashMap,
+    sync::{Arc, LazyLock, OnceLock},
+};
 
 use cel::{
     common::{
@@ -103,15 +106,29 @@ pub struct View<'a> {
     pub accounts: &'a [Option<AccountFacts>],
     /// The aggregate state hash, when every member account is stored.
     pub aggregate: Option<[u8; 32]>,
-    /// The session as a CEL value.
-    pub cel_session: &'a dyn Val,
-    /// The accounts as a CEL value.
-    pub cel_accounts: &'a dyn Val,
+    /// The CEL variables, built the first time a CEL rule reads them.
+    pub cel: &'a OnceLock<CelVars>,
     /// Now, Unix ms.
     pub now_ms: i64,
 }
 
+/// The session and its accounts as CEL values. Built only for the
+/// sessions a CEL rule is evaluated on, and kept until the session or its
+/// accounts change: most deployments' rules are not CEL, and these maps
+/// are most of what a live session would otherwise cost in memory.
+pub struct CelVars {
+    session: Box<dyn Val>,
+    accounts: Box<dyn Val>,
+}
+
 impl View<'_> {
+    fn cel_vars(&self) -> &CelVars {
+        self.cel.get_or_init(|| CelVars {
+            session: cel_session(self.session, self.aggregate),
+            accounts: cel_accounts(self.accounts),
+        })
+    }
+
     /// Milliseconds since the session's last activity.
     pub fn idle_ms(&self) -> i64 {
         let since = self
@@ -332,8 +349,7 @@ fn compile_parsed(expr: &str) -> Result<CelPredicate, String> {
     let aggregate = aggregate_hash(&sample_accounts);
     let view = View {
         session: &sample_session,
-        cel_session: &*cel_session(&sample_session, aggregate),
-        cel_accounts: &*cel_accounts(&sample_accounts),
+        cel: &OnceLock::new(),
         accounts: &sample_accounts,
         aggregate,
         now_ms: 1_700_000_100_000,
@@ -390,9 +406,10 @@ pub fn to_val(value: Value) -> Box<dyn Val> {
 
 impl CelPredicate {
     fn execute(&self, env: &Arc<Env>, view: &View<'_>) -> Result<Value, ExecutionError> {
+        let vars = view.cel_vars();
         let variables = Variables {
-            session: view.cel_session,
-            accounts: view.cel_accounts,
+            session: &*vars.session,
+            accounts: &*vars.accounts,
             idle_seconds: view.idle_ms() / 1000,
             now: view.now_ms.div_euclid(1000),
         };
@@ -405,9 +422,9 @@ impl CelPredicate {
 
 /// The session as the CEL variable `session`. Times are Unix seconds.
 pub fn cel_session(s: &LiveSession, aggregate: Option<[u8; 32]>) -> Box<dyn Val> {
-    let mut m: HashMap<Key, Value> = HashMap::new();
-    let mut put = |k: &str, v: Value| {
-        m.insert(Key::String(Arc::new(k.to_string())), v);
+    let mut m: HashMap<Key, Value> = HashMap::with_capacity(9);
+    let mut put = |k: &'static str, v: Value| {
+        m.insert(key(k), v);
     };
     put("id", s.id.clone().into());
     put("owner", s.owner.clone().into());
@@ -427,15 +444,44 @@ pub fn cel_session(s: &LiveSession, aggregate: Option<[u8; 32]>) -> Box<dyn Val>
     to_val(Value::Map(cel::objects::Map { map: Arc::new(m) }))
 }
 
+/// The names of the CEL maps' fields, allocated once and shared by every
+/// session's maps (a key is an `Arc<String>`).
+static KEYS: LazyLock<Vec<(&'static str, Arc<String>)>> = LazyLock::new(|| {
+    [
+        "id",
+        "owner",
+        "namespace",
+        "nonce",
+        "created_at",
+        "last_activity_at",
+        "metadata",
+        "account_count",
+        "state_hash",
+        "capabilities",
+        "is_active",
+    ]
+    .into_iter()
+    .map(|k| (k, Arc::new(k.to_string())))
+    .collect()
+});
+
+fn key(name: &'static str) -> Key {
+    let shared = KEYS
+        .iter()
+        .find(|(k, _)| *k == name)
+        .map(|(_, a)| a.clone());
+    Key::String(shared.unwrap_or_else(|| Arc::new(name.to_string())))
+}
+
 /// The member accounts as the CEL variable `accounts` (accounts the
 /// server has not recorded appear with only their id).
 pub fn cel_accounts(accounts: &[Option<AccountFacts>]) -> Box<dyn Val> {
     let list: Vec<Value> = accounts
         .iter()
         .map(|a| {
-            let mut m: HashMap<Key, Value> = HashMap::new();
-            let mut put = |k: &str, v: Value| {
-                m.insert(Key::String(Arc::new(k.to_string())), v);
+            let mut m: HashMap<Key, Value> = HashMap::with_capacity(5);
+            let mut put = |k: &'static str, v: Value| {
+                m.insert(key(k), v);
             };
             if let Some(a) = a {
                 put("id", a.id.clone().into());
@@ -608,8 +654,7 @@ mod tests {
             session: s,
             accounts,
             aggregate,
-            cel_session: &*cel_session(s, aggregate),
-            cel_accounts: &*cel_accounts(accounts),
+            cel: &OnceLock::new(),
             now_ms: now,
         };
         c.holds(&view, &Arc::new(Env::stdlib()))

@@ -21,13 +21,13 @@
 
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
-    sync::Arc,
+    sync::{Arc, OnceLock},
 };
 
-use cel::{common::value::Val, Env};
+use cel::Env;
 use valence_lifecycle_api::v1::{rule_condition, ProgressionRule};
 
-use super::conditions::{action_kind, aggregate_hash, cel_accounts, cel_session, Condition, View};
+use super::conditions::{action_kind, aggregate_hash, CelVars, Condition, View};
 use crate::store::{AccountFacts, LiveSession};
 
 /// A rule ready to evaluate.
@@ -83,8 +83,7 @@ struct Entry {
     session: LiveSession,
     accounts: Vec<Option<AccountFacts>>,
     aggregate: Option<[u8; 32]>,
-    cel_session: Box<dyn Val>,
-    cel_accounts: Box<dyn Val>,
+    cel: OnceLock<CelVars>,
 }
 
 impl Entry {
@@ -99,8 +98,7 @@ impl Entry {
             session: &self.session,
             accounts: &self.accounts,
             aggregate: self.aggregate,
-            cel_session: &*self.cel_session,
-            cel_accounts: &*self.cel_accounts,
+            cel: &self.cel,
             now_ms,
         }
     }
@@ -226,8 +224,7 @@ impl Engine {
         let accounts = self.facts_of(&session);
         let aggregate = aggregate_hash(&accounts);
         let entry = Entry {
-            cel_session: cel_session(&session, aggregate),
-            cel_accounts: cel_accounts(&accounts),
+            cel: OnceLock::new(),
             session,
             accounts,
             aggregate,
@@ -272,8 +269,7 @@ impl Engine {
         let accounts = self.facts_of(&entry.session);
         let aggregate = aggregate_hash(&accounts);
         let entry = self.sessions.get_mut(session_id).expect("checked above");
-        entry.cel_session = cel_session(&entry.session, aggregate);
-        entry.cel_accounts = cel_accounts(&accounts);
+        entry.cel = OnceLock::new();
         entry.accounts = accounts;
         entry.aggregate = aggregate;
     }

@@ -57,10 +57,11 @@ pub(crate) async fn list(state: &AppState, q: &EventListQuery) -> ApiResult<Even
         .store
         .list_events(&query, q.after_sequence, limit, offset)
         .await?;
+    let (head_sequence, oldest_sequence) = state.store.log_bounds().await?;
     Ok(EventPage {
         events,
-        head_sequence: state.store.head_sequence().await?,
-        oldest_sequence: state.store.oldest_sequence().await?,
+        head_sequence,
+        oldest_sequence,
     })
 }
 

@@ -25,11 +25,8 @@ impl Store {
     /// Writes one record in its own transaction; whether it changed anything.
     pub async fn write_chain(&self, write: &ChainWrite) -> StoreResult<bool> {
         let mut tx = self.begin().await?;
-        let changed = self.write_chain_in(&mut tx, write).await?;
-        if changed {
-            self.commit(tx).await?;
-        }
-        Ok(changed)
+        let changed = self.write_chain_in(&mut tx, write).await;
+        self.finish(tx, changed).await
     }
 
     /// Writes `writes` in order in one transaction; how many changed
@@ -37,14 +34,17 @@ impl Store {
     /// stored, and the caller writes them one by one to find the culprit.
     pub async fn write_chain_batch(&self, writes: &[ChainWrite]) -> StoreResult<usize> {
         let mut tx = self.begin().await?;
-        let mut changed = 0;
+        let mut changed = Ok(0);
         for write in writes {
-            changed += usize::from(self.write_chain_in(&mut tx, write).await?);
+            changed = match self.write_chain_in(&mut tx, write).await {
+                Ok(one) => changed.map(|n| n + usize::from(one)),
+                Err(e) => Err(e),
+            };
+            if changed.is_err() {
+                break;
+            }
         }
-        if changed > 0 {
-            self.commit(tx).await?;
-        }
-        Ok(changed)
+        self.finish(tx, changed).await
     }
 
     async fn write_chain_in(&self, tx: &mut WriteTx<'_>, write: &ChainWrite) -> StoreResult<bool> {

@@ -2,7 +2,7 @@
 //! transaction logs, each exactly once.
 
 use super::error::StoreResult;
-use super::{NewEvent, Store};
+use super::{NewEvent, Store, WriteTx};
 
 impl Store {
     /// Appends `event`, decoded from transaction `signature` at position
@@ -15,6 +15,19 @@ impl Store {
         event: NewEvent,
     ) -> StoreResult<bool> {
         let mut tx = self.begin().await?;
+        let appended = self
+            .record_chain_event_in(&mut tx, signature, index, event)
+            .await;
+        self.finish(tx, appended).await
+    }
+
+    async fn record_chain_event_in(
+        &self,
+        tx: &mut WriteTx<'_>,
+        signature: &str,
+        index: u32,
+        event: NewEvent,
+    ) -> StoreResult<bool> {
         let inserted = sqlx::query(
             "INSERT INTO chain_log_events (signature, event_index, slot) VALUES ($1, $2, $3) \
              ON CONFLICT (signature, event_index) DO NOTHING",
@@ -28,8 +41,7 @@ impl Store {
         if inserted == 0 {
             return Ok(false);
         }
-        self.append_event(&mut tx, event).await?;
-        self.commit(tx).await?;
+        self.append_event(tx, event).await?;
         Ok(true)
     }
 }

@@ -180,11 +180,8 @@ impl Store {
     /// append AccountRequested.
     pub async fn upsert_account_request(&self, r: &AccountRequestRecord) -> StoreResult<bool> {
         let mut tx = self.begin().await?;
-        let changed = self.upsert_account_request_in(&mut tx, r).await?;
-        if changed {
-            self.commit(tx).await?;
-        }
-        Ok(changed)
+        let changed = self.upsert_account_request_in(&mut tx, r).await;
+        self.finish(tx, changed).await
     }
 
     /// [`Self::upsert_account_request`] inside `tx` (nothing written when it returns false).
@@ -305,11 +302,8 @@ impl Store {
     /// initialized and append AccountInitialized.
     pub async fn upsert_account(&self, a: &AccountRecord) -> StoreResult<bool> {
         let mut tx = self.begin().await?;
-        let changed = self.upsert_account_in(&mut tx, a).await?;
-        if changed {
-            self.commit(tx).await?;
-        }
-        Ok(changed)
+        let changed = self.upsert_account_in(&mut tx, a).await;
+        self.finish(tx, changed).await
     }
 
     /// [`Self::upsert_account`] inside `tx` (nothing written when it returns false).
@@ -569,11 +563,8 @@ impl Store {
     /// SessionCreated; a stored session seen consumed is marked consumed.
     pub async fn upsert_session(&self, s: &SessionRecord) -> StoreResult<bool> {
         let mut tx = self.begin().await?;
-        let changed = self.upsert_session_in(&mut tx, s).await?;
-        if changed {
-            self.commit(tx).await?;
-        }
-        Ok(changed)
+        let changed = self.upsert_session_in(&mut tx, s).await;
+        self.finish(tx, changed).await
     }
 
     /// [`Self::upsert_session`] inside `tx` (nothing written when it returns false).
@@ -664,11 +655,8 @@ impl Store {
     /// to the sessions it created.
     pub async fn record_consumption(&self, c: &ConsumptionRecord) -> StoreResult<bool> {
         let mut tx = self.begin().await?;
-        let changed = self.record_consumption_in(&mut tx, c).await?;
-        if changed {
-            self.commit(tx).await?;
-        }
-        Ok(changed)
+        let changed = self.record_consumption_in(&mut tx, c).await;
+        self.finish(tx, changed).await
     }
 
     /// [`Self::record_consumption`] inside `tx` (nothing written when it returns false).
@@ -1157,7 +1145,7 @@ impl Store {
     /// GetStats, `/stats` and `/metrics` cost no table scans, and the
     /// answer is still exact.
     pub async fn stats(&self) -> StoreResult<StoreStats> {
-        let bounds = (self.head_sequence().await?, self.oldest_sequence().await?);
+        let bounds = self.log_bounds().await?;
         // One caller counts while the others wait for its answer.
         let mut cache = self.stats_cache.lock().await;
         if let Some((at, stats)) = cache.as_ref() {
@@ -1165,12 +1153,12 @@ impl Store {
                 return Ok(stats.clone());
             }
         }
-        let fresh = self.count_stats().await?;
+        let fresh = self.count_stats(bounds.0).await?;
         *cache = Some((bounds, fresh.clone()));
         Ok(fresh)
     }
 
-    async fn count_stats(&self) -> StoreResult<StoreStats> {
+    async fn count_stats(&self, head_sequence: u64) -> StoreResult<StoreStats> {
         let total = |sql: &'static str| self.scalar_u64(sql);
         Ok(StoreStats {
             accounts: total("SELECT COUNT(*) FROM accounts").await?,
@@ -1184,7 +1172,7 @@ impl Store {
                 .await?,
             rules: total("SELECT COUNT(*) FROM progression_rules").await?,
             events: total("SELECT COUNT(*) FROM lifecycle_events").await?,
-            head_sequence: self.head_sequence().await?,
+            head_sequence,
         })
     }
 }

@@ -1,6 +1,7 @@
-//! Event types: which `EventType` each payload has. The payload field
-//! numbers in events.proto equal the EventType values, which a unit test
-//! below checks, so the two cannot drift apart.
+//! Event types: which `EventType` each payload has, and which entities
+//! besides its own an event concerns. The payload field numbers in
+//! events.proto equal the EventType values, which a unit test below checks,
+//! so the two cannot drift apart.
 
 use valence_lifecycle_api::v1::{lifecycle_event::Payload, EventType};
 
@@ -45,6 +46,81 @@ pub(super) fn event_type_of(payload: &Payload) -> EventType {
     }
 }
 
+/// Every entity an event about `entity_id` with `payload` concerns,
+/// `entity_id` first, each once (no empty ids). What `entity_ids` in the
+/// API lists and what the entity filters match.
+pub(crate) fn entities_of(entity_id: &str, payload: &Payload) -> Vec<String> {
+    let mut ids: Vec<String> = Vec::new();
+    let mut add = |id: &str| {
+        if !id.is_empty() && !ids.iter().any(|known| known == id) {
+            ids.push(id.to_string());
+        }
+    };
+    add(entity_id);
+    match payload {
+        Payload::AccountRequested(p) => add(&p.request_id),
+        Payload::AccountInitialized(p) => {
+            add(&p.account_id);
+            add(&p.request_id);
+        }
+        Payload::AccountInitializationFailed(p) => add(&p.request_id),
+        Payload::AccountRequestRequeued(p) => add(&p.request_id),
+        Payload::PdaComputed(p) => add(&p.request_id),
+        Payload::SessionCreated(p) => {
+            add(&p.session_id);
+            p.accounts.iter().for_each(|a| add(a));
+        }
+        Payload::ChainSessionCreated(p) => {
+            add(&p.session_id);
+            p.accounts.iter().for_each(|a| add(a));
+        }
+        Payload::SessionConsumed(p) => {
+            add(&p.session_id);
+            p.created_sessions.iter().for_each(|s| add(s));
+        }
+        Payload::StateTransition(p) => add(&p.entity_id),
+        Payload::ProgressionChanged(p) => {
+            add(&p.entity_id);
+            p.successors.iter().for_each(|s| add(s));
+        }
+        Payload::SessionQueued(p) => add(&p.session_id),
+        Payload::SessionReserved(p) => add(&p.session_id),
+        Payload::SessionActivated(p) => add(&p.session_id),
+        Payload::SessionInitializedFromQueue(p) => add(&p.session_id),
+        Payload::ManualSessionInitialized(p) => add(&p.session_id),
+        Payload::EmergencySessionReset(p) => add(&p.session_id),
+        Payload::RuleMatched(p) => {
+            add(&p.session_id);
+            add(&p.rule_id);
+        }
+        Payload::ActionExecuted(p) | Payload::ActionFailed(p) => {
+            add(&p.session_id);
+            add(&p.rule_id);
+        }
+        Payload::RuleCreated(p)
+        | Payload::RuleUpdated(p)
+        | Payload::RuleEnabled(p)
+        | Payload::RuleDisabled(p)
+        | Payload::RuleDeleted(p) => {
+            if let Some(rule) = &p.rule {
+                add(&rule.id);
+            }
+        }
+        Payload::QueueProcessed(_)
+        | Payload::SingletonOperation(_)
+        | Payload::ComponentStarted(_)
+        | Payload::ComponentStopped(_)
+        | Payload::ComponentStatusChanged(_)
+        | Payload::ComponentHeartbeatTimeout(_)
+        | Payload::ComponentReconnecting(_)
+        | Payload::ComponentReconnected(_)
+        | Payload::ComponentReconnectFailed(_)
+        | Payload::ComponentError(_)
+        | Payload::LeadershipChanged(_) => {}
+    }
+    ids
+}
+
 #[cfg(test)]
 mod tests {
     use prost::Message as _;
@@ -77,5 +153,25 @@ mod tests {
             let ty = event_type_of(&payload);
             assert_eq!(field_number(payload), ty as u64, "{ty:?}");
         }
+    }
+
+    #[test]
+    fn an_initialization_concerns_its_account_and_its_request_once() {
+        let payload = Payload::AccountInitialized(valence_lifecycle_api::v1::AccountInitialized {
+            account_id: "acct".into(),
+            request_id: "req".into(),
+            ..Default::default()
+        });
+        assert_eq!(entities_of("acct", &payload), ["acct", "req"]);
+        let consumed = Payload::SessionConsumed(valence_lifecycle_api::v1::SessionConsumed {
+            session_id: "s".into(),
+            created_sessions: vec!["t".into(), "".into(), "s".into()],
+            ..Default::default()
+        });
+        assert_eq!(entities_of("s", &consumed), ["s", "t"]);
+        assert_eq!(
+            entities_of("", &Payload::QueueProcessed(Default::default())),
+            Vec::<String>::new()
+        );
     }
 }

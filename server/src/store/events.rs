@@ -6,7 +6,7 @@ use sqlx::Row as _;
 use valence_lifecycle_api::v1::{lifecycle_event::Payload, EventType, LifecycleEvent};
 
 use super::error::StoreResult;
-use super::event_types::event_type_of;
+use super::event_types::{entities_of, event_type_of};
 use super::{now_ms, postgres, timestamp, Backend, Store, WriteTx};
 
 /// An event about to be appended.
@@ -68,7 +68,10 @@ impl Store {
         tx: &mut WriteTx<'_>,
         event: NewEvent,
     ) -> StoreResult<u64> {
-        if self.backend == Backend::Postgres {
+        // The lock (held to commit) and the wake-up (delivered at commit)
+        // are needed once per transaction, however many events it appends.
+        let first = !tx.appended_events;
+        if self.backend == Backend::Postgres && first {
             sqlx::query(postgres::EVENT_APPEND_LOCK)
                 .execute(tx.conn())
                 .await?;
@@ -82,6 +85,8 @@ impl Store {
             entity_id: event.entity_id.clone(),
             namespace: event.namespace.clone(),
             event_type: event_type as i32,
+            // Derived from the payload when read, never stored twice.
+            entity_ids: Vec::new(),
             payload: Some(event.payload),
         };
         let row = sqlx::query(
@@ -98,7 +103,32 @@ impl Store {
         .fetch_one(tx.conn())
         .await?;
         let sequence: i64 = row.try_get("sequence")?;
-        if self.backend == Backend::Postgres {
+        // The other entities it concerns, so the entity filter finds it
+        // under each (the log's own row keeps the first).
+        let others: Vec<String> = body
+            .payload
+            .as_ref()
+            .map(|p| entities_of(&event.entity_id, p))
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|id| *id != event.entity_id)
+            .collect();
+        if !others.is_empty() {
+            // One statement for all of them: ingest appends many events.
+            let values: Vec<String> = (0..others.len())
+                .map(|i| format!("(${}, $1)", i + 2))
+                .collect();
+            let sql = format!(
+                "INSERT INTO event_entities (entity_id, sequence) VALUES {}",
+                values.join(", ")
+            );
+            let mut insert = sqlx::query(&sql).bind(sequence);
+            for other in others {
+                insert = insert.bind(other);
+            }
+            insert.execute(tx.conn()).await?;
+        }
+        if self.backend == Backend::Postgres && first {
             sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(postgres::EVENTS_CHANNEL)
                 .bind(sequence.to_string())
@@ -152,7 +182,11 @@ impl Store {
             sql += &format!(" AND event_type = {}", next());
         }
         if query.entity_id.is_some() {
-            sql += &format!(" AND entity_id = {}", next());
+            let (own, other) = (next(), next());
+            sql += &format!(
+                " AND (entity_id = {own} OR sequence IN \
+                 (SELECT sequence FROM event_entities WHERE entity_id = {other}))"
+            );
         }
         if after.is_some() {
             sql += &format!(
@@ -170,7 +204,7 @@ impl Store {
             ));
         }
         if let Some(e) = &query.entity_id {
-            q = q.bind(e.clone());
+            q = q.bind(e.clone()).bind(e.clone());
         }
         q = match after {
             Some(a) => q.bind(a as i64).bind(limit as i64),
@@ -184,6 +218,20 @@ impl Store {
     pub async fn head_sequence(&self) -> StoreResult<u64> {
         self.scalar_u64("SELECT COALESCE(MAX(sequence), 0) FROM lifecycle_events")
             .await
+    }
+
+    /// The log's bounds, (head, oldest), in one round trip. Two scalar
+    /// subqueries, because SQLite answers MIN or MAX from the index only
+    /// when it is the query's single aggregate.
+    pub async fn log_bounds(&self) -> StoreResult<(u64, u64)> {
+        let row = sqlx::query(
+            "SELECT COALESCE((SELECT MAX(sequence) FROM lifecycle_events), 0), \
+                    COALESCE((SELECT MIN(sequence) FROM lifecycle_events), 0)",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let (head, oldest): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
+        Ok((head.max(0) as u64, oldest.max(0) as u64))
     }
 
     /// Lowest retained sequence (0 when empty).
@@ -217,6 +265,14 @@ impl Store {
                     .await?
                     .rows_affected();
         }
+        if deleted > 0 {
+            sqlx::query(
+                "DELETE FROM event_entities WHERE sequence < \
+                 (SELECT COALESCE(MIN(sequence), 0) FROM lifecycle_events)",
+            )
+            .execute(&self.pool)
+            .await?;
+        }
         Ok(deleted)
     }
 
@@ -235,5 +291,8 @@ fn decode_event(row: &sqlx::any::AnyRow) -> StoreResult<LifecycleEvent> {
         .map_err(|e| anyhow::anyhow!("event {sequence} does not decode: {e}"))?;
     event.sequence = sequence as u64;
     event.time = Some(timestamp(created_at));
+    if let Some(payload) = &event.payload {
+        event.entity_ids = entities_of(&event.entity_id, payload);
+    }
     Ok(event)
 }

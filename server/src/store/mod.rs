@@ -208,6 +208,33 @@ impl Store {
         Ok(())
     }
 
+    /// Ends a write: commits when it changed something, otherwise (or on
+    /// an error) rolls back, awaited. A dropped transaction's rollback would
+    /// run only when its connection is next used, and until then SQLite's
+    /// write lock stays held against the next writer ("database is locked").
+    pub(crate) async fn finish<T: Changes>(
+        &self,
+        tx: WriteTx<'_>,
+        result: StoreResult<T>,
+    ) -> StoreResult<T> {
+        match result {
+            Ok(changes) if changes.any() => {
+                self.commit(tx).await?;
+                Ok(changes)
+            }
+            Ok(nothing) => {
+                tx.tx.rollback().await?;
+                Ok(nothing)
+            }
+            Err(e) => {
+                if let Err(rollback) = tx.tx.rollback().await {
+                    tracing::debug!(error = %rollback, "rolling back a failed write failed");
+                }
+                Err(e)
+            }
+        }
+    }
+
     /// Commits, then wakes the event tailer if events were appended.
     pub(crate) async fn commit(&self, tx: WriteTx<'_>) -> StoreResult<()> {
         let appended = tx.appended_events;
@@ -216,6 +243,23 @@ impl Store {
             self.appended.notify_one();
         }
         Ok(())
+    }
+}
+
+/// What a write reports: whether it changed anything (then it commits).
+pub(crate) trait Changes {
+    fn any(&self) -> bool;
+}
+
+impl Changes for bool {
+    fn any(&self) -> bool {
+        *self
+    }
+}
+
+impl Changes for usize {
+    fn any(&self) -> bool {
+        *self > 0
     }
 }
 

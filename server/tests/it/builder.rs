@@ -942,3 +942,65 @@ backend_tests! {
         assert!(c.stop().await);
     }
 }
+
+backend_tests! {
+    // An AccountInitialized concerns the request as much as the account:
+    // asked for by the request id, ListEvents and Subscribe both find it,
+    // and every event lists the entities it concerns.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_requests_events_include_its_initialization(db: Db) {
+        use futures::StreamExt as _;
+        use valence_lifecycle_api::v1::{subscribe_response, StartPosition, SubscribeRequest};
+
+        let net = Net::start().await;
+        let Some(test_db) = TestDb::new(db).await else { return };
+        let wallet = Wallet::funded(&net);
+        let config = builder_config(&net, &test_db, &wallet);
+        let server = TestServer::start_with(test_db, config).await;
+        let capabilities = caps(&["transfer"]);
+        let id = place_request(&net, &net.program, &capabilities, expected_hash(&capabilities));
+        let mut client = server.lifecycle().await;
+        wait_status(&client, &id, AccountRequestStatus::Initialized, Duration::from_secs(60)).await;
+        let account = request(&mut client, &id).await.account_id;
+
+        let listed = events_of(&mut client, &id.to_string(), EventType::Unspecified).await;
+        let kinds: Vec<i32> = listed.iter().map(|e| e.event_type).collect();
+        assert!(kinds.contains(&(EventType::AccountRequested as i32)), "{kinds:?}");
+        let initialized = listed
+            .iter()
+            .find(|e| e.event_type == EventType::AccountInitialized as i32)
+            .expect("ListEvents(entity_id = request) includes the initialization");
+        assert_eq!(initialized.entity_id, account);
+        assert_eq!(initialized.entity_ids, [account.clone(), id.to_string()]);
+        assert!(listed.iter().all(|e| e.entity_ids.contains(&id.to_string())));
+        // The account's own events are still found by its id.
+        assert_eq!(events_of(&mut client, &account, EventType::AccountInitialized).await.len(), 1);
+
+        let mut stream = server
+            .events()
+            .await
+            .subscribe(SubscribeRequest {
+                start: StartPosition::Oldest as i32,
+                entity_ids: vec![id.to_string()],
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut seen = Vec::new();
+        while !seen.contains(&(EventType::AccountInitialized as i32)) {
+            let message = tokio::time::timeout(Duration::from_secs(30), stream.next())
+                .await
+                .expect("the initialization reaches a subscriber of the request")
+                .unwrap()
+                .unwrap();
+            if let Some(subscribe_response::Message::Event(e)) = message.message {
+                assert!(e.entity_ids.contains(&id.to_string()), "{e:?}");
+                seen.push(e.event_type);
+            }
+        }
+        let until = kinds.iter().position(|k| *k == EventType::AccountInitialized as i32).unwrap();
+        assert_eq!(seen, kinds[..=until], "the stream and the list agree");
+        assert!(server.stop().await);
+    }
+}
