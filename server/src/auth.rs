@@ -2,6 +2,9 @@
 //! as sha256 digests in constant time (every configured token is checked, so
 //! timing says nothing about which one nearly matched) and never logged.
 
+use std::sync::RwLock;
+
+use anyhow::Context as _;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -25,36 +28,60 @@ pub(crate) struct Caller {
     pub role: Role,
 }
 
-/// The configured tokens and policy.
+/// The configured tokens and policy. The tokens' digests can be reloaded
+/// (SIGHUP) from their files without a restart.
 pub(crate) struct Auth {
-    tokens: Vec<Token>,
+    config: AuthConfig,
+    tokens: RwLock<Vec<Token>>,
     allow_anonymous_reads: bool,
 }
 
+/// The tokens of `config` with their digests, read from their sources now.
+fn resolve(config: &AuthConfig) -> anyhow::Result<Vec<Token>> {
+    config
+        .tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let digest = t
+                .digest()
+                .with_context(|| format!("auth.tokens[{i}].token"))?;
+            Ok(Token {
+                digest,
+                role: t.role,
+                name: if t.name.is_empty() {
+                    format!("{:?} token", t.role).to_lowercase()
+                } else {
+                    t.name.clone()
+                },
+            })
+        })
+        .collect()
+}
+
 impl Auth {
-    /// Builds the checker from configuration.
-    pub(crate) fn new(config: &AuthConfig) -> Self {
-        Auth {
-            tokens: config
-                .tokens
-                .iter()
-                .map(|t| Token {
-                    digest: Sha256::digest(t.token.as_bytes()).into(),
-                    role: t.role,
-                    name: if t.name.is_empty() {
-                        format!("{:?} token", t.role).to_lowercase()
-                    } else {
-                        t.name.clone()
-                    },
-                })
-                .collect(),
+    /// Builds the checker from configuration, reading token files and
+    /// variables.
+    pub(crate) fn new(config: &AuthConfig) -> anyhow::Result<Self> {
+        Ok(Auth {
+            tokens: RwLock::new(resolve(config)?),
+            config: config.clone(),
             allow_anonymous_reads: config.allow_anonymous_reads,
-        }
+        })
+    }
+
+    /// Reads every token's file and variable again (rotation on SIGHUP).
+    /// On any error the current tokens stay. Returns how many are in force.
+    pub(crate) fn reload(&self) -> anyhow::Result<usize> {
+        let tokens = resolve(&self.config)?;
+        let count = tokens.len();
+        *self.tokens.write().expect("auth lock") = tokens;
+        Ok(count)
     }
 
     /// True when no tokens are configured: every caller has every role.
     pub(crate) fn is_open(&self) -> bool {
-        self.tokens.is_empty()
+        self.config.tokens.is_empty()
     }
 
     /// Checks an `authorization` header value against the role `needed`.
@@ -102,7 +129,7 @@ impl Auth {
     fn find(&self, presented: &str) -> Option<Caller> {
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         let mut found = None;
-        for token in &self.tokens {
+        for token in self.tokens.read().expect("auth lock").iter() {
             if bool::from(token.digest.ct_eq(&digest)) {
                 found = Some(Caller {
                     name: token.name.clone(),
@@ -176,6 +203,56 @@ mod tests {
             ],
             allow_anonymous_reads: anonymous,
         })
+        .unwrap()
+    }
+
+    #[test]
+    fn digest_and_file_tokens_work_and_files_rotate_on_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("reader.token");
+        std::fs::write(&file, "first-reader-token-0123\n").unwrap();
+        let admin_digest = hex::encode(Sha256::digest(b"admin-token-0123456789"));
+        let a = Auth::new(&AuthConfig {
+            tokens: vec![
+                TokenConfig {
+                    token: format!("file:{}", file.display()),
+                    role: Role::Reader,
+                    name: "dashboards".into(),
+                },
+                TokenConfig {
+                    token: format!("sha256:{admin_digest}"),
+                    role: Role::Admin,
+                    name: String::new(),
+                },
+            ],
+            allow_anonymous_reads: false,
+        })
+        .unwrap();
+        let reader = |a: &Auth, t: &str| a.check(Some(&format!("Bearer {t}")), Role::Reader);
+        assert_eq!(
+            reader(&a, "first-reader-token-0123").unwrap().name,
+            "dashboards"
+        );
+        assert_eq!(
+            reader(&a, "admin-token-0123456789").unwrap().role,
+            Role::Admin
+        );
+        // The digest itself is not a token.
+        assert!(reader(&a, &admin_digest).is_err());
+
+        std::fs::write(&file, "second-reader-token-0123").unwrap();
+        assert!(
+            reader(&a, "first-reader-token-0123").is_ok(),
+            "until reloaded"
+        );
+        assert_eq!(a.reload().unwrap(), 2);
+        assert!(reader(&a, "first-reader-token-0123").is_err());
+        assert!(reader(&a, "second-reader-token-0123").is_ok());
+
+        // A failed reload keeps the tokens in force.
+        std::fs::remove_file(&file).unwrap();
+        assert!(a.reload().is_err());
+        assert!(reader(&a, "second-reader-token-0123").is_ok());
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub(crate) mod gateway;
 pub(crate) mod grpc;
 pub(crate) mod leader;
 pub(crate) mod monitor;
+pub mod notify;
 pub mod orchestrator;
 #[cfg(test)]
 mod proptests;
@@ -123,7 +124,47 @@ pub async fn serve(config: Config) -> anyhow::Result<bool> {
         })?;
     let shutdown = CancellationToken::new();
     tokio::spawn(signal_to_cancel(shutdown.clone()));
-    serve_with_listeners(config, grpc, api, shutdown).await
+    run(
+        config,
+        grpc,
+        api,
+        shutdown,
+        notify::Notifier::from_env(),
+        true,
+    )
+    .await
+}
+
+/// Re-reads the token files on every SIGHUP until `stop` (rotation without
+/// a restart; `systemctl reload` sends it). A failed reload keeps the
+/// tokens in force. The handler is installed before this returns, so a
+/// SIGHUP after start-up never takes its default action (exit).
+fn reload_tokens_on_sighup(auth: Arc<Auth>, stop: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP: tokens are read at start only");
+            return;
+        };
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    got = hup.recv() => if got.is_none() { return },
+                }
+                match auth.reload() {
+                    Ok(tokens) => tracing::info!(tokens, "SIGHUP: auth tokens reloaded"),
+                    Err(e) => tracing::error!(
+                        error = format!("{e:#}"),
+                        "SIGHUP: reloading auth tokens failed; the previous tokens stay"
+                    ),
+                }
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    let _ = (auth, stop);
 }
 
 /// Cancels `token` on SIGINT or SIGTERM.
@@ -173,6 +214,26 @@ pub async fn serve_with_listeners(
     api_listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<bool> {
+    run(
+        config,
+        grpc_listener,
+        api_listener,
+        shutdown,
+        notify::Notifier::disabled(),
+        false,
+    )
+    .await
+}
+
+/// [`serve_with_listeners`], telling systemd through `notifier`.
+async fn run(
+    config: Config,
+    grpc_listener: TcpListener,
+    api_listener: TcpListener,
+    shutdown: CancellationToken,
+    notifier: notify::Notifier,
+    reload_on_sighup: bool,
+) -> anyhow::Result<bool> {
     check_exposure(&config, &grpc_listener, &api_listener)?;
     connections::raise_open_files_limit(&config);
     // One server per SQLite file (none needed on PostgreSQL); held until
@@ -184,20 +245,38 @@ pub async fn serve_with_listeners(
     tracing::info!(backend = store.backend().name(), "store ready");
     let (chain, embedded) = connect_chain(&config).await?;
     let singletons = singletons::Setup::resolve(&config, embedded.is_some())?;
-    let state = build_state(config, store.clone(), chain, singletons);
+    let auth = Arc::new(Auth::new(&config.auth)?);
+    let state = build_state(config, store.clone(), chain, singletons, auth);
     // The store answered (connect ran the migrations), so the services can
     // serve as soon as the listener is up; the store watcher turns this
     // NotServing whenever the store stops answering.
     grpc::set_health(&state, true).await;
 
+    // Token reloads and systemd notifications, until shutdown.
+    let background = CancellationToken::new();
+    if reload_on_sighup {
+        reload_tokens_on_sighup(state.auth.clone(), background.clone());
+    }
     let mut supervisor = Supervisor::new(
         state.board.clone(),
         supervisor::Policy::from(&state.config.supervision),
     );
     components::start(&mut supervisor, &state, grpc_listener, api_listener).await?;
     tracing::info!("valence lifecycle manager running");
+    {
+        let (notifier, board, stop) = (notifier.clone(), state.board.clone(), background.clone());
+        // A component silent for twice its heartbeat timeout is one the
+        // supervisor could not restart: the process is stuck.
+        let stale = 2 * Duration::from_millis(state.config.supervision.heartbeat_timeout_ms);
+        tokio::spawn(async move {
+            notifier.ready_when_serving(&board, &stop).await;
+            notifier.feed_watchdog(board, stale, stop).await;
+        });
+    }
 
     shutdown.cancelled().await;
+    background.cancel();
+    notifier.stopping();
     grpc::set_health(&state, false).await;
     let grace = Duration::from_secs(state.config.server.shutdown_grace_secs);
     let clean = supervisor.shutdown(grace).await;
@@ -302,6 +381,7 @@ fn build_state(
     store: Store,
     chain: Option<Chain>,
     singletons: singletons::Setup,
+    auth: Arc<Auth>,
 ) -> Arc<AppState> {
     let metrics = Arc::new(Metrics::new());
     let singletons = Arc::new(singletons::Singletons::new(
@@ -318,7 +398,7 @@ fn build_state(
     );
     let (config_leader, metrics_for_leader) = (config.leader.clone(), metrics.clone());
     Arc::new(AppState {
-        auth: Arc::new(Auth::new(&config.auth)),
+        auth,
         config: Arc::new(config),
         store,
         hub,

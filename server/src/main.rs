@@ -17,6 +17,10 @@ struct Cli {
     /// Print the merged configuration (tokens redacted) and exit.
     #[arg(long, global = true)]
     dump_config: bool,
+    /// Print every configuration key with its default and environment
+    /// variables, commented (server/deploy/config.example.toml), and exit.
+    #[arg(long)]
+    print_example_config: bool,
     /// gRPC port (overrides GRPC_PORT and the file).
     #[arg(long, global = true)]
     grpc_port: Option<u16>,
@@ -201,6 +205,18 @@ fn main() -> ExitCode {
             );
             return ExitCode::from(2);
         }
+    }
+    if cli.print_example_config {
+        return match config::example_toml() {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
     }
     let (path, explicit) = match &cli.config {
         Some(p) => (p.clone(), true),

@@ -18,10 +18,16 @@ pub fn load_as(path: &Path, setting: &str) -> anyhow::Result<Keypair> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading {setting} {}", path.display()))?;
     warn_if_exposed(path);
-    let bytes: Vec<u8> = serde_json::from_str(&text).with_context(|| {
-        format!(
-            "{setting} {} is not a Solana CLI keypair (a JSON array of 64 numbers)",
-            path.display()
+    // serde_json's message can quote the file (a secret key): keep only
+    // where the error is.
+    let bytes: Vec<u8> = serde_json::from_str(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "{setting} {} is not a Solana CLI keypair (a JSON array of 64 numbers): \
+             {:?} error at line {} column {}",
+            path.display(),
+            e.classify(),
+            e.line(),
+            e.column()
         )
     })?;
     if bytes.len() != 64 {
@@ -87,5 +93,21 @@ mod tests {
             format!("{:#}", load(&dir.path().join("missing.json")).unwrap_err())
                 .contains("WALLET_PATH")
         );
+    }
+
+    #[test]
+    fn a_malformed_keypair_file_is_refused_without_quoting_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wallet.json");
+        for text in [
+            r#"[1, 2, "very-secret-words"]"#,
+            "very-secret-words",
+            r#"{"very-secret-words": 1}"#,
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let err = format!("{:#}", load_as(&path, "service.keypair_path").unwrap_err());
+            assert!(!err.contains("very-secret"), "{err}");
+            assert!(err.contains("not a Solana CLI keypair"), "{err}");
+        }
     }
 }

@@ -18,7 +18,8 @@ impl Config {
     /// A copy safe to print: tokens and a set webhook secret replaced.
     fn redacted(&self) -> Config {
         let mut copy = self.clone();
-        for t in &mut copy.auth.tokens {
+        // sha256:, file: and env: tokens say where the secret is, not what.
+        for t in copy.auth.tokens.iter_mut().filter(|t| t.is_plaintext()) {
             t.token = REDACTED.into();
         }
         if !copy.lifecycle.webhook_secret.is_empty() {

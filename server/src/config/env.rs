@@ -41,6 +41,14 @@ const ENV_KEYS: &[(&str, &str)] = &[
     ),
 ];
 
+/// Seed 000's environment variable for `key` (`server.grpc_port`), if it has one.
+pub(super) fn seed_name(key: &str) -> Option<&'static str> {
+    ENV_KEYS
+        .iter()
+        .find(|(_, path)| *path == key)
+        .map(|(name, _)| *name)
+}
+
 /// Deepest nesting of `[` and `{` taken in one of our environment values.
 /// figment parses a value that starts with one recursively, and some
 /// thousand levels overflow the stack (found by the property tests); a

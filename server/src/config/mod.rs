@@ -7,6 +7,7 @@
 mod auth;
 mod dump;
 pub(crate) mod env;
+mod example;
 mod sections;
 mod validation;
 
@@ -24,8 +25,9 @@ use figment::{
 use serde::{Deserialize, Serialize};
 
 pub use self::{
-    auth::{AuthConfig, Role, TokenConfig},
+    auth::{AuthConfig, Role, TokenConfig, TokenSource, MIN_TOKEN_LEN},
     env::ENV_PREFIX,
+    example::example_toml,
     sections::{
         DatabaseConfig, EventsConfig, LeaderConfig, LifecycleConfig, MonitoringConfig, RetryConfig,
         RpcConfig, ServerConfig, ServiceConfig, SingletonsConfig, SupervisionConfig,

@@ -239,8 +239,8 @@ impl Config {
             &self.telemetry.log_format,
         )?;
         for (i, t) in self.auth.tokens.iter().enumerate() {
-            if t.token.len() < 16 {
-                bail!("invalid auth.tokens[{i}].token: must be at least 16 characters (value not shown)");
+            if let Err(e) = t.digest() {
+                bail!("invalid auth.tokens[{i}].token: {e:#}");
             }
         }
         Ok(())

@@ -13,9 +13,18 @@ impl Singletons {
     pub async fn refresh_gauges(&self) {
         match self.store.singletons().await {
             Ok(rows) => {
-                for row in rows {
+                for row in &rows {
                     let status = SingletonStatus::from(row.status) as i32;
                     self.metrics.set_singleton_status(&row.kind, status);
+                }
+                // Not stored yet: uninitialized, as /health says.
+                for kind in INIT_ORDER {
+                    if !rows.iter().any(|r| r.kind == kind.name()) {
+                        self.metrics.set_singleton_status(
+                            kind.name(),
+                            SingletonStatus::Uninitialized as i32,
+                        );
+                    }
                 }
             }
             Err(e) => tracing::warn!(error = %e, "could not refresh singleton gauges"),

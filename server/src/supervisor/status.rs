@@ -21,6 +21,8 @@ struct Entry {
     order: usize,
     status: ComponentStatus,
     heartbeat: Option<super::Heartbeat>,
+    /// The supervisor stopped restarting it (it stays in Error).
+    given_up: bool,
 }
 
 /// Current state of every component.
@@ -42,11 +44,20 @@ impl StatusBoard {
 
     /// Registers a component as Uninitialized (no event: nothing happened yet).
     pub fn register(&self, name: &str) {
+        // Its restart counter exists at 0 from the start, so the first
+        // restart is an increase Prometheus sees.
+        let _ = self
+            .metrics
+            .component_restarts
+            .get_or_create(&ComponentLabels {
+                component: name.to_string(),
+            });
         let mut entries = self.entries.write().expect("status board lock");
         let order = entries.len();
         entries.entry(name.to_string()).or_insert(Entry {
             order,
             heartbeat: None,
+            given_up: false,
             status: ComponentStatus {
                 name: name.to_string(),
                 state: ComponentState::Uninitialized as i32,
@@ -81,6 +92,7 @@ impl StatusBoard {
         let entry = entries.entry(name.to_string()).or_insert_with(|| Entry {
             order,
             heartbeat: None,
+            given_up: false,
             status: ComponentStatus {
                 name: name.to_string(),
                 ..Default::default()
@@ -157,6 +169,14 @@ impl StatusBoard {
         let message = format!("gave up after {restarts} restarts: {why}");
         tracing::error!(component = name, restarts, "giving up on component");
         self.update(name, ComponentState::Error, &message);
+        if let Some(entry) = self
+            .entries
+            .write()
+            .expect("status board lock")
+            .get_mut(name)
+        {
+            entry.given_up = true;
+        }
         let body = self.event_body(
             name,
             ComponentState::Error,
@@ -298,6 +318,42 @@ impl StatusBoard {
             .get(name)
             .and_then(|e| ComponentState::try_from(e.status.state).ok())
             .unwrap_or(ComponentState::Unspecified)
+    }
+
+    /// Whether every component is alive, for the systemd watchdog: none
+    /// given up on by the supervisor, and every running one beating within
+    /// `stale` (a restarting component counts as alive: the supervisor
+    /// still looks after it). The error names the first dead component.
+    pub fn alive(&self, stale: Duration) -> Result<(), String> {
+        let entries = self.entries.read().expect("status board lock");
+        let now = now_ms();
+        for (name, entry) in entries.iter() {
+            if entry.given_up {
+                return Err(format!(
+                    "{name}: given up after {} restarts",
+                    entry.status.restarts
+                ));
+            }
+            let running = entry.status.state == ComponentState::Running as i32;
+            if let (true, Some(beat)) = (running, &entry.heartbeat) {
+                let silent_ms = now - beat.last_ms();
+                if silent_ms > stale.as_millis() as i64 {
+                    return Err(format!("{name}: no heartbeat for {silent_ms} ms"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether every component has started and none is down (each is
+    /// Running or Degraded): the replica serves, for systemd's READY=1.
+    pub fn serving(&self) -> bool {
+        let entries = self.entries.read().expect("status board lock");
+        !entries.is_empty()
+            && entries.values().all(|e| {
+                e.status.state == ComponentState::Running as i32
+                    || e.status.state == ComponentState::Degraded as i32
+            })
     }
 
     /// True when every registered component is Running.

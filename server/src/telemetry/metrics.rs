@@ -309,7 +309,59 @@ impl Metrics {
             connections_timed_out: Family::default(),
         };
         m.register_all();
+        m.zero_known_labels();
         m
+    }
+
+    /// Creates the children whose label values are known in advance at 0,
+    /// so they are in /metrics from the first scrape: the dashboard and
+    /// the alerts find the series, and `rate()`/`increase()` see the first
+    /// event (a series born at 1 shows no increase).
+    fn zero_known_labels(&self) {
+        for outcome in [
+            "initialized",
+            "already_initialized",
+            "failed",
+            "unreachable",
+            "permanent_failure",
+            "hash_mismatch",
+        ] {
+            let _ = self.builder_attempts.get_or_create(&OutcomeLabels {
+                outcome: outcome.into(),
+            });
+        }
+        for kind in ["consume_and_create", "execute_bundle", "notify_webhook"] {
+            for outcome in ["reported", "executed", "failed", "expired", "retried"] {
+                let _ = self.rule_actions.get_or_create(&ActionLabels {
+                    kind: kind.into(),
+                    outcome: outcome.into(),
+                });
+            }
+        }
+        for source in ["reconciliation", "websocket", "logs"] {
+            let labels = SourceLabels {
+                source: source.into(),
+            };
+            let _ = self.chain_updates_received.get_or_create(&labels);
+            let _ = self.chain_updates_processed.get_or_create(&labels);
+            let _ = self.chain_updates_unchanged.get_or_create(&labels);
+        }
+        for kind in ["processor", "scheduler", "diff"] {
+            for operation in ["initialize", "pause", "resume", "update_config"] {
+                for outcome in ["success", "failure"] {
+                    let _ = self.singleton_operations.get_or_create(&SingletonOpLabels {
+                        kind: kind.into(),
+                        operation: operation.into(),
+                        outcome: outcome.into(),
+                    });
+                }
+            }
+        }
+        for kind in ["too_short", "unknown_discriminator", "malformed"] {
+            let _ = self
+                .chain_decode_failures
+                .get_or_create(&DecodeLabels { kind: kind.into() });
+        }
     }
 
     /// Every metric with its exposed name and help text, one line each.

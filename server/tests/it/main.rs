@@ -9,6 +9,7 @@ mod chain;
 mod chaos;
 mod cli;
 mod common;
+mod deploy;
 mod events;
 mod grpc_api;
 mod limits;
