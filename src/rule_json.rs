@@ -284,19 +284,36 @@ mod tests {
     }
 
     #[test]
-    fn generated_messages_serialize_with_readable_enums_and_times() {
+    fn generated_messages_serialize_as_canonical_proto3_json() {
         let session = v1::Session {
             id: "s".into(),
             state: v1::LinearState::ActiveSession as i32,
-            created_at: Some(prost_types::Timestamp {
+            nonce: 7,
+            created_at: Some(crate::Timestamp {
                 seconds: 0,
                 nanos: 0,
             }),
             ..Default::default()
         };
         let json = serde_json::to_value(&session).unwrap();
-        assert_eq!(json["state"], "active_session");
-        assert_eq!(json["created_at"], "1970-01-01T00:00:00Z");
-        assert!(json["consumed_at"].is_null());
+        assert_eq!(json["state"], "LINEAR_STATE_ACTIVE_SESSION");
+        assert_eq!(json["nonce"], "7", "64-bit integers are strings");
+        assert_eq!(json["isConsumed"], false, "defaults are emitted");
+        let back: v1::Session = serde_json::from_value(json).unwrap();
+        assert_eq!(back, session);
+    }
+
+    #[test]
+    fn a_rule_has_the_proto3_shape_with_the_oneof_inlined() {
+        let seed: SeedRule = serde_json::from_str(SEED_EXAMPLE).unwrap();
+        let json = serde_json::to_value(v1::ProgressionRule::from(seed)).unwrap();
+        assert_eq!(
+            json["condition"],
+            serde_json::json!({ "sessionIdleForSeconds": "300" })
+        );
+        assert_eq!(
+            json["action"]["consumeAndCreate"]["templates"][0]["accountIndices"],
+            serde_json::json!([0, 1])
+        );
     }
 }

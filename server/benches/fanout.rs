@@ -221,11 +221,11 @@ fn parse_marker(event: &LifecycleEvent) -> Option<(Phase, u64)> {
     Some((phase, stamp))
 }
 
-fn timestamp_now() -> prost_types::Timestamp {
+fn timestamp_now() -> valence_lifecycle_api::Timestamp {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    prost_types::Timestamp {
+    valence_lifecycle_api::Timestamp {
         seconds: now.as_secs() as i64,
         nanos: now.subsec_nanos() as i32,
     }

@@ -168,7 +168,11 @@ fn watch_line(ctx: &Context, item: &SubscriptionItem) -> Option<String> {
         (SubscriptionItem::Event(event), false) => Some(event_line(event)),
         (SubscriptionItem::Heartbeat(_), _) if !ctx.verbose => None,
         (SubscriptionItem::Heartbeat(h), true) => {
-            Some(output::json_line(&serde_json::json!({ "heartbeat": h })))
+            // The stream's own message, so each line is one SubscribeResponse.
+            let message = v1::SubscribeResponse {
+                message: Some(v1::subscribe_response::Message::Heartbeat(*h)),
+            };
+            Some(output::json_line(&message))
         }
         (SubscriptionItem::Heartbeat(h), false) => Some(format!(
             "{:>8}  {}  heartbeat (head {})",
@@ -201,21 +205,23 @@ fn event_cells(event: &v1::LifecycleEvent) -> Vec<String> {
 }
 
 /// The payload as `key=value` pairs, in proto field order. Built from the
-/// payload's JSON form rather than per type, so new event types are
-/// summarized without code changes. Empty, zero and false values (proto3
-/// defaults, so mostly "not set"), and the entity id repeated, are left
-/// out; lists show their length.
+/// payload's proto3 JSON form rather than per type, so new event types are
+/// summarized without code changes. Empty, zero, false and UNSPECIFIED
+/// values (proto3 defaults, so mostly "not set"), and the entity id
+/// repeated, are left out; lists show their length.
 fn summary(event: &v1::LifecycleEvent) -> String {
-    // The payload serializes as {"<type>": {<fields>}}. JSON text keeps the
-    // field order; serde_json's Value would sort it, hence OrderedMap.
-    let Ok(text) = serde_json::to_string(&event.payload) else {
+    // In proto3 JSON the oneof is inlined: `{"sessionCreated": {<fields>}}`
+    // among the event's own fields, and the only object among them when
+    // the others are left empty. JSON text keeps the field order;
+    // serde_json's Value would sort it, hence OrderedMap.
+    let payload_only = v1::LifecycleEvent {
+        payload: event.payload.clone(),
+        ..Default::default()
+    };
+    let Ok(text) = serde_json::to_string(&payload_only) else {
         return String::new();
     };
-    let Ok(OrderedMap(payload)) = serde_json::from_str::<OrderedMap<OrderedMap<Value>>>(&text)
-    else {
-        return String::new();
-    };
-    let Some((_, OrderedMap(fields))) = payload.into_iter().next() else {
+    let Some(fields) = payload_fields(&text) else {
         return String::new();
     };
     fields
@@ -226,6 +232,23 @@ fn summary(event: &v1::LifecycleEvent) -> String {
         })
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// The payload object's entries, in order, from an event's JSON text.
+fn payload_fields(text: &str) -> Option<Vec<(String, Value)>> {
+    let OrderedMap(entries) = serde_json::from_str::<OrderedMap<RawOrValue>>(text).ok()?;
+    entries.into_iter().find_map(|(_, v)| match v {
+        RawOrValue::Object(OrderedMap(fields)) => Some(fields),
+        RawOrValue::Other(_) => None,
+    })
+}
+
+/// An object kept in document order, or any other JSON value.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawOrValue {
+    Object(OrderedMap<Value>),
+    Other(serde::de::IgnoredAny),
 }
 
 /// A JSON object's entries in document order.
@@ -260,7 +283,8 @@ fn summary_value(value: &Value) -> Option<String> {
     match value {
         Value::Null | Value::Bool(false) => None,
         Value::Number(n) if n.as_f64() == Some(0.0) => None,
-        Value::String(s) if s.is_empty() => None,
+        // 64-bit zeros are strings in proto3 JSON; enums default to UNSPECIFIED.
+        Value::String(s) if s.is_empty() || s == "0" || s.ends_with("_UNSPECIFIED") => None,
         Value::Array(items) if items.is_empty() => None,
         Value::String(s) => Some(s.clone()),
         Value::Array(items) => Some(format!("[{}]", items.len())),

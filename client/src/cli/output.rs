@@ -1,12 +1,15 @@
 //! Rendering: aligned tables, key/value blocks, JSON, and the small
-//! formatting rules shared by every command (enums by short name, times in
-//! RFC 3339, "-" for nothing).
+//! formatting rules shared by every command. Tables show enums by short
+//! name, times in RFC 3339 and "-" for nothing; `--json` prints messages in
+//! the canonical proto3 JSON mapping (the impls pbjson-build generates).
 
 use std::io::{self, Write};
 
-use prost_types::Timestamp;
 use serde::Serialize;
-use valence_lifecycle_api::json::{short_name, ProtoEnum};
+use valence_lifecycle_api::{
+    json::{rfc3339, short_name, ProtoEnum},
+    Timestamp,
+};
 
 /// Prints a value as pretty JSON on stdout.
 pub(crate) fn print_json<T: Serialize>(value: &T) {
@@ -119,7 +122,7 @@ impl Fields {
 
 /// An optional timestamp in RFC 3339, or "-".
 pub(crate) fn time(ts: Option<&Timestamp>) -> String {
-    ts.map_or_else(|| "-".to_string(), Timestamp::to_string)
+    ts.map_or_else(|| "-".to_string(), rfc3339)
 }
 
 /// An enum value by its short name (`active_session`).

@@ -1,6 +1,8 @@
 //! REST handlers: each decodes its path, query or body, makes one call
 //! into [`crate::service`] (the same one its gRPC twin makes) and encodes
-//! the answer as JSON.
+//! the answer as JSON: a proto message in the canonical proto3 JSON
+//! mapping (pbjson's impls, the shape any proto3 JSON parser reads), except
+//! the shapes seed 000 and 001 fix ([`super::seed_shapes`]).
 
 use std::sync::Arc;
 
@@ -11,16 +13,18 @@ use axum::{
     response::{IntoResponse, Response},
     Json,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use valence_lifecycle_api::{
     rule_json::SeedRule,
     v1::{
-        self as proto, ListEventsResponse, ProgressionRule, RequestAccountRequest,
-        RequestAccountResponse, RetryAccountRequestResponse,
+        self as proto, ListAccountRequestsResponse, ListAccountsResponse, ListEventsResponse,
+        ListSessionsResponse, ProgressionRule, RequestAccountRequest, RequestAccountResponse,
+        RetryAccountRequestResponse,
     },
 };
 
+use super::seed_shapes;
 use crate::{
     error::{ApiError, ApiResult},
     service::{
@@ -29,7 +33,7 @@ use crate::{
         health::{self, Overall},
         rules,
         sessions::{self, SessionQuery},
-        stats, Page, PageParams,
+        stats, PageParams,
     },
     wire, AppState,
 };
@@ -40,13 +44,7 @@ type AppStateRef = State<Arc<AppState>>;
 /// long); 200 when healthy or degraded, 503 when unhealthy.
 pub(super) async fn health(State(state): AppStateRef) -> Response {
     let health = health::check(&state).await;
-    let body = json!({
-        "status": health.status.as_str(),
-        "leader": health.leader,
-        "timestamp": health.checked_at.to_string(),
-        "components": health.components,
-        "singletons": health.singletons,
-    });
+    let body = seed_shapes::health(&health);
     let code = match health.status {
         Overall::Unhealthy => StatusCode::SERVICE_UNAVAILABLE,
         Overall::Healthy | Overall::Degraded => StatusCode::OK,
@@ -56,7 +54,7 @@ pub(super) async fn health(State(state): AppStateRef) -> Response {
 
 /// `GET /stats`: seed 001's fields plus counts and component states.
 pub(super) async fn stats(State(state): AppStateRef) -> ApiResult<Json<Value>> {
-    Ok(Json(to_json(&stats::get(&state).await?)))
+    Ok(Json(seed_shapes::stats(&stats::get(&state).await?)))
 }
 
 /// `GET /metrics`: Prometheus text format.
@@ -111,77 +109,77 @@ fn query<T>(q: QueryResult<T>) -> ApiResult<T> {
         .map_err(|e| ApiError::invalid("query", e.body_text()))
 }
 
-/// `{"<name>": [...], "next_page_token": ...}`, the records in their wire form.
-fn page_json<S, W: From<S> + serde::Serialize>(name: &str, page: Page<S>) -> Json<Value> {
-    let items: Vec<W> = wire::all(page.items);
-    Json(json!({ name: to_json(&items), "next_page_token": page.next_page_token }))
+/// `GET /accounts/{id}`: the account with its progression (null when none
+/// is recorded), each in proto3 JSON.
+#[derive(Serialize)]
+pub(super) struct AccountView {
+    account: proto::Account,
+    progression: Option<proto::Progression>,
 }
 
-/// `{"<kind>": entity, "progression": …}`; the progression is null when none is recorded.
-fn with_progression<T: serde::Serialize, P>(
-    kind: &str,
-    entity: T,
-    progression: Option<P>,
-) -> Json<Value>
-where
-    proto::Progression: From<P>,
-{
-    let progression = progression.map(proto::Progression::from);
-    Json(json!({ kind: to_json(&entity), "progression": progression.as_ref().map(to_json) }))
+/// `GET /sessions/{id}`: the session with its progression.
+#[derive(Serialize)]
+pub(super) struct SessionView {
+    session: proto::Session,
+    progression: Option<proto::Progression>,
 }
 
 /// `GET /accounts/{id}`: the account and its linear progression.
 pub(super) async fn get_account(
     State(state): AppStateRef,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<AccountView>> {
     let view = accounts::get_with_progression(&state, &id).await?;
-    Ok(with_progression(
-        "account",
-        proto::Account::from(view.account),
-        view.progression,
-    ))
+    Ok(Json(AccountView {
+        account: view.account.into(),
+        progression: view.progression.map(Into::into),
+    }))
 }
 
 /// `GET /accounts`: accounts, newest first.
 pub(super) async fn list_accounts(
     State(state): AppStateRef,
     q: QueryResult<ListQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ListAccountsResponse>> {
     let q = query(q)?;
     let page = accounts::list(&state, &q.owner, &q.page()).await?;
-    Ok(page_json::<_, proto::Account>("accounts", page))
+    Ok(Json(ListAccountsResponse {
+        accounts: wire::all(page.items),
+        next_page_token: page.next_page_token,
+    }))
 }
 
 /// `GET /account-requests?status=`: account requests, newest first.
 pub(super) async fn list_account_requests(
     State(state): AppStateRef,
     q: QueryResult<ListQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ListAccountRequestsResponse>> {
     let q = query(q)?;
     let status = accounts::status_from_name(&q.status)?;
     let page = accounts::list_requests(&state, status, &q.page()).await?;
-    Ok(page_json::<_, proto::AccountRequest>("requests", page))
+    Ok(Json(ListAccountRequestsResponse {
+        requests: wire::all(page.items),
+        next_page_token: page.next_page_token,
+    }))
 }
 
 /// `GET /sessions/{id}`: the session and its linear progression.
 pub(super) async fn get_session(
     State(state): AppStateRef,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<SessionView>> {
     let view = sessions::get_with_progression(&state, &id).await?;
-    Ok(with_progression(
-        "session",
-        proto::Session::from(view.session),
-        view.progression,
-    ))
+    Ok(Json(SessionView {
+        session: view.session.into(),
+        progression: view.progression.map(Into::into),
+    }))
 }
 
 /// `GET /sessions`: live sessions (all with `include_consumed=true`), newest first.
 pub(super) async fn list_sessions(
     State(state): AppStateRef,
     q: QueryResult<ListQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ListSessionsResponse>> {
     let q = query(q)?;
     let filter = SessionQuery {
         owner: q.owner.clone(),
@@ -189,16 +187,18 @@ pub(super) async fn list_sessions(
         include_consumed: q.include_consumed,
     };
     let page = sessions::list(&state, &filter, &q.page()).await?;
-    Ok(page_json::<_, proto::Session>("sessions", page))
+    Ok(Json(ListSessionsResponse {
+        sessions: wire::all(page.items),
+        next_page_token: page.next_page_token,
+    }))
 }
 
 /// `GET /progressions/{id}`: an entity's linear progression.
 pub(super) async fn get_progression(
     State(state): AppStateRef,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
-    let progression = proto::Progression::from(sessions::progression(&state, &id).await?);
-    Ok(Json(to_json(&progression)))
+) -> ApiResult<Json<proto::Progression>> {
+    Ok(Json(sessions::progression(&state, &id).await?.into()))
 }
 
 /// `/events` query parameters (seed 000: limit, offset, event_type).
@@ -212,11 +212,12 @@ pub(super) struct EventsQuery {
     entity_id: Option<String>,
 }
 
-/// `GET /events?limit=100&offset=0&event_type=session_created`.
+/// `GET /events?limit=100&offset=0&event_type=session_created`: a
+/// ListEventsResponse.
 pub(super) async fn list_events(
     State(state): AppStateRef,
     q: QueryResult<EventsQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ListEventsResponse>> {
     let q = query(q)?;
     let event_type = q.event_type.as_deref().unwrap_or_default();
     let request = EventListQuery {
@@ -227,11 +228,11 @@ pub(super) async fn list_events(
         entity_id: q.entity_id.unwrap_or_default(),
     };
     let page = events::list(&state, &request).await?;
-    Ok(Json(to_json(&ListEventsResponse {
+    Ok(Json(ListEventsResponse {
         events: page.events,
         head_sequence: page.head_sequence,
         oldest_sequence: page.oldest_sequence,
-    })))
+    }))
 }
 
 /// `POST /rules` with seed 000's rule JSON; answers 201 with the stored rule
@@ -244,54 +245,37 @@ pub(super) async fn create_rule(
     require_json(&headers)?;
     let seed = parse_seed_rule(&body)?;
     let stored = rules::create(&state, Some(ProgressionRule::from(seed))).await?;
-    Ok((StatusCode::CREATED, Json(seed_json(&stored)?)).into_response())
+    Ok((StatusCode::CREATED, Json(seed_shapes::rule(&stored)?)).into_response())
 }
 
-/// `POST /account-requests` with `{"owner", "capabilities", "init_state_hash"?,
-/// "idempotency_key"?}` (RequestAccount); answers 201 with `{"request", "signature"}`.
+/// `POST /account-requests` with a RequestAccountRequest in proto3 JSON
+/// (`{"owner", "capabilities", "initStateHash"?, "idempotencyKey"?}`; the
+/// proto field names are accepted too); answers 201 with a
+/// RequestAccountResponse.
 pub(super) async fn create_account_request(
     State(state): AppStateRef,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
     require_json(&headers)?;
-    let r: NewAccountRequest = parse_body(&body)?;
-    let request = RequestAccountRequest {
-        owner: r.owner,
-        capabilities: r.capabilities,
-        init_state_hash: r.init_state_hash,
-        idempotency_key: r.idempotency_key,
-    };
+    let request: RequestAccountRequest = parse_body(&body)?;
     let placed = accounts::request_account(&state, &request).await?;
     let body = RequestAccountResponse {
         request: Some(placed.request.into()),
         signature: placed.signature,
     };
-    Ok((StatusCode::CREATED, Json(to_json(&body))).into_response())
+    Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
 /// `POST /account-requests/{id}/retry` (RetryAccountRequest).
 pub(super) async fn retry_account_request(
     State(state): AppStateRef,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<RetryAccountRequestResponse>> {
     let request = accounts::retry_request(&state, &id).await?;
-    Ok(Json(to_json(&RetryAccountRequestResponse {
+    Ok(Json(RetryAccountRequestResponse {
         request: Some(request.into()),
-    })))
-}
-
-/// Body of `POST /account-requests`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewAccountRequest {
-    owner: String,
-    #[serde(default)]
-    capabilities: Vec<String>,
-    #[serde(default)]
-    init_state_hash: String,
-    #[serde(default)]
-    idempotency_key: String,
+    }))
 }
 
 /// Bodies must say they are JSON. Browsers send `text/plain` (and form
@@ -339,7 +323,11 @@ pub(super) async fn list_rules(
 ) -> ApiResult<Json<Value>> {
     let q = query(q)?;
     let page = rules::list(&state, false, &q.page()).await?;
-    let list: Vec<Value> = page.items.iter().map(seed_json).collect::<ApiResult<_>>()?;
+    let list: Vec<Value> = page
+        .items
+        .iter()
+        .map(seed_shapes::rule)
+        .collect::<ApiResult<_>>()?;
     Ok(Json(
         json!({ "rules": list, "next_page_token": page.next_page_token }),
     ))
@@ -350,7 +338,7 @@ pub(super) async fn get_rule(
     State(state): AppStateRef,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    Ok(Json(seed_json(&rules::get(&state, &id).await?)?))
+    Ok(Json(seed_shapes::rule(&rules::get(&state, &id).await?)?))
 }
 
 /// Unknown routes: JSON 404.
@@ -364,14 +352,4 @@ pub(super) async fn method_not_allowed(
     uri: axum::http::Uri,
 ) -> ApiError {
     ApiError::MethodNotAllowed(format!("{method} is not allowed on {}", uri.path()))
-}
-
-fn seed_json(rule: &ProgressionRule) -> ApiResult<Value> {
-    let seed =
-        SeedRule::try_from(rule).map_err(|m| anyhow::anyhow!("stored rule lacks {}", m.0))?;
-    serde_json::to_value(seed).map_err(|e| ApiError::Internal(e.into()))
-}
-
-fn to_json<T: serde::Serialize>(value: &T) -> Value {
-    serde_json::to_value(value).unwrap_or(Value::Null)
 }

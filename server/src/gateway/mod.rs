@@ -1,10 +1,13 @@
 //! The REST gateway (seed 000 and 001 endpoints) for operators, scripts and
-//! Prometheus. JSON shapes are the protobuf messages' (enums by short name,
-//! times in RFC 3339), except `POST /rules`, which takes and returns seed
-//! 000's rule JSON exactly.
+//! Prometheus. Bodies are the protobuf messages in the canonical proto3
+//! JSON mapping (lowerCamelCase, enums by value name, 64-bit integers as
+//! strings, RFC 3339 times), except the shapes the seeds fix: rules in seed
+//! 000's notation (`POST /rules`, `GET /rules[/{id}]`), `/health` and
+//! seed 001's `/stats` (see `seed_shapes`).
 
 mod errors;
 mod handlers;
+mod seed_shapes;
 
 use std::{sync::Arc, time::Instant};
 

@@ -75,7 +75,7 @@ pub(crate) struct Health {
     /// Per-singleton health; None when the store did not answer in time.
     pub singletons: Option<Vec<serde_json::Value>>,
     /// When this was checked.
-    pub checked_at: prost_types::Timestamp,
+    pub checked_at: valence_lifecycle_api::Timestamp,
 }
 
 /// The replica's health now; never waits on the store for more than

@@ -46,7 +46,7 @@ impl Singletons {
                     "success_rate": h.as_ref().map_or(1.0, |h| h.success_rate),
                     "operations_total": h.as_ref().map_or(0, |h| h.operations_total),
                     "last_error": h.as_ref().map_or("", |h| h.last_error.as_str()),
-                    "last_operation_at": h.as_ref().and_then(|h| h.last_operation_at.map(|t| t.to_string())),
+                    "last_operation_at": h.as_ref().and_then(|h| h.last_operation_at.as_ref().map(valence_lifecycle_api::json::rfc3339)),
                 })
             })
             .collect())

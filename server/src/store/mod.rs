@@ -278,8 +278,8 @@ pub fn now_ms() -> i64 {
 }
 
 /// Unix milliseconds to a protobuf timestamp.
-pub fn timestamp(ms: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp {
+pub fn timestamp(ms: i64) -> valence_lifecycle_api::Timestamp {
+    valence_lifecycle_api::Timestamp {
         seconds: ms.div_euclid(1000),
         nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
     }

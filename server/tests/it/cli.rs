@@ -272,12 +272,31 @@ async fn lifecyclectl_manages_rules_and_reads_state() {
     assert_eq!(code, Some(0));
     let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(json["id"], "rule-1", "{stdout}");
+    // --json prints proto3 JSON, as the reference parser reads it.
+    assert_eq!(
+        json["condition"],
+        serde_json::json!({ "sessionIdleForSeconds": "300" }),
+        "{stdout}"
+    );
+    let mut proto3 = vec![crate::python::Proto3Case {
+        message: "valence.lifecycle.v1.ProgressionRule",
+        json: stdout.clone(),
+        grpc: None,
+    }];
     let (code, _, _) = run(&ctl, &["rules", "disable", "rule-1"], &env).await;
     assert_eq!(code, Some(0));
     let (code, stdout, _) = run(&ctl, &["--json", "stats"], &env).await;
     assert_eq!(code, Some(0));
     let stats: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-    assert_eq!(stats["rules"], 1);
+    assert_eq!(stats["rules"], "1", "uint64 as a string: {stdout}");
+    proto3.push(crate::python::Proto3Case {
+        message: "valence.lifecycle.v1.GetStatsResponse",
+        json: stdout.clone(),
+        grpc: None,
+    });
+    if crate::python::python_grpc_available().await {
+        crate::python::parse_with_python(&proto3).await;
+    }
     let (code, stdout, _) = run(&ctl, &["events", "list", "--type", "rule_disabled"], &env).await;
     assert_eq!(code, Some(0));
     assert!(stdout.contains("rule_disabled"), "{stdout}");
@@ -458,7 +477,7 @@ async fn lifecyclectl_events_watch_prints_events_as_they_arrive() {
             .unwrap()
             .expect("watch ended");
         let event: serde_json::Value = serde_json::from_str(&line).unwrap();
-        seen.push(event["entity_id"].as_str().unwrap().to_string());
+        seen.push(event["entityId"].as_str().unwrap().to_string());
     }
     assert_eq!(seen, ["w-1", "w-2"]);
     watch.kill().await.unwrap();

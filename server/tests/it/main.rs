@@ -17,6 +17,7 @@ mod orchestrator;
 mod paging;
 mod process;
 mod proxy;
+mod python;
 #[cfg(feature = "embedded-chain")]
 mod replicas;
 mod rest;

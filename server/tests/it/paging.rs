@@ -539,7 +539,7 @@ backend_tests!(
                 .iter()
                 .map(|r| r["id"].as_str().unwrap().to_string())
                 .collect();
-            (ids, body["next_page_token"].as_str().unwrap().to_string())
+            (ids, body["nextPageToken"].as_str().unwrap().to_string())
         };
         let listed = page_through(fetch, &writer).await;
         assert_each_once(&format!("{db:?} GET /account-requests"), &seeded, &listed);
@@ -550,7 +550,7 @@ backend_tests!(
             &[("page_size", "2"), ("status", "pending")],
         )
         .await;
-        let token = first["next_page_token"].as_str().unwrap().to_string();
+        let token = first["nextPageToken"].as_str().unwrap().to_string();
         for (path, status) in [
             ("/account-requests", "failed"),
             ("/account-requests", ""),
@@ -632,7 +632,7 @@ backend_tests!(
             1000,
             "{db:?} REST"
         );
-        assert_eq!(body["next_page_token"], "");
+        assert_eq!(body["nextPageToken"], "");
 
         insert(&store, List::Accounts, key(1000), BASE_MS - 1).await;
         let page = lifecycle

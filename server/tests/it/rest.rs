@@ -3,13 +3,24 @@
 
 use std::time::{Duration, Instant};
 
+use prost::Message as _;
 use reqwest::StatusCode;
 use serde_json::Value;
-use valence_lifecycle_api::{rule_json::SeedRule, v1::ListRulesRequest};
+use valence_lifecycle_api::{
+    rule_json::SeedRule,
+    v1::{
+        GetAccountRequest, GetProgressionRequest, GetSessionRequest, ListAccountRequestsRequest,
+        ListAccountsRequest, ListEventsRequest, ListRulesRequest, ListSessionsRequest,
+    },
+};
 
-use crate::common::{
-    backend_tests, cel_bombs, eventually, metrics_text, test_config, with_tokens, Db, TestDb,
-    TestServer, OPERATOR, READER, SEED_RULE,
+use crate::{
+    common::{
+        backend_tests, cel_bombs, eventually, initialized_account_record, metrics_text, open_store,
+        pubkey, request_record, session_record, test_config, with_tokens, Db, TestDb, TestServer,
+        OPERATOR, READER, SEED_RULE,
+    },
+    python::{parse_with_python, python_grpc_available, Proto3Case},
 };
 
 async fn post_rule(server: &TestServer, body: &str, token: Option<&str>) -> (StatusCode, Value) {
@@ -179,8 +190,8 @@ async fn reads_health_stats_and_errors() {
     .unwrap();
     let list = events["events"].as_array().unwrap();
     assert_eq!(list.len(), 1);
-    assert_eq!(list[0]["event_type"], "rule_created");
-    assert_eq!(list[0]["entity_id"], "rule-1");
+    assert_eq!(list[0]["eventType"], "EVENT_TYPE_RULE_CREATED");
+    assert_eq!(list[0]["entityId"], "rule-1");
     assert!(server.stop().await);
 }
 
@@ -585,6 +596,202 @@ backend_tests!(
         .unwrap();
         assert_eq!(missing["reason"], "NOT_FOUND", "{missing}");
         assert!(missing.get("field").is_none(), "{missing}");
+        assert!(server.stop().await);
+    }
+);
+
+/// GET `<http><path>`: the body, after checking the status is 200.
+async fn get_ok(server: &TestServer, path: &str) -> Value {
+    let response = reqwest::get(format!("{}{path}", server.http()))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "{path}");
+    response.json().await.unwrap()
+}
+
+/// A case for the reference parser: `json` as `message`, equal to `grpc`.
+fn case(message: &'static str, json: &Value, grpc: Option<Vec<u8>>) -> Proto3Case {
+    Proto3Case {
+        message,
+        json: json.to_string(),
+        grpc,
+    }
+}
+
+backend_tests!(
+    // Issue 15 item 6. Every REST body that is a proto message is read by
+    // the reference proto3 JSON parser (Python's json_format, strict) as
+    // the very message gRPC returns; rules keep seed 000's shape on POST
+    // and GET /rules; and a rule inside an event is proto3 JSON (the oneof
+    // inlined, 64-bit integers as strings), not a third shape.
+    async fn rest_bodies_are_the_proto3_json_of_the_grpc_messages(db: Db) {
+        if !python_grpc_available().await {
+            return;
+        }
+        let Some(test_db) = TestDb::new(db).await else {
+            return;
+        };
+        let store = open_store(&test_db.url).await;
+        store
+            .upsert_account_request(&request_record(1))
+            .await
+            .unwrap();
+        store
+            .upsert_account(&initialized_account_record(2, 1))
+            .await
+            .unwrap();
+        store
+            .upsert_session(&session_record(3, &[2], "ns"))
+            .await
+            .unwrap();
+        let config = test_config(&test_db.url);
+        let server = TestServer::start_with(test_db, config).await;
+
+        // Seed 000's shapes, unchanged.
+        let seed: Value = serde_json::from_str(SEED_RULE).unwrap();
+        let (status, posted) = post_rule(&server, SEED_RULE, None).await;
+        assert_eq!(status, StatusCode::CREATED, "{posted}");
+        assert_eq!(
+            posted, seed,
+            "{db:?}: POST /rules answers in seed 000's shape"
+        );
+        assert_eq!(get_ok(&server, "/rules/rule-1").await, seed, "{db:?}");
+        assert_eq!(get_ok(&server, "/rules").await["rules"][0], seed, "{db:?}");
+
+        let mut lifecycle = server.lifecycle().await;
+        let (request, account, session) = (pubkey(1), pubkey(2), pubkey(3));
+        let mut cases = Vec::new();
+
+        let body = get_ok(&server, "/accounts").await;
+        let grpc = lifecycle
+            .list_accounts(ListAccountsRequest::default())
+            .await;
+        let grpc = grpc.unwrap().into_inner();
+        assert_eq!(grpc.accounts.len(), 1, "{db:?}");
+        cases.push(case(
+            "valence.lifecycle.v1.ListAccountsResponse",
+            &body,
+            Some(grpc.encode_to_vec()),
+        ));
+
+        let body = get_ok(&server, "/account-requests").await;
+        let grpc = lifecycle
+            .list_account_requests(ListAccountRequestsRequest::default())
+            .await;
+        let grpc = grpc.unwrap().into_inner().encode_to_vec();
+        cases.push(case(
+            "valence.lifecycle.v1.ListAccountRequestsResponse",
+            &body,
+            Some(grpc),
+        ));
+
+        let body = get_ok(&server, "/sessions").await;
+        let grpc = lifecycle
+            .list_sessions(ListSessionsRequest::default())
+            .await;
+        let grpc = grpc.unwrap().into_inner().encode_to_vec();
+        cases.push(case(
+            "valence.lifecycle.v1.ListSessionsResponse",
+            &body,
+            Some(grpc),
+        ));
+        assert_eq!(
+            body["sessions"][0]["nonce"], "3",
+            "{db:?}: uint64 as a string"
+        );
+        assert_eq!(
+            body["sessions"][0]["metadata"], "AQID",
+            "{db:?}: bytes as base64"
+        );
+        let state = body["sessions"][0]["state"].as_str().unwrap_or_default();
+        assert!(
+            state.starts_with("LINEAR_STATE_"),
+            "{db:?}: enums by value name: {body}"
+        );
+
+        let body = get_ok(&server, &format!("/accounts/{account}")).await;
+        let grpc = lifecycle
+            .get_account(GetAccountRequest {
+                id: account.clone(),
+            })
+            .await;
+        let grpc = grpc.unwrap().into_inner().account.unwrap().encode_to_vec();
+        cases.push(case(
+            "valence.lifecycle.v1.Account",
+            &body["account"],
+            Some(grpc),
+        ));
+        let grpc = lifecycle
+            .get_progression(GetProgressionRequest {
+                entity_id: account.clone(),
+            })
+            .await;
+        let grpc = grpc
+            .unwrap()
+            .into_inner()
+            .progression
+            .unwrap()
+            .encode_to_vec();
+        cases.push(case(
+            "valence.lifecycle.v1.Progression",
+            &body["progression"],
+            Some(grpc.clone()),
+        ));
+        let body = get_ok(&server, &format!("/progressions/{account}")).await;
+        cases.push(case("valence.lifecycle.v1.Progression", &body, Some(grpc)));
+
+        let body = get_ok(&server, &format!("/sessions/{session}")).await;
+        let grpc = lifecycle
+            .get_session(GetSessionRequest {
+                id: session.clone(),
+            })
+            .await;
+        let grpc = grpc.unwrap().into_inner().session.unwrap().encode_to_vec();
+        cases.push(case(
+            "valence.lifecycle.v1.Session",
+            &body["session"],
+            Some(grpc),
+        ));
+        cases.push(case(
+            "valence.lifecycle.v1.Progression",
+            &body["progression"],
+            None,
+        ));
+        let body = get_ok(&server, &format!("/progressions/{request}")).await;
+        cases.push(case("valence.lifecycle.v1.Progression", &body, None));
+
+        // Events oldest first, so the gRPC twin lists the same ones even if
+        // more are appended in between.
+        let body = get_ok(&server, "/events?after_sequence=0&limit=1000").await;
+        cases.push(case("valence.lifecycle.v1.ListEventsResponse", &body, None));
+        let events = body["events"].as_array().unwrap();
+        let grpc = lifecycle
+            .list_events(ListEventsRequest {
+                after_sequence: Some(0),
+                limit: events.len() as i32,
+                ..Default::default()
+            })
+            .await;
+        let grpc = grpc.unwrap().into_inner().events;
+        assert_eq!(grpc.len(), events.len(), "{db:?}");
+        for (json, grpc) in events.iter().zip(&grpc) {
+            cases.push(case(
+                "valence.lifecycle.v1.LifecycleEvent",
+                json,
+                Some(grpc.encode_to_vec()),
+            ));
+        }
+        let created = events
+            .iter()
+            .find(|e| e["eventType"] == "EVENT_TYPE_RULE_CREATED")
+            .expect("the rule's creation is listed");
+        assert_eq!(
+            created["ruleCreated"]["rule"]["condition"],
+            serde_json::json!({ "sessionIdleForSeconds": "300" }),
+            "{db:?}: {created}"
+        );
+
+        parse_with_python(&cases).await;
         assert!(server.stop().await);
     }
 );

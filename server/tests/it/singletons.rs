@@ -679,12 +679,13 @@ async fn lifecyclectl_singletons_init_pause_update_and_status() {
     assert_eq!(code, Some(0));
     let status: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     let diff = &status["singletons"][2];
-    assert_eq!(diff["kind"], "diff", "{stdout}");
-    assert_eq!(diff["status"], "paused", "{stdout}");
+    // Proto3 JSON: enums by value name, the config oneof inlined.
+    assert_eq!(diff["kind"], "SINGLETON_KIND_DIFF", "{stdout}");
+    assert_eq!(diff["status"], "SINGLETON_STATUS_PAUSED", "{stdout}");
     assert_eq!(diff["version"], 2, "{stdout}");
-    assert_eq!(diff["config"]["diff"]["max_batch_size"], 64, "{stdout}");
+    assert_eq!(diff["diff"]["maxBatchSize"], 64, "{stdout}");
     assert_eq!(
-        diff["config"]["diff"]["optimization_level"], "aggressive",
+        diff["diff"]["optimizationLevel"], "OPTIMIZATION_LEVEL_AGGRESSIVE",
         "{stdout}"
     );
     assert_eq!(net.chain_statuses(), vec![2, 2, 2]);
