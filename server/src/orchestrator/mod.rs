@@ -27,7 +27,9 @@ use tokio::{
     task::JoinSet,
 };
 use tokio_util::sync::CancellationToken;
-use valence_lifecycle_api::v1::{lifecycle_event::Payload, EntityKind, LifecycleEvent};
+use valence_lifecycle_api::v1::{
+    lifecycle_event::Payload, EntityKind, LifecycleEvent, ProgressionRule,
+};
 
 use self::{
     actions::Executor,
@@ -76,19 +78,20 @@ pub async fn load_rules(store: &Store) -> ApiResult<Vec<CompiledRule>> {
         let page = store.list_rules(true, after.as_deref(), 1000).await?;
         let full = page.len() == 1000;
         after = page.last().map(|rule| rule.id.clone());
-        for rule in page {
-            let id = rule.id.clone();
-            match CompiledRule::new(rule) {
-                Ok(compiled) => out.push(compiled),
-                Err((field, e)) => {
-                    tracing::warn!(rule = %id, field, error = %e, "stored rule skipped")
-                }
-            }
-        }
+        out.extend(page.into_iter().filter_map(compile_stored));
         if !full {
             return Ok(out);
         }
     }
+}
+
+/// Compiles a stored rule; one that no longer compiles (stored before a
+/// limit it breaks) is skipped with a warning.
+fn compile_stored(rule: ProgressionRule) -> Option<CompiledRule> {
+    let id = rule.id.clone();
+    CompiledRule::new(rule)
+        .map_err(|(field, e)| tracing::warn!(rule = %id, field, error = %e, "stored rule skipped"))
+        .ok()
 }
 
 /// An engine holding every live session and stored account.
@@ -421,19 +424,28 @@ impl Orchestrator {
                 }
                 Vec::new()
             }
-            Payload::RuleCreated(_)
-            | Payload::RuleUpdated(_)
-            | Payload::RuleEnabled(_)
-            | Payload::RuleDisabled(_)
-            | Payload::RuleDeleted(_) => {
-                let changed = engine.set_rules(load_rules(&self.store).await?);
-                off_runtime(engine, move |e| {
-                    changed
-                        .iter()
-                        .flat_map(|id| e.evaluate_rule(id, now))
-                        .collect()
-                })
-                .await
+            Payload::RuleCreated(p)
+            | Payload::RuleUpdated(p)
+            | Payload::RuleEnabled(p)
+            | Payload::RuleDisabled(p) => {
+                let Some(rule) = p.rule.clone() else {
+                    return Ok(Vec::new());
+                };
+                let id = rule.id.clone();
+                let now_rule = match rule.enabled {
+                    true => compile_stored(rule),
+                    false => None,
+                };
+                if !engine.change_rule(&id, now_rule) {
+                    return Ok(Vec::new());
+                }
+                off_runtime(engine, move |e| e.evaluate_rule(&id, now)).await
+            }
+            Payload::RuleDeleted(p) => {
+                if let Some(rule) = &p.rule {
+                    engine.change_rule(&rule.id, None);
+                }
+                Vec::new()
             }
             _ => Vec::new(),
         })
