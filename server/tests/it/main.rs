@@ -26,3 +26,4 @@ mod singletons;
 mod store;
 mod supervision;
 mod telemetry;
+mod tls;
