@@ -71,7 +71,7 @@ const fn key(key: &'static str, doc: &'static str) -> Key {
 
 /// Every key, in file order within its section.
 const KEYS: &[Key] = &[
-    key("server.bind_address", "Address both listeners bind to; anything but loopback needs [[auth.tokens]] (and should have [tls])."),
+    key("server.bind_address", "Address both listeners bind to; anything but loopback needs [[auth.tokens]], and [tls] to keep them secret."),
     key("server.grpc_port", "gRPC port."),
     key("server.api_port", "REST gateway port (also serves /metrics and /health)."),
     key("server.request_timeout_secs", "Per unary call and REST request."),
@@ -81,7 +81,7 @@ const KEYS: &[Key] = &[
     key("server.max_connections", "Open connections per listener; at the cap the longest-idle one is closed for a new one."),
     key("server.header_read_timeout_secs", "To send a request head (REST) or the HTTP/2 preface (gRPC)."),
     key("server.idle_timeout_secs", "A connection with no request in flight is closed after this."),
-    key("tls.cert_path", "PEM certificate chain, leaf first; empty: plaintext listeners (loopback only)."),
+    key("tls.cert_path", "PEM certificate chain, leaf first; empty: plaintext listeners (bearer tokens then cross the network in the clear)."),
     key("tls.key_path", "PEM private key (PKCS#8, PKCS#1 or SEC1) of the certificate."),
     key("tls.client_ca_path", "PEM CA certificates; set: gRPC clients must present a certificate they signed (mTLS)."),
     key("database.url", "sqlite://path (one server process per file) or postgres://… (any number of replicas)."),

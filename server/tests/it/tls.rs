@@ -388,6 +388,77 @@ fn a_certificate_needs_its_key() {
     assert!(config.validate().is_err());
 }
 
+/// The real binary with TLS and an admin token, plus `env`; its child,
+/// gRPC and REST addresses (on loopback).
+fn start_binary(
+    database_url: &str,
+    files: &Files,
+    env: &[(&str, &str)],
+) -> (tokio::process::Child, SocketAddr, SocketAddr) {
+    let (grpc_port, api_port) = (free_port(), free_port());
+    let mut command = Command::new(env!("CARGO_BIN_EXE_valence-lifecycle"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", database_url)
+        .env("GRPC_PORT", grpc_port.to_string())
+        .env("API_PORT", api_port.to_string())
+        .env("RUST_LOG", "warn")
+        .env("VALENCE_LIFECYCLE_RPC__EMBEDDED", "false")
+        .env("TLS_CERT_PATH", files.path("server.pem"))
+        .env("TLS_KEY_PATH", files.path("server.key"))
+        .env(
+            "VALENCE_LIFECYCLE_AUTH__TOKENS",
+            format!(r#"[{{token = "{ADMIN}", role = "admin"}}]"#),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let child = command.spawn().unwrap();
+    (
+        child,
+        SocketAddr::from(([127, 0, 0, 1], grpc_port)),
+        SocketAddr::from(([127, 0, 0, 1], api_port)),
+    )
+}
+
+async fn terminate(mut child: tokio::process::Child) -> Option<i32> {
+    let pid = child.id().unwrap().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap()
+        .success());
+    tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("the server exits within 30 s of SIGTERM")
+        .unwrap()
+        .code()
+}
+
+/// With TLS and tokens, the server listens beyond loopback (0.0.0.0, so
+/// the test reaches it on 127.0.0.1).
+#[tokio::test]
+async fn tls_and_tokens_allow_listening_beyond_loopback() {
+    let files = Files::new();
+    let db = TestDb::new(Db::Sqlite).await.unwrap();
+    let (child, grpc, api) = start_binary(&db.url, &files, &[("BIND_ADDRESS", "0.0.0.0")]);
+    let ca = files.path("ca.pem");
+    wait_answering_https(api, &ca).await;
+    stats(
+        &LifecycleClient::connect(client_config(grpc, &ca))
+            .await
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(terminate(child).await, Some(0));
+}
+
 /// The real binary: SIGHUP re-reads the certificate; the next connection
 /// gets the new one (signed by another CA) while a Subscribe opened on the
 /// old certificate keeps receiving events.
@@ -395,29 +466,7 @@ fn a_certificate_needs_its_key() {
 async fn a_certificate_rotated_on_sighup_serves_new_connections_and_spares_open_streams() {
     let files = Files::new();
     let db = TestDb::new(Db::Sqlite).await.unwrap();
-    let (grpc_port, api_port) = (free_port(), free_port());
-    let (cert, key) = (files.path("server.pem"), files.path("server.key"));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_valence-lifecycle"))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("DATABASE_URL", &db.url)
-        .env("GRPC_PORT", grpc_port.to_string())
-        .env("API_PORT", api_port.to_string())
-        .env("RUST_LOG", "warn")
-        .env("VALENCE_LIFECYCLE_RPC__EMBEDDED", "false")
-        .env("TLS_CERT_PATH", &cert)
-        .env("TLS_KEY_PATH", &key)
-        .env(
-            "VALENCE_LIFECYCLE_AUTH__TOKENS",
-            format!(r#"[{{token = "{ADMIN}", role = "admin"}}]"#),
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let grpc = SocketAddr::from(([127, 0, 0, 1], grpc_port));
-    let api = SocketAddr::from(([127, 0, 0, 1], api_port));
+    let (child, grpc, api) = start_binary(&db.url, &files, &[]);
     let old_ca = files.path("ca.pem");
     wait_answering_https(api, &old_ca).await;
 
@@ -494,7 +543,7 @@ async fn a_certificate_rotated_on_sighup_serves_new_connections_and_spares_open_
     assert_eq!(next_rule_event().await, "on-the-old-connection");
 
     // A reload that fails (a broken key) keeps the certificate in force.
-    std::fs::write(&key, "not a key").unwrap();
+    std::fs::write(files.path("server.key"), "not a key").unwrap();
     assert!(Command::new("kill")
         .args(["-HUP", &pid])
         .status()
@@ -509,15 +558,5 @@ async fn a_certificate_rotated_on_sighup_serves_new_connections_and_spares_open_
     .await
     .unwrap();
 
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await
-        .unwrap()
-        .success());
-    let exit = tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(exit.code(), Some(0));
+    assert_eq!(terminate(child).await, Some(0));
 }
