@@ -293,6 +293,41 @@ async fn grpc_and_rest_speak_tls_and_refuse_plaintext() {
         .await;
     assert!(plain_rest.is_err(), "{plain_rest:?}");
 
+    // lifecyclectl with --ca-file (and VALENCE_CA_FILE, no scheme: https).
+    let ctl = crate::cli::lifecyclectl();
+    let endpoint = format!("https://localhost:{}", server.grpc.port());
+    let ca_arg = path_str(&ca);
+    let (code, stdout, stderr) = crate::cli::run(
+        &ctl,
+        &[
+            "--ca-file",
+            &ca_arg,
+            "--endpoint",
+            &endpoint,
+            "--token",
+            ADMIN,
+            "health",
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let bare = server.grpc.to_string();
+    let (code, stdout, stderr) = crate::cli::run(
+        &ctl,
+        &["--endpoint", &bare, "--token", ADMIN, "health"],
+        &[("VALENCE_CA_FILE", ca_arg.as_str())],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let (code, _, _) = crate::cli::run(
+        &ctl,
+        &["--endpoint", &endpoint, "--token", ADMIN, "health"],
+        &[],
+    )
+    .await;
+    assert_ne!(code, Some(0), "https:// without a CA file");
+
     // grpcurl with -cacert; -plaintext fails.
     if grpcurl_installed() {
         let addr = format!("localhost:{}", server.grpc.port());
