@@ -261,14 +261,20 @@ impl Gate {
         listener: TcpListener,
         handshake: Handshake,
     ) -> impl Stream<Item = Conn> + Send + 'static {
+        let admitted = self.admitted(listener);
+        if handshake.is_none() {
+            return futures::future::Either::Left(admitted.map(Conn::Plain));
+        }
         let (timeout, name) = (self.limits.header_read_timeout, self.listener);
-        self.admitted(listener)
-            .map(move |io| {
-                let handshake = handshake.clone();
-                async move { handshake.accept(io, timeout, name).await }
-            })
-            .buffer_unordered(self.limits.max_connections.max(1))
-            .filter_map(std::future::ready)
+        futures::future::Either::Right(
+            admitted
+                .map(move |io| {
+                    let handshake = handshake.clone();
+                    async move { handshake.accept(io, timeout, name).await }
+                })
+                .buffer_unordered(self.limits.max_connections.max(1))
+                .filter_map(std::future::ready),
+        )
     }
 
     /// The admitted TCP connections of `listener`.

@@ -103,6 +103,11 @@ impl Handshake {
         Handshake { tls: None }
     }
 
+    /// Whether connections go straight to HTTP.
+    pub(super) fn is_none(&self) -> bool {
+        self.tls.is_none()
+    }
+
     /// TLS on `face` when `tls` is configured.
     pub(crate) fn new(tls: Option<&Arc<Tls>>, face: Face) -> Self {
         Handshake {
