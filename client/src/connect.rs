@@ -6,7 +6,7 @@ use std::time::Duration;
 use tonic::{
     metadata::{Ascii, MetadataValue},
     service::{interceptor::InterceptedService, Interceptor},
-    transport::{Channel, Endpoint},
+    transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity},
     Request, Status,
 };
 use tonic_health::pb::health_client::HealthClient;
@@ -168,16 +168,36 @@ impl LifecycleClient {
     }
 }
 
-/// The tonic endpoint of a config: scheme defaulted, connect timeout set.
+/// The tonic endpoint of a config: scheme defaulted, TLS set up, connect
+/// timeout set.
 fn endpoint(config: &ClientConfig) -> Result<Endpoint, ClientError> {
-    let url = with_scheme(&config.endpoint);
+    let url = with_scheme(&config.endpoint, config.ca_file.is_some());
     let invalid = |message: String| ClientError::InvalidEndpoint {
         endpoint: config.endpoint.clone(),
         message,
     };
-    let endpoint = Endpoint::from_shared(url).map_err(|e| invalid(error_chain(&e)))?;
+    let mut endpoint = Endpoint::from_shared(url).map_err(|e| invalid(error_chain(&e)))?;
     if endpoint.uri().host().is_none() {
         return Err(invalid("no host".into()));
+    }
+    let https = endpoint.uri().scheme_str() == Some("https");
+    match (&config.ca_file, https) {
+        (Some(ca_file), true) => {
+            endpoint = endpoint
+                .tls_config(tls_config(ca_file, config.client_identity.as_ref())?)
+                .map_err(|e| invalid(error_chain(&e)))?;
+        }
+        (Some(_), false) => {
+            return Err(invalid(
+                "a CA file is given (--ca-file / VALENCE_CA_FILE) but the endpoint is not https://"
+                    .into(),
+            ))
+        }
+        (None, true) => return Err(invalid(
+            "https:// needs the CA file of the server's certificate (--ca-file / VALENCE_CA_FILE)"
+                .into(),
+        )),
+        (None, false) => {}
     }
     Ok(endpoint
         .connect_timeout(config.connect_timeout)
@@ -188,12 +208,36 @@ fn endpoint(config: &ClientConfig) -> Result<Endpoint, ClientError> {
         .keep_alive_while_idle(true))
 }
 
-/// `127.0.0.1:50051` means `http://127.0.0.1:50051`: plain gRPC on loopback
-/// is the common case and typing the scheme is noise.
-fn with_scheme(endpoint: &str) -> String {
+/// TLS trusting `ca_file`, presenting `identity` (certificate, key) if given.
+fn tls_config(
+    ca_file: &std::path::Path,
+    identity: Option<&(std::path::PathBuf, std::path::PathBuf)>,
+) -> Result<ClientTlsConfig, ClientError> {
+    let read = |path: &std::path::Path, what: &str| {
+        std::fs::read(path).map_err(|e| {
+            ClientError::InvalidArgument(format!("reading the {what} {}: {e}", path.display()))
+        })
+    };
+    let mut tls =
+        ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca_file, "CA file")?));
+    if let Some((cert, key)) = identity {
+        tls = tls.identity(Identity::from_pem(
+            read(cert, "client certificate")?,
+            read(key, "client key")?,
+        ));
+    }
+    Ok(tls)
+}
+
+/// `127.0.0.1:50051` means `http://127.0.0.1:50051` (`https://` with a CA
+/// file): plain gRPC on loopback is the common case and typing the scheme
+/// is noise.
+fn with_scheme(endpoint: &str, tls: bool) -> String {
     let endpoint = endpoint.trim();
     if endpoint.contains("://") {
         endpoint.to_string()
+    } else if tls {
+        format!("https://{endpoint}")
     } else {
         format!("http://{endpoint}")
     }
@@ -205,8 +249,12 @@ mod tests {
 
     #[test]
     fn scheme_defaults_to_http() {
-        assert_eq!(with_scheme("127.0.0.1:50051"), "http://127.0.0.1:50051");
-        assert_eq!(with_scheme("https://x:1"), "https://x:1");
+        assert_eq!(
+            with_scheme("127.0.0.1:50051", false),
+            "http://127.0.0.1:50051"
+        );
+        assert_eq!(with_scheme("x:1", true), "https://x:1");
+        assert_eq!(with_scheme("https://x:1", false), "https://x:1");
     }
 
     #[test]
@@ -221,6 +269,18 @@ mod tests {
             matches!(error, ClientError::InvalidEndpoint { .. }),
             "{error:?}"
         );
+    }
+
+    #[test]
+    fn https_and_a_ca_file_go_together() {
+        let error = LifecycleClient::connect_lazy(ClientConfig::new("https://x:1")).unwrap_err();
+        assert!(error.to_string().contains("--ca-file"), "{error}");
+        let config = ClientConfig::new("http://x:1").with_ca_file("/nonexistent/ca.pem");
+        let error = LifecycleClient::connect_lazy(config).unwrap_err();
+        assert!(error.to_string().contains("not https"), "{error}");
+        let config = ClientConfig::new("x:1").with_ca_file("/nonexistent/ca.pem");
+        let error = LifecycleClient::connect_lazy(config).unwrap_err();
+        assert!(error.to_string().contains("/nonexistent/ca.pem"), "{error}");
     }
 
     #[test]

@@ -58,6 +58,8 @@ pub(crate) struct AppState {
     pub board: Arc<StatusBoard>,
     /// Access control.
     pub auth: Arc<Auth>,
+    /// The listeners' TLS certificates, when `[tls]` is configured.
+    pub tls: Option<Arc<connections::Tls>>,
     /// gRPC health statuses.
     pub health: tonic_health::server::HealthReporter,
     /// The grpc.health.v1 service reporting them.
@@ -135,16 +137,24 @@ pub async fn serve(config: Config) -> anyhow::Result<bool> {
     .await
 }
 
-/// Re-reads the token files on every SIGHUP until `stop` (rotation without
-/// a restart; `systemctl reload` sends it). A failed reload keeps the
-/// tokens in force. The handler is installed before this returns, so a
-/// SIGHUP after start-up never takes its default action (exit).
-fn reload_tokens_on_sighup(auth: Arc<Auth>, stop: CancellationToken) {
+/// Re-reads the token files and the TLS certificate and key on every
+/// SIGHUP until `stop` (rotation without a restart; `systemctl reload`
+/// sends it). A failed reload keeps the tokens (or certificates) in force;
+/// open connections keep the certificate they were served. The handler is
+/// installed before this returns, so a SIGHUP after start-up never takes
+/// its default action (exit).
+fn reload_secrets_on_sighup(
+    auth: Arc<Auth>,
+    tls: Option<Arc<connections::Tls>>,
+    stop: CancellationToken,
+) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
         let Ok(mut hup) = signal(SignalKind::hangup()) else {
-            tracing::warn!("cannot listen for SIGHUP: tokens are read at start only");
+            tracing::warn!(
+                "cannot listen for SIGHUP: tokens and TLS certificates are read at start only"
+            );
             return;
         };
         tokio::spawn(async move {
@@ -160,11 +170,20 @@ fn reload_tokens_on_sighup(auth: Arc<Auth>, stop: CancellationToken) {
                         "SIGHUP: reloading auth tokens failed; the previous tokens stay"
                     ),
                 }
+                if let Some(tls) = &tls {
+                    match tls.reload() {
+                        Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                        Err(e) => tracing::error!(
+                            error = format!("{e:#}"),
+                            "SIGHUP: reloading the TLS certificate failed; the previous one stays"
+                        ),
+                    }
+                }
             }
         });
     }
     #[cfg(not(unix))]
-    let _ = (auth, stop);
+    let _ = (auth, tls, stop);
 }
 
 /// Cancels `token` on SIGINT or SIGTERM.
@@ -188,13 +207,22 @@ async fn signal_to_cancel(token: CancellationToken) {
     token.cancel();
 }
 
-/// Refuses to expose an unauthenticated server beyond loopback.
+/// Refuses to expose an unauthenticated server beyond loopback; warns when
+/// tokens would cross the network in plaintext (no `[tls]`).
 fn check_exposure(config: &Config, grpc: &TcpListener, api: &TcpListener) -> anyhow::Result<()> {
-    if !config.auth.tokens.is_empty() {
-        return Ok(());
-    }
     for addr in [grpc.local_addr()?, api.local_addr()?] {
-        if !addr.ip().is_loopback() {
+        if addr.ip().is_loopback() {
+            continue;
+        }
+        if !config.auth.tokens.is_empty() {
+            if !config.tls.enabled() {
+                tracing::warn!(
+                    %addr,
+                    "listening beyond loopback without TLS: bearer tokens cross the network in \
+                     plaintext; configure [tls] (TLS_CERT_PATH, TLS_KEY_PATH)"
+                );
+            }
+        } else {
             bail!(
                 "refusing to listen on {addr}: no auth tokens are configured, so every caller would have every role; \
                  configure [[auth.tokens]] or bind to 127.0.0.1 (server.bind_address / BIND_ADDRESS)"
@@ -246,7 +274,8 @@ async fn run(
     let (chain, embedded) = connect_chain(&config).await?;
     let singletons = singletons::Setup::resolve(&config, embedded.is_some())?;
     let auth = Arc::new(Auth::new(&config.auth)?);
-    let state = build_state(config, store.clone(), chain, singletons, auth);
+    let tls = connections::Tls::load(&config.tls)?;
+    let state = build_state(config, store.clone(), chain, singletons, auth, tls);
     // The store answered (connect ran the migrations), so the services can
     // serve as soon as the listener is up; the store watcher turns this
     // NotServing whenever the store stops answering.
@@ -255,7 +284,7 @@ async fn run(
     // Token reloads and systemd notifications, until shutdown.
     let background = CancellationToken::new();
     if reload_on_sighup {
-        reload_tokens_on_sighup(state.auth.clone(), background.clone());
+        reload_secrets_on_sighup(state.auth.clone(), state.tls.clone(), background.clone());
     }
     let mut supervisor = Supervisor::new(
         state.board.clone(),
@@ -382,6 +411,7 @@ fn build_state(
     chain: Option<Chain>,
     singletons: singletons::Setup,
     auth: Arc<Auth>,
+    tls: Option<Arc<connections::Tls>>,
 ) -> Arc<AppState> {
     let metrics = Arc::new(Metrics::new());
     let singletons = Arc::new(singletons::Singletons::new(
@@ -399,6 +429,7 @@ fn build_state(
     let (config_leader, metrics_for_leader) = (config.leader.clone(), metrics.clone());
     Arc::new(AppState {
         auth,
+        tls,
         config: Arc::new(config),
         store,
         hub,

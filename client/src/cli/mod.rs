@@ -41,6 +41,16 @@ pub(crate) struct Cli {
         hide_env_values = true
     )]
     token: Option<String>,
+    /// PEM CA certificates of the server's TLS certificate: connect with
+    /// TLS (`https://` is then the default scheme).
+    #[arg(
+        long,
+        global = true,
+        help_heading = GLOBAL,
+        env = "VALENCE_CA_FILE",
+        value_name = "PEM"
+    )]
+    ca_file: Option<std::path::PathBuf>,
     /// Print responses as JSON instead of tables.
     #[arg(long, global = true, help_heading = GLOBAL)]
     json: bool,
@@ -136,6 +146,7 @@ async fn execute(cli: Cli) -> Result<ExitCode, ClientError> {
     let config = ClientConfig {
         endpoint: cli.endpoint,
         token: cli.token,
+        ca_file: cli.ca_file,
         request_timeout: Duration::from_secs(cli.timeout),
         ..ClientConfig::default()
     };

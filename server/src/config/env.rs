@@ -18,6 +18,9 @@ const ENV_KEYS: &[(&str, &str)] = &[
     ("API_PORT", "server.api_port"),
     ("GRPC_PORT", "server.grpc_port"),
     ("BIND_ADDRESS", "server.bind_address"),
+    ("TLS_CERT_PATH", "tls.cert_path"),
+    ("TLS_KEY_PATH", "tls.key_path"),
+    ("TLS_CLIENT_CA_PATH", "tls.client_ca_path"),
     ("POLL_INTERVAL", "lifecycle.poll_interval_secs"),
     ("LIVE_POLL_INTERVAL", "lifecycle.live_poll_interval_secs"),
     (

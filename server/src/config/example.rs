@@ -17,6 +17,10 @@ use super::{env, Config, ENV_PREFIX};
 /// A section's name and what it holds.
 const SECTIONS: &[(&str, &str)] = &[
     ("server", "Listeners and request limits."),
+    (
+        "tls",
+        "TLS on the gRPC and REST listeners (rustls); re-read on SIGHUP.",
+    ),
     ("database", "Where state lives."),
     ("rpc", "The Solana cluster (seed 001 [rpc])."),
     ("service", "The account builder (seed 001 [service])."),
@@ -67,7 +71,7 @@ const fn key(key: &'static str, doc: &'static str) -> Key {
 
 /// Every key, in file order within its section.
 const KEYS: &[Key] = &[
-    key("server.bind_address", "Address both listeners bind to; anything but loopback needs [[auth.tokens]]."),
+    key("server.bind_address", "Address both listeners bind to; anything but loopback needs [[auth.tokens]], and [tls] to keep them secret."),
     key("server.grpc_port", "gRPC port."),
     key("server.api_port", "REST gateway port (also serves /metrics and /health)."),
     key("server.request_timeout_secs", "Per unary call and REST request."),
@@ -77,6 +81,9 @@ const KEYS: &[Key] = &[
     key("server.max_connections", "Open connections per listener; at the cap the longest-idle one is closed for a new one."),
     key("server.header_read_timeout_secs", "To send a request head (REST) or the HTTP/2 preface (gRPC)."),
     key("server.idle_timeout_secs", "A connection with no request in flight is closed after this."),
+    key("tls.cert_path", "PEM certificate chain, leaf first; empty: plaintext listeners (bearer tokens then cross the network in the clear)."),
+    key("tls.key_path", "PEM private key (PKCS#8, PKCS#1 or SEC1) of the certificate."),
+    key("tls.client_ca_path", "PEM CA certificates; set: gRPC clients must present a certificate they signed (mTLS)."),
     key("database.url", "sqlite://path (one server process per file) or postgres://… (any number of replicas)."),
     key("database.max_connections", "Pool size."),
     key("database.acquire_timeout_secs", "How long a caller waits for a pooled connection."),

@@ -31,7 +31,7 @@ pub use self::{
     sections::{
         DatabaseConfig, EventsConfig, LeaderConfig, LifecycleConfig, MonitoringConfig, RetryConfig,
         RpcConfig, ServerConfig, ServiceConfig, SingletonsConfig, SupervisionConfig,
-        TelemetryConfig,
+        TelemetryConfig, TlsConfig,
     },
 };
 
@@ -41,6 +41,8 @@ pub use self::{
 pub struct Config {
     /// Listeners and request limits.
     pub server: ServerConfig,
+    /// TLS on both listeners.
+    pub tls: TlsConfig,
     /// Storage backend.
     pub database: DatabaseConfig,
     /// Solana RPC (seed 001 `[rpc]`).

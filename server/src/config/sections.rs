@@ -111,6 +111,27 @@ impl Default for ServerConfig {
     }
 }
 
+/// `[tls]`: TLS on the gRPC and REST listeners. Off while `cert_path` is
+/// empty; the files are re-read on SIGHUP (open connections keep theirs).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first (env TLS_CERT_PATH).
+    pub cert_path: String,
+    /// PEM private key of the leaf (env TLS_KEY_PATH).
+    pub key_path: String,
+    /// PEM CA certificates; when set, gRPC clients must present a
+    /// certificate they signed (env TLS_CLIENT_CA_PATH).
+    pub client_ca_path: String,
+}
+
+impl TlsConfig {
+    /// Whether the listeners speak TLS.
+    pub fn enabled(&self) -> bool {
+        !self.cert_path.is_empty()
+    }
+}
+
 /// `[database]`: where state lives.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]

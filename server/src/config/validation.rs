@@ -238,6 +238,15 @@ impl Config {
             "telemetry.log_format (LOG_FORMAT)",
             &self.telemetry.log_format,
         )?;
+        let tls = &self.tls;
+        if tls.key_path.is_empty() != tls.cert_path.is_empty()
+            || (!tls.client_ca_path.is_empty() && tls.cert_path.is_empty())
+        {
+            bail!(
+                "invalid [tls]: tls.cert_path (TLS_CERT_PATH) and tls.key_path (TLS_KEY_PATH) go together, \
+                 and tls.client_ca_path (TLS_CLIENT_CA_PATH) needs both"
+            );
+        }
         for (i, t) in self.auth.tokens.iter().enumerate() {
             if let Err(e) = t.digest() {
                 bail!("invalid auth.tokens[{i}].token: {e:#}");

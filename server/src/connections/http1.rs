@@ -8,19 +8,21 @@ use axum::Router;
 use futures::StreamExt as _;
 use hyper::{body::Incoming, server::conn::http1, service::service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
-use super::{body::Tracked, Gate, Guarded};
+use super::{body::Tracked, Conn, Gate, Handshake};
 
-/// Serves `router` on `listener` until `cancel` fires, then stops
+/// Serves `router` on `listener` (after `handshake`: TLS when configured)
+/// until `cancel` fires, then stops
 /// accepting, lets requests in flight finish and returns once every
 /// connection is closed.
 pub(crate) async fn serve_http1(
     gate: Arc<Gate>,
     listener: TcpListener,
     router: Router,
+    handshake: Handshake,
     cancel: CancellationToken,
 ) {
     let mut builder = http1::Builder::new();
@@ -30,7 +32,7 @@ pub(crate) async fn serve_http1(
     {
         // Dropped at the end of this block: the listening socket closes, so
         // new clients are refused rather than left waiting during the drain.
-        let incoming = gate.incoming(listener);
+        let incoming = gate.incoming(listener, handshake);
         tokio::pin!(incoming);
         loop {
             let io = tokio::select! {
@@ -57,7 +59,7 @@ pub(crate) async fn serve_http1(
 /// One connection, each request marked busy until its response is written.
 async fn serve_connection(
     builder: http1::Builder,
-    io: Guarded<TcpStream>,
+    io: Conn,
     router: Router,
     cancel: CancellationToken,
     gate: Arc<Gate>,

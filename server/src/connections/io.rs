@@ -10,12 +10,8 @@ use std::{
     task::{ready, Context, Poll},
 };
 
-use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
-    net::TcpStream,
-};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::WaitForCancellationFutureOwned;
-use tonic::transport::server::Connected;
 
 use super::{Gate, Slot};
 
@@ -130,14 +126,4 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Guarded<T> {
 #[derive(Clone)]
 pub(crate) struct ConnInfo {
     pub(super) slot: Arc<Slot>,
-}
-
-impl Connected for Guarded<TcpStream> {
-    type ConnectInfo = ConnInfo;
-
-    fn connect_info(&self) -> ConnInfo {
-        ConnInfo {
-            slot: self.slot.clone(),
-        }
-    }
 }

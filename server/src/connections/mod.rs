@@ -16,6 +16,7 @@ mod fd_limit;
 mod http1;
 mod io;
 mod memory;
+mod tls;
 
 use std::{
     collections::HashMap,
@@ -40,6 +41,7 @@ pub(crate) use self::{
     fd_limit::raise_open_files_limit,
     http1::serve_http1,
     io::Guarded,
+    tls::{Conn, Face, Handshake, Tls},
 };
 use crate::{
     config::ServerConfig,
@@ -249,9 +251,34 @@ impl Gate {
         self.limits
     }
 
-    /// The admitted connections of `listener` (accept errors are logged
-    /// and retried). Dropping the stream closes the listening socket.
+    /// The admitted connections of `listener`, after `handshake` (TLS, when
+    /// configured: run for many connections at once, each within the
+    /// header-read timeout, so a slow client holds up no other). Accept
+    /// errors are logged and retried. Dropping the stream closes the
+    /// listening socket.
     pub(crate) fn incoming(
+        self: &Arc<Self>,
+        listener: TcpListener,
+        handshake: Handshake,
+    ) -> impl Stream<Item = Conn> + Send + 'static {
+        let admitted = self.admitted(listener);
+        if handshake.is_none() {
+            return futures::future::Either::Left(admitted.map(Conn::Plain));
+        }
+        let (timeout, name) = (self.limits.header_read_timeout, self.listener);
+        futures::future::Either::Right(
+            admitted
+                .map(move |io| {
+                    let handshake = handshake.clone();
+                    async move { handshake.accept(io, timeout, name).await }
+                })
+                .buffer_unordered(self.limits.max_connections.max(1))
+                .filter_map(std::future::ready),
+        )
+    }
+
+    /// The admitted TCP connections of `listener`.
+    fn admitted(
         self: &Arc<Self>,
         listener: TcpListener,
     ) -> impl Stream<Item = Guarded<TcpStream>> + Send + 'static {

@@ -24,7 +24,7 @@ use tower_http::timeout::TimeoutLayer;
 
 use crate::{
     auth::http_role,
-    connections::{serve_http1, Gate, Limits},
+    connections::{serve_http1, Face, Gate, Handshake, Limits},
     telemetry::metrics::{HttpLabels, MethodLabels},
     AppState,
 };
@@ -128,7 +128,7 @@ pub(crate) async fn serve(
     listener: TcpListener,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    tracing::info!(addr = %listener.local_addr()?, "REST gateway listening");
+    tracing::info!(addr = %listener.local_addr()?, tls = state.tls.is_some(), "REST gateway listening");
     let limits = Limits::from(&state.config.server);
     if let Some(port) = state.config.monitoring.metrics_port {
         let metrics_listener = TcpListener::bind((state.config.server.bind_address, port)).await?;
@@ -140,10 +140,12 @@ pub(crate) async fn serve(
             gate,
             metrics_listener,
             metrics_only,
+            Handshake::none(),
             cancel.clone(),
         ));
     }
     let gate = Gate::new("rest", limits, 0, &state.metrics);
-    serve_http1(gate, listener, router(state), cancel).await;
+    let handshake = Handshake::new(state.tls.as_ref(), Face::Rest);
+    serve_http1(gate, listener, router(state), handshake, cancel).await;
     Ok(())
 }

@@ -26,7 +26,7 @@ use valence_lifecycle_api::{
 };
 
 use crate::{
-    connections::{Gate, Limits, TrackBusyLayer, HTTP2_PREFACE_LEN},
+    connections::{Face, Gate, Handshake, Limits, TrackBusyLayer, HTTP2_PREFACE_LEN},
     AppState,
 };
 
@@ -55,10 +55,17 @@ pub(crate) async fn serve(
         .build_v1alpha()
         .context("building reflection v1alpha")?;
     let streams = state.streams.clone();
-    tracing::info!(addr = %listener.local_addr()?, "gRPC listening");
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        tls = state.tls.is_some(),
+        client_certificates = state.tls.as_ref().is_some_and(|t| t.requires_client_certificates()),
+        "gRPC listening"
+    );
     let limits = Limits::from(&state.config.server);
     let gate = Gate::new("grpc", limits, HTTP2_PREFACE_LEN, &state.metrics);
-    let incoming = gate.incoming(listener).map(Ok::<_, Infallible>);
+    let incoming = gate
+        .incoming(listener, Handshake::new(state.tls.as_ref(), Face::Grpc))
+        .map(Ok::<_, Infallible>);
     tonic::transport::Server::builder()
         .timeout(state.config.request_timeout())
         .concurrency_limit_per_connection(state.config.server.max_concurrent_requests)

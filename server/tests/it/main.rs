@@ -27,3 +27,4 @@ mod singletons;
 mod store;
 mod supervision;
 mod telemetry;
+mod tls;
