@@ -105,6 +105,7 @@ fn request(n: usize) -> AccountRequestRecord {
         init_state_hash: "ab".repeat(32),
         created_at_ms: 1_700_000_000_000 + n as i64,
         slot: Some(n as u64),
+        signature: String::new(),
         account_id: None,
     }
 }
@@ -134,6 +135,7 @@ fn session(n: usize) -> SessionRecord {
         created_at_ms: 1_700_000_000_000 + n as i64,
         metadata: vec![],
         slot: Some(n as u64),
+        signature: String::new(),
     }
 }
 

@@ -201,6 +201,7 @@ async fn seed(url: &str, n: usize) -> anyhow::Result<Vec<String>> {
             created_at_ms: 1_700_000_000_000 + i as i64,
             metadata: vec![0; 32],
             slot: Some(i as u64 + 1),
+            signature: String::new(),
         };
         store.upsert_session(&session).await?;
         ids.push(id);

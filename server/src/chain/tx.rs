@@ -93,6 +93,17 @@ impl Chain {
     /// account: the one that created it), from the newest page of its
     /// history. One attempt; None when there is none.
     pub async fn creating_signature(&self, key: &Pubkey) -> anyhow::Result<Option<Signature>> {
+        Ok(self
+            .creating_transaction(key)
+            .await?
+            .map(|(signature, _)| signature))
+    }
+
+    /// [`Self::creating_signature`] with the slot it landed in.
+    pub async fn creating_transaction(
+        &self,
+        key: &Pubkey,
+    ) -> anyhow::Result<Option<(Signature, u64)>> {
         let page = self
             .rpc
             .get_signatures_for_address(key)
@@ -102,7 +113,7 @@ impl Chain {
             .iter()
             .rev()
             .find(|s| s.err.is_none())
-            .and_then(|s| s.signature.parse().ok()))
+            .and_then(|s| Some((s.signature.parse().ok()?, s.slot))))
     }
 
     /// The slot `signature` landed in (None: unknown to the node). The

@@ -32,6 +32,8 @@ pub(super) struct Pending {
     slot: u64,
     source: Source,
     write: ChainWrite,
+    /// Not seen by this process before (so perhaps new to the store).
+    first_seen: bool,
 }
 
 impl Monitor {
@@ -50,8 +52,9 @@ impl Monitor {
         match self.prepare(key, data, slot, source) {
             Prepared::Unchanged => Ok(false),
             Prepared::Counted => Ok(true),
-            Prepared::Write(write) => {
+            Prepared::Write(mut write) => {
                 let started = Instant::now();
+                self.name_creator(&mut write).await;
                 self.write_one(&write).await?;
                 self.metrics
                     .event_processing_duration
@@ -75,7 +78,8 @@ impl Monitor {
         // Keyed at random per process, so nobody can craft an update
         // that passes for the data it replaces.
         let fingerprint = self.fingerprint_keys.hash_one(data);
-        if self.last_applied(&key) == Some(fingerprint) {
+        let last = self.last_applied(&key);
+        if last == Some(fingerprint) {
             self.metrics
                 .chain_updates_unchanged
                 .get_or_create(&labels)
@@ -95,6 +99,7 @@ impl Monitor {
                     slot,
                     source,
                     write,
+                    first_seen: last.is_none(),
                 })),
                 None => {
                     self.remember(key, fingerprint);
@@ -105,6 +110,37 @@ impl Monitor {
                 self.decode_failed(key, &e);
                 self.remember(key, fingerprint);
                 Prepared::Counted
+            }
+        }
+    }
+
+    /// Gives a record seen for the first time the transaction that
+    /// created it (signature, and its slot rather than the observation's),
+    /// so its first step and event carry both whoever records it. One
+    /// getSignaturesForAddress; without an answer the record keeps the
+    /// observation's slot and no signature. An AccountRequest placed by
+    /// RequestAccount is recorded this way: placing writes nothing.
+    pub(super) async fn name_creator(&self, pending: &mut Pending) {
+        if !pending.first_seen {
+            return;
+        }
+        let (slot, signature) = match &mut pending.write {
+            ChainWrite::Request(r) => (&mut r.slot, &mut r.signature),
+            ChainWrite::Session(s) => (&mut s.slot, &mut s.signature),
+            ChainWrite::Account(a) => (&mut a.slot, &mut a.signature),
+            ChainWrite::Consumption(_) => return,
+        };
+        if !signature.is_empty() {
+            return;
+        }
+        match self.chain.creating_transaction(&pending.key).await {
+            Ok(Some((creator, landed))) => {
+                *signature = creator.to_string();
+                *slot = Some(landed);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::debug!(account = %pending.key, error = format!("{e:#}"), "looking up the creating transaction failed")
             }
         }
     }
@@ -191,6 +227,7 @@ impl Monitor {
                 init_state_hash: hex::encode(r.init_state_hash),
                 created_at_ms: r.created_at.saturating_mul(1000),
                 slot: Some(slot),
+                signature: String::new(),
             }),
             Record::Account(r) => ChainWrite::Account(AccountRecord {
                 id,
@@ -334,6 +371,7 @@ impl Monitor {
                 init_state_hash: hex::encode(e.init_state_hash),
                 created_at_ms: e.created_at.saturating_mul(1000),
                 slot: Some(at.slot),
+                signature: at.signature.to_string(),
                 account_id: None,
             })
             .await?;
@@ -548,5 +586,6 @@ fn session_record(id: String, r: codec::SessionRecord, slot: u64) -> SessionReco
         created_at_ms: r.created_at.saturating_mul(1000),
         metadata: r.metadata,
         slot: Some(slot),
+        signature: String::new(),
     }
 }

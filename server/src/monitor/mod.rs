@@ -95,6 +95,8 @@ pub(crate) struct Monitor {
     /// About 70 bytes an account; bounded by the program's account count.
     fingerprints: std::sync::Mutex<HashMap<Pubkey, u64>>,
     fingerprint_keys: std::hash::RandomState,
+    /// Passes that stored everything they found, since this process began.
+    passes_done: std::sync::atomic::AtomicU64,
 }
 
 impl Monitor {
@@ -116,6 +118,7 @@ impl Monitor {
             backfill_cursor: Mutex::new(None),
             fingerprints: std::sync::Mutex::new(HashMap::new()),
             fingerprint_keys: std::hash::RandomState::new(),
+            passes_done: std::sync::atomic::AtomicU64::new(0),
         })
     }
 

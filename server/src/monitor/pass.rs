@@ -27,6 +27,11 @@ const BEAT_EVERY: usize = 1024;
 /// at most one batch for SQLite's single writer.
 const BATCH: usize = 256;
 
+/// Creating transactions looked up per pass at most (see
+/// `Monitor::name_creator`): a pass that finds thousands of new records is
+/// a catch-up, and ingest speed matters more there.
+const LOOKUPS_PER_PASS: usize = 256;
+
 /// What one pass found.
 #[derive(Debug, Default)]
 struct Tally {
@@ -59,6 +64,7 @@ impl Monitor {
             .inc_by((cpu_seconds() - cpu_before).max(0.0));
         let mut tally = Tally::default();
         let mut batch: Vec<Pending> = Vec::with_capacity(BATCH);
+        let mut lookups = 0;
         for (i, (key, data)) in accounts.into_iter().enumerate() {
             if ctx.cancel.is_cancelled() {
                 tracing::info!(applied = i, "reconciliation stopped at a record boundary");
@@ -71,8 +77,15 @@ impl Monitor {
             match self.prepare(key, &data, slot, Source::Reconciliation) {
                 Prepared::Unchanged => {}
                 Prepared::Counted => tally.changed += 1,
-                Prepared::Write(pending) => {
+                Prepared::Write(mut pending) => {
                     tally.changed += 1;
+                    // After catch-up a new record is a change of the
+                    // moment: name its transaction (bounded per pass; a
+                    // fresh server's catch-up keeps observation slots).
+                    if self.caught_up() && lookups < LOOKUPS_PER_PASS {
+                        lookups += 1;
+                        self.name_creator(&mut pending).await;
+                    }
                     batch.push(*pending);
                     if batch.len() == BATCH {
                         tally.unstored.extend(self.write_batch(&batch).await);
@@ -85,6 +98,10 @@ impl Monitor {
             tally.unstored.extend(self.write_batch(&batch).await);
         }
         self.report_unstored(&tally.unstored).await;
+        if tally.unstored.is_empty() {
+            self.passes_done
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         self.record_pass(&tally, started, fetched, cpu_before);
         crate::telemetry::release_freed_memory();
         self.backfill().await;
@@ -153,5 +170,13 @@ impl Monitor {
             }
             _ => {}
         }
+    }
+}
+
+impl Monitor {
+    /// Whether a pass of this process has stored everything once: records
+    /// it finds new after that appeared while it was watching.
+    fn caught_up(&self) -> bool {
+        self.passes_done.load(std::sync::atomic::Ordering::Relaxed) > 0
     }
 }

@@ -38,8 +38,11 @@ pub struct AccountRequestRecord {
     pub init_state_hash: String,
     /// On-chain creation time, Unix ms.
     pub created_at_ms: i64,
-    /// Slot of the observation.
+    /// Slot of the transaction that placed it (of the observation when
+    /// that is unknown).
     pub slot: Option<u64>,
+    /// Signature of the transaction that placed it ("" when unknown).
+    pub signature: String,
     /// The Account the on-chain record says this request initialized
     /// (None: not yet, or not known from this observation).
     pub account_id: Option<String>,
@@ -87,8 +90,11 @@ pub struct SessionRecord {
     pub created_at_ms: i64,
     /// Metadata bytes.
     pub metadata: Vec<u8>,
-    /// Slot of the observation.
+    /// Slot of the transaction that created it (of the observation when
+    /// that is unknown).
     pub slot: Option<u64>,
+    /// Signature of the transaction that created it ("" when unknown).
+    pub signature: String,
 }
 
 /// A session consumption record as observed.
@@ -234,11 +240,14 @@ impl Store {
             capabilities: r.capabilities.clone(),
             init_state_hash: r.init_state_hash.clone(),
         });
-        self.append_event(tx, NewEvent::new(&r.id, payload).on_chain(r.slot, ""))
-            .await?;
+        self.append_event(
+            tx,
+            NewEvent::new(&r.id, payload).on_chain(r.slot, &r.signature),
+        )
+        .await?;
         let cause = Cause {
             slot: r.slot,
-            signature: "",
+            signature: &r.signature,
             reason: "requested",
             namespace: "",
         };
@@ -485,11 +494,13 @@ impl Store {
     }
 
     /// Names the initializing transaction in the ACCOUNT transitions of
-    /// account `a` and of its request, when they were recorded without one.
+    /// account `a` and of its request, when they were recorded without one,
+    /// with the slot it landed in (an observation's slot can be older: a
+    /// pass reads the slot before the accounts).
     /// Returns whether it did.
     async fn name_transaction(&self, tx: &mut WriteTx<'_>, a: &AccountRecord) -> StoreResult<bool> {
         let changed = sqlx::query(
-            "UPDATE progression_transitions SET signature = $1, slot = COALESCE(slot, $2) \
+            "UPDATE progression_transitions SET signature = $1, slot = COALESCE($2, slot) \
              WHERE entity_id IN ($3, $5) AND to_state = $4 AND signature = ''",
         )
         .bind(&a.signature)
@@ -625,11 +636,11 @@ impl Store {
         });
         let event = NewEvent::new(&s.id, payload)
             .in_namespace(&s.namespace)
-            .on_chain(s.slot, "");
+            .on_chain(s.slot, &s.signature);
         self.append_event(tx, event).await?;
         let cause = Cause {
             slot: s.slot,
-            signature: "",
+            signature: &s.signature,
             reason: "session created",
             namespace: &s.namespace,
         };

@@ -1004,3 +1004,78 @@ backend_tests! {
         assert!(server.stop().await);
     }
 }
+
+backend_tests! {
+    // Requests the server places (RequestAccount; placing writes nothing,
+    // the monitor records them): their AccountRequested events and first
+    // steps carry the placing transaction's signature and slot, and two
+    // placed apart have increasing slots. (Chain time following the wall
+    // clock is checked on the server's own embedded network, in
+    // chain::with_no_rpc_configured_…: this harness's Surfnet keeps its
+    // Clock still.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn placed_requests_carry_their_transactions_slot_and_signature(db: Db) {
+        let net = Net::start().await;
+        let Some(test_db) = TestDb::new(db).await else { return };
+        let wallet = Wallet::funded(&net);
+        let config = builder_config(&net, &test_db, &wallet);
+        let server = TestServer::start_with(test_db, config).await;
+        let mut client = server.lifecycle().await;
+        let mut placed = Vec::new();
+        for key in ["first", "second"] {
+            if let Some((_, _, slot)) = placed.last() {
+                let after = *slot + 5;
+                eventually(Duration::from_secs(30), "the chain moves on", || async {
+                    let now = tokio::task::block_in_place(|| net.surfnet.rpc_client().get_slot().unwrap());
+                    now > after
+                })
+                .await;
+            }
+            let answer = client
+                .request_account(RequestAccountRequest {
+                    owner: Pubkey::new_unique().to_string(),
+                    capabilities: caps(&["transfer"]),
+                    init_state_hash: String::new(),
+                    idempotency_key: key.into(),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            let id: Pubkey = answer.request.unwrap().id.parse().unwrap();
+            let signature: solana_sdk::signature::Signature = answer.signature.parse().unwrap();
+            let slot = tokio::task::block_in_place(|| {
+                net.surfnet
+                    .rpc_client()
+                    .get_signature_statuses_with_history(&[signature])
+                    .unwrap()
+                    .value[0]
+                    .as_ref()
+                    .expect("the placing transaction is known")
+                    .slot
+            });
+            placed.push((id, answer.signature, slot));
+        }
+        for (id, signature, slot) in &placed {
+            wait_status(&client, id, AccountRequestStatus::Initialized, Duration::from_secs(60)).await;
+            let requested = events_of(&mut client, &id.to_string(), EventType::AccountRequested).await;
+            assert_eq!(requested.len(), 1);
+            assert_eq!(&requested[0].signature, signature, "AccountRequested names its transaction");
+            assert_eq!(requested[0].slot, Some(*slot), "and the slot it landed in");
+            let history = client
+                .get_progression(GetProgressionRequest { entity_id: id.to_string() })
+                .await
+                .unwrap()
+                .into_inner()
+                .progression
+                .unwrap()
+                .history;
+            assert_eq!(history[0].to_state, LinearState::AccountRequest as i32);
+            assert_eq!(&history[0].signature, signature, "the ACCOUNT_REQUEST step too");
+            assert_eq!(history[0].slot, Some(*slot));
+            let later = &history[1];
+            assert!(!later.signature.is_empty() && later.slot >= Some(*slot), "{later:?}");
+        }
+        assert!(placed[1].2 > placed[0].2, "slots increase");
+        assert!(server.stop().await);
+    }
+}

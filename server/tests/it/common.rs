@@ -418,6 +418,7 @@ pub(crate) fn request_record(n: u8) -> AccountRequestRecord {
         init_state_hash: "ab".repeat(32),
         created_at_ms: 1_700_000_000_000 + n as i64,
         slot: Some(10),
+        signature: String::new(),
         account_id: None,
     }
 }
@@ -460,6 +461,7 @@ pub(crate) fn session_record(n: u8, accounts: &[u8], namespace: &str) -> Session
         created_at_ms: 1_700_000_000_200 + n as i64,
         metadata: vec![1, 2, 3],
         slot: Some(12),
+        signature: String::new(),
     }
 }
 
