@@ -510,3 +510,31 @@ impl TestReceiver {
         self.seen.lock().unwrap().len()
     }
 }
+
+/// The path of `program` on PATH, or None when it is missing outside
+/// .ci/test (which installs the tools and sets VALENCE_REQUIRE_POSTGRES:
+/// there a missing tool fails the test instead of skipping it).
+pub(crate) fn tool(program: &str) -> Option<std::path::PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(program))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var("VALENCE_REQUIRE_POSTGRES").is_err(),
+            "{program} must be installed under .ci/test"
+        );
+        eprintln!("SKIPPED: {program} not installed");
+    }
+    found
+}
+
+/// A finished command's stdout then stderr, as text.
+pub(crate) fn output_text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}

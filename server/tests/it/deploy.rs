@@ -27,7 +27,7 @@ use valence_lifecycle_server::{
 };
 
 use crate::{
-    common::{eventually, open_store, Db, TestDb, TestServer},
+    common::{eventually, open_store, output_text, tool, Db, TestDb, TestServer},
     process::free_port,
 };
 
@@ -41,24 +41,6 @@ fn read(path: &str) -> String {
     std::fs::read_to_string(deploy(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
-/// The tool's path, or None when it is missing outside .ci/test (which
-/// installs it and sets VALENCE_REQUIRE_POSTGRES).
-fn tool(program: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|dir| dir.join(program))
-            .find(|p| p.is_file())
-    });
-    if found.is_none() {
-        assert!(
-            std::env::var("VALENCE_REQUIRE_POSTGRES").is_err(),
-            "{program} must be installed under .ci/test"
-        );
-        eprintln!("SKIPPED: {program} not installed");
-    }
-    found
-}
-
 /// Runs `program args` in `dir`; panics with its output unless it succeeds.
 async fn run_ok(program: &Path, args: &[&str], dir: &Path) -> String {
     let out = Command::new(program)
@@ -67,11 +49,7 @@ async fn run_ok(program: &Path, args: &[&str], dir: &Path) -> String {
         .output()
         .await
         .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = output_text(&out);
     assert!(
         out.status.success(),
         "{} {args:?}:\n{text}",

@@ -26,7 +26,9 @@ use valence_lifecycle_client::{ClientConfig, LifecycleClient};
 use valence_lifecycle_server::config::Config;
 
 use crate::{
-    common::{eventually, test_config, with_tokens, Db, TestDb, ADMIN, SEED_RULE},
+    common::{
+        eventually, output_text, test_config, tool, with_tokens, Db, TestDb, ADMIN, SEED_RULE,
+    },
     process::free_port,
 };
 
@@ -197,21 +199,6 @@ async fn stats(client: &LifecycleClient) -> Result<(), tonic::Status> {
         .map(|_| ())
 }
 
-fn grpcurl_installed() -> bool {
-    let installed = std::process::Command::new("grpcurl")
-        .arg("-version")
-        .output()
-        .is_ok();
-    if !installed {
-        assert!(
-            std::env::var("VALENCE_REQUIRE_POSTGRES").is_err(),
-            "grpcurl must be installed under .ci/test"
-        );
-        eprintln!("SKIPPED (grpcurl part): grpcurl not installed");
-    }
-    installed
-}
-
 async fn grpcurl(args: &[&str]) -> (Option<i32>, String) {
     let out = Command::new("grpcurl")
         .args(args)
@@ -219,12 +206,7 @@ async fn grpcurl(args: &[&str]) -> (Option<i32>, String) {
         .output()
         .await
         .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code(), text)
+    (out.status.code(), output_text(&out))
 }
 
 #[tokio::test]
@@ -329,7 +311,7 @@ async fn grpc_and_rest_speak_tls_and_refuse_plaintext() {
     assert_ne!(code, Some(0), "https:// without a CA file");
 
     // grpcurl with -cacert; -plaintext fails.
-    if grpcurl_installed() {
+    if tool("grpcurl").is_some() {
         let addr = format!("localhost:{}", server.grpc.port());
         let ca = path_str(&ca);
         let (code, out) = grpcurl(&["-cacert", &ca, &addr, "grpc.health.v1.Health/Check"]).await;
