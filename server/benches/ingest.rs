@@ -31,14 +31,16 @@ use std::{
 use anyhow::Context as _;
 use solana_sdk::pubkey::Pubkey;
 use sqlx::{Connection as _, Executor as _};
-use surfpool_sdk::{cheatcodes::builders::DeployProgram, Surfnet};
 use tokio::process::{Child, Command};
 use valence_lifecycle_api::v1::{
     lifecycle_service_client::LifecycleServiceClient, GetStatsRequest,
 };
-use valence_lifecycle_server::chain::{codec::Record, dev, embedded::SHARD_PROGRAM};
 
+#[path = "support/chain.rs"]
+mod chain;
 mod support;
+
+use chain::Net;
 
 /// Rows per transaction of the raw baseline.
 const RAW_BATCH: usize = 500;
@@ -206,56 +208,6 @@ async fn raw_insert_rate(url: &str, rows: usize) -> anyhow::Result<f64> {
     Ok(rows as f64 / started.elapsed().as_secs_f64())
 }
 
-/// The in-process chain with the stand-in program.
-struct Net {
-    surfnet: Surfnet,
-    program: Pubkey,
-    rpc_url: String,
-    ws_url: String,
-}
-
-impl Net {
-    async fn start() -> anyhow::Result<Net> {
-        let surfnet = Surfnet::start()
-            .await
-            .map_err(|e| anyhow::anyhow!("starting Surfnet: {e}"))?;
-        let program = Pubkey::new_unique();
-        tokio::task::block_in_place(|| {
-            surfnet
-                .cheatcodes()
-                .deploy(DeployProgram::new(program).so_bytes(SHARD_PROGRAM.to_vec()))
-        })
-        .map_err(|e| anyhow::anyhow!("deploying the stand-in: {e}"))?;
-        let (rpc_url, ws_url) = (surfnet.rpc_url().to_string(), surfnet.ws_url().to_string());
-        Ok(Net {
-            surfnet,
-            program,
-            rpc_url,
-            ws_url,
-        })
-    }
-
-    /// `n` records, a third of each kind, written with cheatcodes.
-    fn place_records(&self, n: usize) -> anyhow::Result<()> {
-        let owner = Pubkey::new_unique();
-        tokio::task::block_in_place(|| {
-            let cheats = self.surfnet.cheatcodes();
-            for i in 0..n {
-                let key = dev::random_key();
-                let record: Record = match i % 3 {
-                    0 => dev::account_request(key, owner, vec!["transfer".into()], [0; 32]),
-                    1 => dev::account(key, owner, vec!["transfer".into()]),
-                    _ => dev::session(key, owner, &[], "bench".into(), i as u64),
-                };
-                cheats
-                    .set_account(&key, 10_000_000, &record.encode(), &self.program)
-                    .map_err(|e| anyhow::anyhow!("placing record {i}: {e}"))?;
-            }
-            Ok(())
-        })
-    }
-}
-
 /// The server binary as a child process, killed when dropped.
 struct Server {
     child: Child,
@@ -273,6 +225,17 @@ fn free_port() -> u16 {
 impl Server {
     async fn start(url: &str, rpc: &str, ws: &str, program: &Pubkey) -> anyhow::Result<Server> {
         let (grpc, api) = (free_port(), free_port());
+        // BENCH_SERVER_LOG=<file>: the server's info log (its pass lines
+        // say where a pass's time goes) is appended there.
+        let log = match std::env::var_os("BENCH_SERVER_LOG") {
+            Some(path) => Some(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?,
+            ),
+            None => None,
+        };
         let child = Command::new(env!("CARGO_BIN_EXE_valence-lifecycle"))
             .env_clear()
             .env("DATABASE_URL", url)
@@ -282,8 +245,8 @@ impl Server {
             .env("LIVE_POLL_INTERVAL", "5")
             .env("GRPC_PORT", grpc.to_string())
             .env("API_PORT", api.to_string())
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
+            .env("RUST_LOG", if log.is_some() { "info" } else { "warn" })
+            .stdout(log.map_or_else(Stdio::null, Stdio::from))
             .kill_on_drop(true)
             .spawn()
             .context("starting valence-lifecycle")?;

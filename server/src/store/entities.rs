@@ -20,7 +20,10 @@ use valence_lifecycle_api::v1::{
 use super::error::{StoreError, StoreResult};
 use super::{
     now_ms,
-    rows::{count, flag, list, optional_list, optional_unsigned, placeholders, state, u64_bits},
+    rows::{
+        count, flag, list, optional_list, optional_unsigned, placeholders, state, u64_bits,
+        value_rows,
+    },
     CreatedKey, EntityKind, LinearState, NewEvent, RequestStatus, Store, StoredAccount,
     StoredProgression, StoredRequest, StoredSession, StoredTransition, WriteTx,
 };
@@ -174,11 +177,138 @@ fn json_list(items: &[String]) -> String {
 }
 
 /// Where a transition comes from.
-struct Cause<'a> {
+/// Rows per multi-row INSERT of records (11 parameters at most each).
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// What moved an entity: the chain's transaction and why.
+pub(super) struct Cause<'a> {
     slot: Option<u64>,
     signature: &'a str,
     reason: &'a str,
     namespace: &'a str,
+}
+
+/// One row of `progression_transitions`.
+struct TransitionRow<'a> {
+    entity_id: &'a str,
+    from: Option<LinearState>,
+    to: LinearState,
+    cause: &'a Cause<'a>,
+}
+
+/// The first step of a new record's progression.
+pub(super) struct FirstStep<'a> {
+    entity_id: &'a str,
+    kind: EntityKind,
+    to: LinearState,
+    cause: Cause<'a>,
+}
+
+impl<'a> FirstStep<'a> {
+    /// A request is placed: → ACCOUNT_REQUEST.
+    pub(super) fn of_request(r: &'a AccountRequestRecord) -> Self {
+        FirstStep {
+            entity_id: &r.id,
+            kind: EntityKind::Account,
+            to: LinearState::AccountRequest,
+            cause: Cause {
+                slot: r.slot,
+                signature: &r.signature,
+                reason: "requested",
+                namespace: "",
+            },
+        }
+    }
+
+    /// An account is initialized: → ACCOUNT.
+    pub(super) fn of_account(a: &'a AccountRecord) -> Self {
+        FirstStep {
+            entity_id: &a.id,
+            kind: EntityKind::Account,
+            to: LinearState::Account,
+            cause: Cause {
+                slot: a.slot,
+                signature: &a.signature,
+                reason: "initialized",
+                namespace: "",
+            },
+        }
+    }
+
+    /// A session is created: → SESSION.
+    pub(super) fn of_session(s: &'a SessionRecord) -> Self {
+        FirstStep {
+            entity_id: &s.id,
+            kind: EntityKind::Session,
+            to: LinearState::Session,
+            cause: Cause {
+                slot: s.slot,
+                signature: &s.signature,
+                reason: "session created",
+                namespace: &s.namespace,
+            },
+        }
+    }
+
+    /// Its StateTransition event (from nothing).
+    pub(super) fn event(&self) -> NewEvent {
+        transition_event(self.entity_id, self.kind, None, self.to, &self.cause)
+    }
+}
+
+/// StateTransition of `entity_id` from `from` to `to`.
+fn transition_event(
+    entity_id: &str,
+    kind: EntityKind,
+    from: Option<LinearState>,
+    to: LinearState,
+    cause: &Cause<'_>,
+) -> NewEvent {
+    let payload = Payload::StateTransition(StateTransition {
+        entity_id: entity_id.to_string(),
+        kind: proto::EntityKind::from(kind) as i32,
+        from_state: from.map_or(0, proto_state),
+        to_state: proto_state(to),
+    });
+    NewEvent::new(entity_id, payload)
+        .in_namespace(cause.namespace)
+        .on_chain(cause.slot, cause.signature)
+}
+
+/// AccountRequested of a new request.
+pub(super) fn requested_event(r: &AccountRequestRecord) -> NewEvent {
+    let payload = Payload::AccountRequested(AccountRequested {
+        request_id: r.id.clone(),
+        owner: r.owner.clone(),
+        capabilities: r.capabilities.clone(),
+        init_state_hash: r.init_state_hash.clone(),
+    });
+    NewEvent::new(&r.id, payload).on_chain(r.slot, &r.signature)
+}
+
+/// AccountInitialized of a new account.
+pub(super) fn initialized_event(a: &AccountRecord) -> NewEvent {
+    let payload = Payload::AccountInitialized(AccountInitialized {
+        account_id: a.id.clone(),
+        request_id: a.request_id.clone(),
+        owner: a.owner.clone(),
+        state_hash: a.state_hash.clone(),
+    });
+    NewEvent::new(&a.id, payload).on_chain(a.slot, a.signature.clone())
+}
+
+/// SessionCreated of a new session.
+pub(super) fn created_event(s: &SessionRecord) -> NewEvent {
+    let payload = Payload::SessionCreated(SessionCreated {
+        session_id: s.id.clone(),
+        owner: s.owner.clone(),
+        accounts: s.accounts.clone(),
+        namespace: s.namespace.clone(),
+        nonce: s.nonce,
+    });
+    NewEvent::new(&s.id, payload)
+        .in_namespace(&s.namespace)
+        .on_chain(s.slot, &s.signature)
 }
 
 impl Store {
@@ -220,45 +350,40 @@ impl Store {
         tx: &mut WriteTx<'_>,
         r: &AccountRequestRecord,
     ) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO account_requests (id, owner, capabilities, init_state_hash, status, created_at, updated_at, slot) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(&r.id)
-        .bind(&r.owner)
-        .bind(json_list(&r.capabilities))
-        .bind(&r.init_state_hash)
-        .bind(RequestStatus::Pending.as_str())
-        .bind(r.created_at_ms)
-        .bind(now_ms())
-        .bind(r.slot.map(|s| s as i64))
-        .execute(tx.conn())
-        .await?;
-        let payload = Payload::AccountRequested(AccountRequested {
-            request_id: r.id.clone(),
-            owner: r.owner.clone(),
-            capabilities: r.capabilities.clone(),
-            init_state_hash: r.init_state_hash.clone(),
-        });
-        self.append_event(
-            tx,
-            NewEvent::new(&r.id, payload).on_chain(r.slot, &r.signature),
-        )
-        .await?;
-        let cause = Cause {
-            slot: r.slot,
-            signature: &r.signature,
-            reason: "requested",
-            namespace: "",
-        };
-        self.transition(
-            tx,
-            &r.id,
-            EntityKind::Account,
-            LinearState::AccountRequest,
-            &cause,
-        )
-        .await
+        self.insert_request_rows(tx, &[r]).await?;
+        self.append_event(tx, requested_event(r)).await?;
+        let step = FirstStep::of_request(r);
+        self.transition(tx, &r.id, step.kind, step.to, &step.cause)
+            .await
+    }
+
+    /// New requests' rows, PENDING, in one statement.
+    pub(super) async fn insert_request_rows(
+        &self,
+        tx: &mut WriteTx<'_>,
+        requests: &[&AccountRequestRecord],
+    ) -> StoreResult<()> {
+        let now = now_ms();
+        for chunk in requests.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO account_requests (id, owner, capabilities, init_state_hash, status, created_at, updated_at, slot) VALUES {}",
+                value_rows(chunk.len(), 8)
+            );
+            let mut insert = sqlx::query(&sql);
+            for r in chunk {
+                insert = insert
+                    .bind(r.id.clone())
+                    .bind(r.owner.clone())
+                    .bind(json_list(&r.capabilities))
+                    .bind(r.init_state_hash.clone())
+                    .bind(RequestStatus::Pending.as_str())
+                    .bind(r.created_at_ms)
+                    .bind(now)
+                    .bind(r.slot.map(|s| s as i64));
+            }
+            insert.execute(tx.conn()).await?;
+        }
+        Ok(())
     }
 
     /// The chain says request `r` initialized `account`: the request is
@@ -386,52 +511,46 @@ impl Store {
     }
 
     async fn insert_account(&self, tx: &mut WriteTx<'_>, a: &AccountRecord) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO accounts (id, owner, capabilities, state_hash, is_active, created_at, updated_at, state, request_id, slot) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(&a.id)
-        .bind(&a.owner)
-        .bind(json_list(&a.capabilities))
-        .bind(&a.state_hash)
-        .bind(a.is_active)
-        .bind(a.created_at_ms)
-        .bind(now_ms())
-        .bind(LinearState::Account.as_str())
-        .bind(&a.request_id)
-        .bind(a.slot.map(|s| s as i64))
-        .execute(tx.conn())
-        .await?;
-        let cause = Cause {
-            slot: a.slot,
-            signature: &a.signature,
-            reason: "initialized",
-            namespace: "",
-        };
+        self.insert_account_rows(tx, &[a]).await?;
+        let step = FirstStep::of_account(a);
         if !a.request_id.is_empty() {
-            self.mark_request_initialized(tx, a, &cause).await?;
+            self.mark_request_initialized(tx, a, &step.cause).await?;
         }
-        let payload = Payload::AccountInitialized(AccountInitialized {
-            account_id: a.id.clone(),
-            request_id: a.request_id.clone(),
-            owner: a.owner.clone(),
-            state_hash: a.state_hash.clone(),
-        });
-        self.append_event(
-            tx,
-            NewEvent::new(&a.id, payload).on_chain(a.slot, a.signature.clone()),
-        )
-        .await?;
+        self.append_event(tx, initialized_event(a)).await?;
         let continues = (!a.request_id.is_empty()).then_some(LinearState::AccountRequest);
-        self.transition_continuing(
-            tx,
-            &a.id,
-            EntityKind::Account,
-            continues,
-            LinearState::Account,
-            &cause,
-        )
-        .await
+        self.transition_continuing(tx, &a.id, step.kind, continues, step.to, &step.cause)
+            .await
+    }
+
+    /// New accounts' rows, in state ACCOUNT, in one statement.
+    pub(super) async fn insert_account_rows(
+        &self,
+        tx: &mut WriteTx<'_>,
+        accounts: &[&AccountRecord],
+    ) -> StoreResult<()> {
+        let now = now_ms();
+        for chunk in accounts.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO accounts (id, owner, capabilities, state_hash, is_active, created_at, updated_at, state, request_id, slot) VALUES {}",
+                value_rows(chunk.len(), 10)
+            );
+            let mut insert = sqlx::query(&sql);
+            for a in chunk {
+                insert = insert
+                    .bind(a.id.clone())
+                    .bind(a.owner.clone())
+                    .bind(json_list(&a.capabilities))
+                    .bind(a.state_hash.clone())
+                    .bind(a.is_active)
+                    .bind(a.created_at_ms)
+                    .bind(now)
+                    .bind(LinearState::Account.as_str())
+                    .bind(a.request_id.clone())
+                    .bind(a.slot.map(|s| s as i64));
+            }
+            insert.execute(tx.conn()).await?;
+        }
+        Ok(())
     }
 
     /// Marks `a`'s request INITIALIZED (guarded: a request already
@@ -609,43 +728,57 @@ impl Store {
     }
 
     async fn insert_session(&self, tx: &mut WriteTx<'_>, s: &SessionRecord) -> StoreResult<()> {
-        let now = now_ms();
-        sqlx::query(
-            "INSERT INTO sessions (id, owner, accounts, namespace, is_consumed, nonce, created_at, metadata, state, last_activity_at, slot) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        )
-        .bind(&s.id)
-        .bind(&s.owner)
-        .bind(json_list(&s.accounts))
-        .bind(&s.namespace)
-        .bind(false)
-        .bind(s.nonce as i64) // by its bits: see rows::u64_bits
-        .bind(s.created_at_ms)
-        .bind(s.metadata.clone())
-        .bind(LinearState::Session.as_str())
-        .bind(now)
-        .bind(s.slot.map(|v| v as i64))
-        .execute(tx.conn())
-        .await?;
-        let payload = Payload::SessionCreated(SessionCreated {
-            session_id: s.id.clone(),
-            owner: s.owner.clone(),
-            accounts: s.accounts.clone(),
-            namespace: s.namespace.clone(),
-            nonce: s.nonce,
-        });
-        let event = NewEvent::new(&s.id, payload)
-            .in_namespace(&s.namespace)
-            .on_chain(s.slot, &s.signature);
-        self.append_event(tx, event).await?;
-        let cause = Cause {
-            slot: s.slot,
-            signature: &s.signature,
-            reason: "session created",
-            namespace: &s.namespace,
-        };
-        self.transition(tx, &s.id, EntityKind::Session, LinearState::Session, &cause)
+        self.insert_session_rows(tx, &[s]).await?;
+        self.append_event(tx, created_event(s)).await?;
+        let step = FirstStep::of_session(s);
+        self.transition(tx, &s.id, step.kind, step.to, &step.cause)
             .await?;
+        self.take_into_session(tx, s).await?;
+        if s.is_consumed {
+            self.mark_consumed(tx, &s.id, &[], "", s.slot).await?;
+        }
+        Ok(())
+    }
+
+    /// New sessions' rows, live, in one statement.
+    pub(super) async fn insert_session_rows(
+        &self,
+        tx: &mut WriteTx<'_>,
+        sessions: &[&SessionRecord],
+    ) -> StoreResult<()> {
+        let now = now_ms();
+        for chunk in sessions.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO sessions (id, owner, accounts, namespace, is_consumed, nonce, created_at, metadata, state, last_activity_at, slot) VALUES {}",
+                value_rows(chunk.len(), 11)
+            );
+            let mut insert = sqlx::query(&sql);
+            for s in chunk {
+                insert = insert
+                    .bind(s.id.clone())
+                    .bind(s.owner.clone())
+                    .bind(json_list(&s.accounts))
+                    .bind(s.namespace.clone())
+                    .bind(false)
+                    .bind(s.nonce as i64) // by its bits: see rows::u64_bits
+                    .bind(s.created_at_ms)
+                    .bind(s.metadata.clone())
+                    .bind(LinearState::Session.as_str())
+                    .bind(now)
+                    .bind(s.slot.map(|v| v as i64));
+            }
+            insert.execute(tx.conn()).await?;
+        }
+        Ok(())
+    }
+
+    /// A new session's accounts move into it (those stored, in ACCOUNT).
+    pub(super) async fn take_into_session(
+        &self,
+        tx: &mut WriteTx<'_>,
+        s: &SessionRecord,
+    ) -> StoreResult<()> {
+        let cause = FirstStep::of_session(s).cause;
         for account in &s.accounts {
             self.move_account(
                 tx,
@@ -656,9 +789,70 @@ impl Store {
             )
             .await?;
         }
-        if s.is_consumed {
-            self.mark_consumed(tx, &s.id, &[], "", s.slot).await?;
+        Ok(())
+    }
+
+    /// Progressions that start here (none stored for these entities yet):
+    /// their rows and first transitions, two statements for all of them.
+    /// The StateTransition events are the caller's ([`FirstStep::event`]),
+    /// so that they interleave with the records' own.
+    pub(super) async fn insert_first_steps(
+        &self,
+        tx: &mut WriteTx<'_>,
+        steps: &[FirstStep<'_>],
+    ) -> StoreResult<()> {
+        let now = now_ms();
+        for chunk in steps.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO linear_progressions (current_state, updated_at, entity_id, kind) VALUES {}",
+                value_rows(chunk.len(), 4)
+            );
+            let mut insert = sqlx::query(&sql);
+            for step in chunk {
+                insert = insert
+                    .bind(step.to.as_str())
+                    .bind(now)
+                    .bind(step.entity_id.to_string())
+                    .bind(step.kind.as_str());
+            }
+            insert.execute(tx.conn()).await?;
+            let rows: Vec<TransitionRow> = chunk
+                .iter()
+                .map(|step| TransitionRow {
+                    entity_id: step.entity_id,
+                    from: None,
+                    to: step.to,
+                    cause: &step.cause,
+                })
+                .collect();
+            self.insert_transition_rows(tx, &rows, now).await?;
         }
+        Ok(())
+    }
+
+    /// Rows of `progression_transitions`, in one statement.
+    async fn insert_transition_rows(
+        &self,
+        tx: &mut WriteTx<'_>,
+        rows: &[TransitionRow<'_>],
+        at: i64,
+    ) -> StoreResult<()> {
+        let sql = format!(
+            "INSERT INTO progression_transitions (entity_id, from_state, to_state, at, slot, signature, reason) VALUES {}",
+            value_rows(rows.len(), 7)
+        );
+        let mut insert = sqlx::query(&sql);
+        for row in rows {
+            insert = insert
+                .bind(row.entity_id.to_string())
+                .bind(state_text(row.from))
+                .bind(row.to.as_str())
+                .bind(at)
+                .bind(row.cause.slot.map(|s| s as i64))
+                .bind(row.cause.signature.to_string())
+                .bind(row.cause.reason);
+        }
+        insert.execute(tx.conn()).await?;
         Ok(())
     }
 
@@ -860,29 +1054,15 @@ impl Store {
             .bind(kind.as_str())
             .execute(tx.conn())
             .await?;
-        sqlx::query(
-            "INSERT INTO progression_transitions (entity_id, from_state, to_state, at, slot, signature, reason) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(entity_id)
-        .bind(state_text(from))
-        .bind(to.as_str())
-        .bind(now)
-        .bind(cause.slot.map(|s| s as i64))
-        .bind(cause.signature)
-        .bind(cause.reason)
-        .execute(tx.conn())
-        .await?;
-        let payload = Payload::StateTransition(StateTransition {
-            entity_id: entity_id.to_string(),
-            kind: proto::EntityKind::from(kind) as i32,
-            from_state: from.map_or(0, proto_state),
-            to_state: proto_state(to),
-        });
-        let event = NewEvent::new(entity_id, payload)
-            .in_namespace(cause.namespace)
-            .on_chain(cause.slot, cause.signature);
-        self.append_event(tx, event).await?;
+        let row = TransitionRow {
+            entity_id,
+            from,
+            to,
+            cause,
+        };
+        self.insert_transition_rows(tx, &[row], now).await?;
+        self.append_event(tx, transition_event(entity_id, kind, from, to, cause))
+            .await?;
         Ok(())
     }
 }

@@ -7,6 +7,7 @@ use valence_lifecycle_api::v1::{lifecycle_event::Payload, EventType, LifecycleEv
 
 use super::error::StoreResult;
 use super::event_types::{entities_of, event_type_of};
+use super::rows::value_rows;
 use super::{now_ms, postgres, timestamp, Backend, Store, WriteTx};
 
 /// An event about to be appended.
@@ -61,6 +62,10 @@ pub struct EventQuery {
 
 const COLUMNS: &str = "sequence, created_at, payload";
 
+/// Rows of one multi-row INSERT into the log: 7 parameters each, well
+/// under SQLite's 32,766 and PostgreSQL's 65,535 per statement.
+const EVENTS_PER_STATEMENT: usize = 500;
+
 impl Store {
     /// Appends an event inside `tx`; returns its sequence.
     pub(crate) async fn append_event(
@@ -68,6 +73,20 @@ impl Store {
         tx: &mut WriteTx<'_>,
         event: NewEvent,
     ) -> StoreResult<u64> {
+        let sequences = self.append_events_in(tx, vec![event]).await?;
+        Ok(sequences.first().copied().unwrap_or_default())
+    }
+
+    /// Appends `events` in order inside `tx`, many to a statement (ingest
+    /// appends thousands); returns their sequences in the same order.
+    pub(crate) async fn append_events_in(
+        &self,
+        tx: &mut WriteTx<'_>,
+        events: Vec<NewEvent>,
+    ) -> StoreResult<Vec<u64>> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
         // The lock (held to commit) and the wake-up (delivered at commit)
         // are needed once per transaction, however many events it appends.
         let first = !tx.appended_events;
@@ -76,67 +95,92 @@ impl Store {
                 .execute(tx.conn())
                 .await?;
         }
-        let event_type = event_type_of(&event.payload);
-        let body = LifecycleEvent {
-            sequence: 0,
-            time: None,
-            slot: event.slot,
-            signature: event.signature.clone(),
-            entity_id: event.entity_id.clone(),
-            namespace: event.namespace.clone(),
-            event_type: event_type as i32,
-            // Derived from the payload when read, never stored twice.
-            entity_ids: Vec::new(),
-            payload: Some(event.payload),
-        };
-        let row = sqlx::query(
-            "INSERT INTO lifecycle_events (event_type, entity_id, namespace, slot, signature, created_at, payload) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING sequence",
-        )
-        .bind(valence_lifecycle_api::json::short_name::<EventType>(event_type as i32))
-        .bind(&event.entity_id)
-        .bind(&event.namespace)
-        .bind(event.slot.map(|s| s as i64))
-        .bind(&event.signature)
-        .bind(now_ms())
-        .bind(body.encode_to_vec())
-        .fetch_one(tx.conn())
-        .await?;
-        let sequence: i64 = row.try_get("sequence")?;
-        // The other entities it concerns, so the entity filter finds it
-        // under each (the log's own row keeps the first).
-        let others: Vec<String> = body
-            .payload
-            .as_ref()
-            .map(|p| entities_of(&event.entity_id, p))
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|id| *id != event.entity_id)
-            .collect();
-        if !others.is_empty() {
-            // One statement for all of them: ingest appends many events.
-            let values: Vec<String> = (0..others.len())
-                .map(|i| format!("(${}, $1)", i + 2))
-                .collect();
+        let mut sequences = Vec::with_capacity(events.len());
+        let mut others: Vec<(String, i64)> = Vec::new();
+        for chunk in events.chunks(EVENTS_PER_STATEMENT) {
+            let appended = self.insert_events(tx, chunk).await?;
+            for (event, sequence) in chunk.iter().zip(&appended) {
+                // The other entities it concerns, so the entity filter
+                // finds it under each (the log's own row keeps the first).
+                others.extend(
+                    entities_of(&event.entity_id, &event.payload)
+                        .into_iter()
+                        .filter(|id| *id != event.entity_id)
+                        .map(|id| (id, *sequence)),
+                );
+            }
+            sequences.extend(appended.into_iter().map(|s| s as u64));
+        }
+        for chunk in others.chunks(EVENTS_PER_STATEMENT) {
             let sql = format!(
                 "INSERT INTO event_entities (entity_id, sequence) VALUES {}",
-                values.join(", ")
+                value_rows(chunk.len(), 2)
             );
-            let mut insert = sqlx::query(&sql).bind(sequence);
-            for other in others {
-                insert = insert.bind(other);
+            let mut insert = sqlx::query(&sql);
+            for (entity, sequence) in chunk {
+                insert = insert.bind(entity.clone()).bind(*sequence);
             }
             insert.execute(tx.conn()).await?;
         }
         if self.backend == Backend::Postgres && first {
             sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(postgres::EVENTS_CHANNEL)
-                .bind(sequence.to_string())
+                .bind(sequences.last().copied().unwrap_or_default().to_string())
                 .execute(tx.conn())
                 .await?;
         }
         tx.appended_events = true;
-        Ok(sequence as u64)
+        Ok(sequences)
+    }
+
+    /// One multi-row INSERT of `events`; their sequences, in their order.
+    async fn insert_events(
+        &self,
+        tx: &mut WriteTx<'_>,
+        events: &[NewEvent],
+    ) -> StoreResult<Vec<i64>> {
+        let sql = format!(
+            "INSERT INTO lifecycle_events (event_type, entity_id, namespace, slot, signature, created_at, payload) \
+             VALUES {} RETURNING sequence",
+            value_rows(events.len(), 7)
+        );
+        let now = now_ms();
+        let mut insert = sqlx::query(&sql);
+        for event in events {
+            let event_type = event_type_of(&event.payload);
+            let body = LifecycleEvent {
+                sequence: 0,
+                time: None,
+                slot: event.slot,
+                signature: event.signature.clone(),
+                entity_id: event.entity_id.clone(),
+                namespace: event.namespace.clone(),
+                event_type: event_type as i32,
+                // Derived from the payload when read, never stored twice.
+                entity_ids: Vec::new(),
+                payload: Some(event.payload.clone()),
+            };
+            insert = insert
+                .bind(valence_lifecycle_api::json::short_name::<EventType>(
+                    event_type as i32,
+                ))
+                .bind(event.entity_id.clone())
+                .bind(event.namespace.clone())
+                .bind(event.slot.map(|s| s as i64))
+                .bind(event.signature.clone())
+                .bind(now)
+                .bind(body.encode_to_vec());
+        }
+        let rows = insert.fetch_all(tx.conn()).await?;
+        let mut sequences = rows
+            .iter()
+            .map(|row| row.try_get::<i64, _>("sequence"))
+            .collect::<Result<Vec<_>, _>>()?;
+        // Rows take their sequences in VALUES order on both backends (and
+        // the append lock or SQLite's one writer keeps anyone else's out of
+        // the range); RETURNING promises no order, so sort to match.
+        sequences.sort_unstable();
+        Ok(sequences)
     }
 
     /// Appends events in their own transaction (for events that describe no

@@ -208,6 +208,31 @@ impl Store {
         Ok(())
     }
 
+    /// [`Self::lock_entity`] (the same key space as `postgres::ENTITY_LOCK`)
+    /// for many ids in one statement; callers pass
+    /// them sorted, so two writers of overlapping sets cannot deadlock.
+    pub(crate) async fn lock_entities(
+        &self,
+        tx: &mut WriteTx<'_>,
+        ids: &[&str],
+    ) -> StoreResult<()> {
+        if self.backend != Backend::Postgres || ids.is_empty() {
+            return Ok(());
+        }
+        for chunk in ids.chunks(1000) {
+            let sql = format!(
+                "SELECT pg_advisory_xact_lock(7746002, hashtext(id)) FROM (VALUES {}) AS locked (id)",
+                rows::value_rows(chunk.len(), 1)
+            );
+            let mut query = sqlx::query(&sql);
+            for id in chunk {
+                query = query.bind(id.to_string());
+            }
+            query.execute(tx.conn()).await?;
+        }
+        Ok(())
+    }
+
     /// Ends a write: commits when it changed something, otherwise (or on
     /// an error) rolls back, awaited. A dropped transaction's rollback would
     /// run only when its connection is next used, and until then SQLite's

@@ -85,3 +85,16 @@ pub(super) fn placeholders(n: usize) -> String {
     let marks: Vec<String> = (1..=n).map(|i| format!("${i}")).collect();
     marks.join(", ")
 }
+
+/// `($1, $2), ($3, $4), …`: `rows` rows of `columns` parameters each, for
+/// one multi-row INSERT.
+pub(super) fn value_rows(rows: usize, columns: usize) -> String {
+    let row = |r: usize| {
+        let marks: Vec<String> = (1..=columns)
+            .map(|c| format!("${}", r * columns + c))
+            .collect();
+        format!("({})", marks.join(", "))
+    };
+    let all: Vec<String> = (0..rows).map(row).collect();
+    all.join(", ")
+}

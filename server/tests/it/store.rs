@@ -3,7 +3,7 @@
 
 use valence_lifecycle_api::v1::EventType;
 use valence_lifecycle_server::store::{
-    AccountRecord, AccountRequestRecord, AttemptFailure, ConsumptionRecord, EventQuery,
+    AccountRecord, AccountRequestRecord, AttemptFailure, ChainWrite, ConsumptionRecord, EventQuery,
     LinearState, RequestStatus, SessionFilter, SessionRecord, Store,
 };
 
@@ -410,5 +410,106 @@ backend_tests!(
         store.upsert_account_request(&request(2)).await.unwrap();
         store.upsert_account(&account(12, 2)).await.unwrap();
         assert_eq!(steps(&store, &pubkey(12)).await, expected, "{db:?}");
+    }
+);
+
+/// What the store says of one entity, without times (which differ between
+/// two stores): its record's state, its progression and its events.
+async fn story(store: &Store, id: &str) -> String {
+    let request = store
+        .get_account_request(id)
+        .await
+        .ok()
+        .map(|r| (r.status, r.account_id));
+    let account = store
+        .get_account(id)
+        .await
+        .ok()
+        .map(|a| (a.state, a.request_id));
+    let session = store
+        .get_session(id)
+        .await
+        .ok()
+        .map(|s| (s.state, s.is_consumed, s.created_sessions));
+    let progression = store.get_progression(id).await.ok().map(|p| {
+        let steps: Vec<_> = p
+            .history
+            .iter()
+            .map(|t| (t.from, t.to, t.slot, t.signature.clone()))
+            .collect();
+        (p.current_state, steps)
+    });
+    let query = EventQuery {
+        entity_id: Some(id.to_string()),
+        ..Default::default()
+    };
+    let events: Vec<_> = store
+        .list_events(&query, Some(0), 1000, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.event_type, e.entity_id, e.slot, e.signature, e.payload))
+        .collect();
+    format!("{request:?}\n{account:?}\n{session:?}\n{progression:?}\n{events:?}")
+}
+
+backend_tests!(
+    async fn a_batch_stores_what_the_same_records_written_one_by_one_store(db: Db) {
+        let (Some((batched, _a)), Some((single, _b))) =
+            (fresh_store(db).await, fresh_store(db).await)
+        else {
+            return;
+        };
+        // Already stored in both: a request, and an account a new session takes.
+        for store in [&batched, &single] {
+            store.upsert_account_request(&request(1)).await.unwrap();
+            store.upsert_account(&account_record(30)).await.unwrap();
+        }
+        let consumed = SessionRecord {
+            is_consumed: true,
+            ..session(41, &[], "ns")
+        };
+        let writes = vec![
+            ChainWrite::Request(request(2)),
+            ChainWrite::Request(request(3)),
+            ChainWrite::Request(request(1)),     // known: nothing new
+            ChainWrite::Account(account(12, 2)), // names its request
+            ChainWrite::Account(account_record(13)),
+            ChainWrite::Session(session(40, &[30, 13], "ns")),
+            ChainWrite::Session(consumed),
+            ChainWrite::Consumption(ConsumptionRecord {
+                consumed_session: pubkey(40),
+                created_sessions: vec![pubkey(41)],
+                transaction_signature: "sig-consume".into(),
+                consumed_at_ms: 1_700_000_001_000,
+                slot: Some(13),
+            }),
+        ];
+        let changed = batched.write_chain_batch(&writes).await.unwrap();
+        let mut one_by_one = 0;
+        for write in &writes {
+            one_by_one += usize::from(single.write_chain(write).await.unwrap());
+        }
+        assert_eq!(changed, one_by_one, "{db:?}");
+        assert_eq!(changed, 7, "{db:?}: every write but the known request");
+        for n in [1, 2, 3, 12, 13, 30, 40, 41] {
+            let id = pubkey(n);
+            assert_eq!(
+                story(&batched, &id).await,
+                story(&single, &id).await,
+                "{db:?}: entity {n} differs"
+            );
+        }
+        // Not two empty stories.
+        let session = batched.get_session(&pubkey(40)).await.unwrap();
+        assert!(session.is_consumed, "{db:?}");
+        let taken = batched.get_account(&pubkey(13)).await.unwrap();
+        assert_eq!(taken.state, LinearState::ConsumedSession, "{db:?}");
+        // The batch again changes nothing.
+        assert_eq!(
+            batched.write_chain_batch(&writes).await.unwrap(),
+            0,
+            "{db:?}"
+        );
     }
 );
