@@ -52,6 +52,9 @@ pub struct Chain {
     /// The service wallet, when one is configured (or generated on the
     /// embedded network).
     pub wallet: Option<Arc<solana_sdk::signature::Keypair>>,
+    /// Rent-exempt minimums by account size, with when each was read (see
+    /// `Chain::rent_exempt`).
+    rent: Arc<std::sync::Mutex<std::collections::HashMap<usize, (std::time::Instant, u64)>>>,
 }
 
 /// Parses `processed`/`confirmed`/`finalized` (validated in config).
@@ -101,6 +104,7 @@ impl Chain {
             retry: RetryPolicy::from(&config.retry),
             embedded,
             wallet: None,
+            rent: Arc::default(),
         }
     }
 

@@ -21,6 +21,9 @@ use super::Chain;
 /// land, so waiting longer only delays the retry.
 pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(90);
 
+/// How long a rent-exempt minimum is reused.
+const RENT_FRESH: Duration = Duration::from_secs(600);
+
 impl Chain {
     /// The service wallet, or an error naming the setting that provides it.
     pub fn payer(&self) -> anyhow::Result<&Keypair> {
@@ -130,13 +133,31 @@ impl Chain {
 
     /// Lamports that make an account of `space` bytes rent-exempt.
     pub async fn rent_exempt(&self, space: usize) -> anyhow::Result<u64> {
-        self.retry
+        if let Some(lamports) = self.known_rent(space) {
+            return Ok(lamports);
+        }
+        let lamports = self
+            .retry
             .run(
                 "getMinimumBalanceForRentExemption",
                 || self.rpc.get_minimum_balance_for_rent_exemption(space),
                 |_| true,
             )
             .await
-            .context("getMinimumBalanceForRentExemption")
+            .context("getMinimumBalanceForRentExemption")?;
+        let mut known = self.rent.lock().expect("rent lock");
+        known.insert(space, (std::time::Instant::now(), lamports));
+        Ok(lamports)
+    }
+
+    /// A rent-exempt minimum read less than [`RENT_FRESH`] ago. Rent only
+    /// changes with a cluster's feature activations, and the builder asks
+    /// once per account: one round trip of every attempt saved.
+    fn known_rent(&self, space: usize) -> Option<u64> {
+        let known = self.rent.lock().expect("rent lock");
+        known
+            .get(&space)
+            .filter(|(read, _)| read.elapsed() < RENT_FRESH)
+            .map(|(_, lamports)| *lamports)
     }
 }

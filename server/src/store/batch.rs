@@ -12,11 +12,11 @@ use super::{
         ConsumptionRecord, FirstStep, SessionRecord,
     },
     error::StoreResult,
-    rows::placeholders,
+    rows::list_marks,
     Store, WriteTx,
 };
 
-/// Ids per existence query (five IN lists share their parameters).
+/// Ids per existence query (five IN lists of them).
 const IDS_PER_STATEMENT: usize = 1000;
 
 /// One chain-derived record to write (the monitor's and the builder's).
@@ -105,17 +105,27 @@ impl Store {
     async fn known_ids(&self, tx: &mut WriteTx<'_>, ids: &[&str]) -> StoreResult<HashSet<String>> {
         let mut known = HashSet::new();
         for chunk in ids.chunks(IDS_PER_STATEMENT) {
-            let list = placeholders(chunk.len());
+            // Five lists of the same ids, each bound on its own (SQLite's
+            // parameters are anonymous: see `rows::value_rows`).
+            let n = chunk.len();
+            let list = |k: usize| list_marks(self.backend, k * n, n);
             let sql = format!(
-                "SELECT id FROM account_requests WHERE id IN ({list}) \
-                 UNION ALL SELECT account_id FROM account_requests WHERE account_id IN ({list}) \
-                 UNION ALL SELECT id FROM accounts WHERE id IN ({list}) \
-                 UNION ALL SELECT id FROM sessions WHERE id IN ({list}) \
-                 UNION ALL SELECT entity_id FROM linear_progressions WHERE entity_id IN ({list})"
+                "SELECT id FROM account_requests WHERE id IN ({}) \
+                 UNION ALL SELECT account_id FROM account_requests WHERE account_id IN ({}) \
+                 UNION ALL SELECT id FROM accounts WHERE id IN ({}) \
+                 UNION ALL SELECT id FROM sessions WHERE id IN ({}) \
+                 UNION ALL SELECT entity_id FROM linear_progressions WHERE entity_id IN ({})",
+                list(0),
+                list(1),
+                list(2),
+                list(3),
+                list(4)
             );
             let mut query = sqlx::query(&sql);
-            for id in chunk {
-                query = query.bind(id.to_string());
+            for _ in 0..5 {
+                for id in chunk {
+                    query = query.bind(id.to_string());
+                }
             }
             for row in query.fetch_all(tx.conn()).await? {
                 known.insert(row.try_get::<String, _>(0)?);

@@ -367,7 +367,7 @@ impl Store {
         for chunk in requests.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
                 "INSERT INTO account_requests (id, owner, capabilities, init_state_hash, status, created_at, updated_at, slot) VALUES {}",
-                value_rows(chunk.len(), 8)
+                value_rows(self.backend, chunk.len(), 8)
             );
             let mut insert = sqlx::query(&sql);
             for r in chunk {
@@ -532,7 +532,7 @@ impl Store {
         for chunk in accounts.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
                 "INSERT INTO accounts (id, owner, capabilities, state_hash, is_active, created_at, updated_at, state, request_id, slot) VALUES {}",
-                value_rows(chunk.len(), 10)
+                value_rows(self.backend, chunk.len(), 10)
             );
             let mut insert = sqlx::query(&sql);
             for a in chunk {
@@ -750,7 +750,7 @@ impl Store {
         for chunk in sessions.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
                 "INSERT INTO sessions (id, owner, accounts, namespace, is_consumed, nonce, created_at, metadata, state, last_activity_at, slot) VALUES {}",
-                value_rows(chunk.len(), 11)
+                value_rows(self.backend, chunk.len(), 11)
             );
             let mut insert = sqlx::query(&sql);
             for s in chunk {
@@ -805,7 +805,7 @@ impl Store {
         for chunk in steps.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
                 "INSERT INTO linear_progressions (current_state, updated_at, entity_id, kind) VALUES {}",
-                value_rows(chunk.len(), 4)
+                value_rows(self.backend, chunk.len(), 4)
             );
             let mut insert = sqlx::query(&sql);
             for step in chunk {
@@ -839,7 +839,7 @@ impl Store {
     ) -> StoreResult<()> {
         let sql = format!(
             "INSERT INTO progression_transitions (entity_id, from_state, to_state, at, slot, signature, reason) VALUES {}",
-            value_rows(rows.len(), 7)
+            value_rows(self.backend, rows.len(), 7)
         );
         let mut insert = sqlx::query(&sql);
         for row in rows {

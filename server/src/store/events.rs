@@ -97,24 +97,17 @@ impl Store {
         }
         let mut sequences = Vec::with_capacity(events.len());
         let mut others: Vec<(String, i64)> = Vec::new();
-        for chunk in events.chunks(EVENTS_PER_STATEMENT) {
-            let appended = self.insert_events(tx, chunk).await?;
-            for (event, sequence) in chunk.iter().zip(&appended) {
-                // The other entities it concerns, so the entity filter
-                // finds it under each (the log's own row keeps the first).
-                others.extend(
-                    entities_of(&event.entity_id, &event.payload)
-                        .into_iter()
-                        .filter(|id| *id != event.entity_id)
-                        .map(|id| (id, *sequence)),
-                );
-            }
+        let mut rest = events;
+        while !rest.is_empty() {
+            let tail = rest.split_off(rest.len().min(EVENTS_PER_STATEMENT));
+            let chunk = std::mem::replace(&mut rest, tail);
+            let appended = self.insert_events(tx, chunk, &mut others).await?;
             sequences.extend(appended.into_iter().map(|s| s as u64));
         }
         for chunk in others.chunks(EVENTS_PER_STATEMENT) {
             let sql = format!(
                 "INSERT INTO event_entities (entity_id, sequence) VALUES {}",
-                value_rows(chunk.len(), 2)
+                value_rows(self.backend, chunk.len(), 2)
             );
             let mut insert = sqlx::query(&sql);
             for (entity, sequence) in chunk {
@@ -134,20 +127,31 @@ impl Store {
     }
 
     /// One multi-row INSERT of `events`; their sequences, in their order.
+    /// The other entities each concerns are added to `others` with its
+    /// sequence, so the entity filter finds it under each (the log's own
+    /// row keeps the first).
     async fn insert_events(
         &self,
         tx: &mut WriteTx<'_>,
-        events: &[NewEvent],
+        events: Vec<NewEvent>,
+        others: &mut Vec<(String, i64)>,
     ) -> StoreResult<Vec<i64>> {
         let sql = format!(
             "INSERT INTO lifecycle_events (event_type, entity_id, namespace, slot, signature, created_at, payload) \
              VALUES {} RETURNING sequence",
-            value_rows(events.len(), 7)
+            value_rows(self.backend, events.len(), 7)
         );
         let now = now_ms();
+        let mut concerns = Vec::with_capacity(events.len());
         let mut insert = sqlx::query(&sql);
         for event in events {
             let event_type = event_type_of(&event.payload);
+            concerns.push(
+                entities_of(&event.entity_id, &event.payload)
+                    .into_iter()
+                    .filter(|id| *id != event.entity_id)
+                    .collect::<Vec<_>>(),
+            );
             let body = LifecycleEvent {
                 sequence: 0,
                 time: None,
@@ -158,16 +162,16 @@ impl Store {
                 event_type: event_type as i32,
                 // Derived from the payload when read, never stored twice.
                 entity_ids: Vec::new(),
-                payload: Some(event.payload.clone()),
+                payload: Some(event.payload),
             };
             insert = insert
                 .bind(valence_lifecycle_api::json::short_name::<EventType>(
                     event_type as i32,
                 ))
-                .bind(event.entity_id.clone())
-                .bind(event.namespace.clone())
+                .bind(event.entity_id)
+                .bind(event.namespace)
                 .bind(event.slot.map(|s| s as i64))
-                .bind(event.signature.clone())
+                .bind(event.signature)
                 .bind(now)
                 .bind(body.encode_to_vec());
         }
@@ -180,6 +184,9 @@ impl Store {
         // the append lock or SQLite's one writer keeps anyone else's out of
         // the range); RETURNING promises no order, so sort to match.
         sequences.sort_unstable();
+        for (ids, sequence) in concerns.into_iter().zip(&sequences) {
+            others.extend(ids.into_iter().map(|id| (id, *sequence)));
+        }
         Ok(sequences)
     }
 

@@ -222,7 +222,7 @@ impl Store {
         for chunk in ids.chunks(1000) {
             let sql = format!(
                 "SELECT pg_advisory_xact_lock(7746002, hashtext(id)) FROM (VALUES {}) AS locked (id)",
-                rows::value_rows(chunk.len(), 1)
+                rows::value_rows(self.backend, chunk.len(), 1)
             );
             let mut query = sqlx::query(&sql);
             for id in chunk {
