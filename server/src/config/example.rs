@@ -125,6 +125,7 @@ const KEYS: &[Key] = &[
     key("events.max_subscribers", "Largest number of concurrent subscriptions."),
     key("auth.tokens", "Tokens and their roles, as [[auth.tokens]] tables (below); none: every caller has every role, loopback only."),
     key("auth.allow_anonymous_reads", "Let callers without a token read."),
+    key("auth.stream_ticket_secs", "Seconds a stream ticket (POST /events/tickets, for browsers' EventSource) opens /events/stream and /events/ws (1 to 3600)."),
     key("telemetry.log_filter", "tracing filter (RUST_LOG syntax)."),
     key("telemetry.log_format", "plain or json."),
     key("telemetry.otlp_endpoint", "OTLP/gRPC endpoint for traces; empty: no export."),

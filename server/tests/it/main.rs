@@ -24,6 +24,7 @@ mod rest;
 mod shard_program;
 #[cfg(feature = "embedded-chain")]
 mod singletons;
+mod sse;
 mod store;
 mod supervision;
 mod telemetry;
