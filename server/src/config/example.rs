@@ -107,6 +107,8 @@ const KEYS: &[Key] = &[
         unset_example: Some("9400"),
     },
     key("monitoring.enable_prometheus", "Serve /metrics."),
+    key("monitoring.console", "Serve the operator console (a browser UI over the REST gateway) at /console."),
+    key("monitoring.explorer_url", "Where the console links a transaction; {signature} is replaced by its signature (empty: no links)."),
     key("lifecycle.shard_program_id", "Shard program (base58); required with rpc.url, empty: the stand-in on the embedded network."),
     key("lifecycle.poll_interval_secs", "Reconciliation interval."),
     key("lifecycle.live_poll_interval_secs", "Reconciliation interval while both websocket feeds are healthy (at least poll_interval_secs)."),

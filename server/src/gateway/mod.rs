@@ -5,6 +5,7 @@
 //! 000's notation (`POST /rules`, `GET /rules[/{id}]`), `/health` and
 //! seed 001's `/stats` (see `seed_shapes`).
 
+mod console;
 mod errors;
 mod handlers;
 mod seed_shapes;
@@ -47,7 +48,13 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
             state.config.server.max_concurrent_requests,
         ));
+    let console = if state.config.monitoring.console {
+        console::routes()
+    } else {
+        Router::new()
+    };
     Router::new()
+        .merge(console)
         .route("/health", get(handlers::health))
         .route("/stats", get(handlers::stats))
         .route("/metrics", get(handlers::metrics))
@@ -57,6 +64,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
             "/account-requests",
             get(handlers::list_account_requests).post(handlers::create_account_request),
         )
+        .route("/account-requests/{id}", get(handlers::get_account_request))
         .route(
             "/account-requests/{id}/retry",
             post(handlers::retry_account_request),
@@ -64,6 +72,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/sessions", get(handlers::list_sessions))
         .route("/sessions/{id}", get(handlers::get_session))
         .route("/progressions/{id}", get(handlers::get_progression))
+        .route("/entities/{id}", get(handlers::get_entity))
         .route("/events", get(handlers::list_events))
         .route("/events/stream", get(sse::stream))
         .route("/events/ws", get(ws::upgrade))
@@ -73,6 +82,10 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
             post(handlers::create_rule).get(handlers::list_rules),
         )
         .route("/rules/{id}", get(handlers::get_rule))
+        .route("/rules/{id}/enable", post(handlers::enable_rule))
+        .route("/rules/{id}/disable", post(handlers::disable_rule))
+        .route("/rules/{id}/evaluate", get(handlers::evaluate_rule))
+        .route("/singletons", get(handlers::get_singletons))
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.server.max_message_bytes))
