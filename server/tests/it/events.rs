@@ -24,7 +24,7 @@ use crate::{
 
 const WAIT: Duration = Duration::from_secs(20);
 
-fn rule(id: &str) -> CreateRuleRequest {
+pub(crate) fn rule(id: &str) -> CreateRuleRequest {
     let mut seed: SeedRule = serde_json::from_str(SEED_RULE).unwrap();
     seed.id = id.to_string();
     CreateRuleRequest {
