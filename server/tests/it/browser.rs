@@ -6,7 +6,6 @@
 //! to `<target>/tmp/console/<test>/`.
 
 use std::{
-    net::SocketAddr,
     path::PathBuf,
     process::Stdio,
     time::{Duration, Instant},
@@ -15,7 +14,6 @@ use std::{
 use base64::Engine as _;
 use serde_json::{json, Value};
 use tokio::{net::TcpListener, process::Child};
-use tokio_util::sync::CancellationToken;
 use valence_lifecycle_server::{
     config::Config,
     store::{AttemptFailure, RequestStatus},
@@ -23,8 +21,8 @@ use valence_lifecycle_server::{
 
 use crate::{
     common::{
-        authed, eventually, open_store, request_record, test_config, tool, wait_answering,
-        with_tokens, Db, TestDb, TestServer, OPERATOR, READER,
+        authed, eventually, open_store, request_record, test_config, tool, with_tokens, Db, TestDb,
+        TestServer, OPERATOR, READER,
     },
     events::rule,
 };
@@ -233,31 +231,6 @@ impl Browser {
     }
 }
 
-/// A server on `api_port` (0: any) over `db`, so a restarted one takes the
-/// port its predecessor had and the browser reconnects to it.
-async fn server_on(db: TestDb, config: Config, api_port: u16) -> TestServer {
-    let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api = TcpListener::bind(("127.0.0.1", api_port)).await.unwrap();
-    let (grpc_addr, api_addr): (SocketAddr, SocketAddr) =
-        (grpc.local_addr().unwrap(), api.local_addr().unwrap());
-    let shutdown = CancellationToken::new();
-    let handle = tokio::spawn(valence_lifecycle_server::serve_with_listeners(
-        config,
-        grpc,
-        api,
-        shutdown.clone(),
-    ));
-    let server = TestServer {
-        grpc: grpc_addr,
-        api: api_addr,
-        shutdown,
-        handle,
-        _db: db,
-    };
-    wait_answering(&server.http()).await;
-    server
-}
-
 /// A fresh SQLite database holding one parked (failed) account request.
 async fn with_parked_request() -> (TestDb, String) {
     let db = TestDb::new(Db::Sqlite).await.unwrap();
@@ -294,7 +267,7 @@ async fn every_page_loads_without_errors_and_the_tail_is_live() {
     };
     let (db, request_id) = with_parked_request().await;
     let config = operator_config(&db);
-    let server = server_on(db, config, 0).await;
+    let server = TestServer::start_with(db, config).await;
     browser.sign_in(&server.http(), OPERATOR, "operator").await;
 
     browser.page("overview").await;
@@ -397,7 +370,7 @@ async fn a_parked_request_retried_from_the_page_is_pending_and_a_reader_cannot()
     };
     let (db, request_id) = with_parked_request().await;
     let config = operator_config(&db);
-    let server = server_on(db, config, 0).await;
+    let server = TestServer::start_with(db, config).await;
     let row = format!("#requests tr[data-id=\"{request_id}\"]");
 
     // A reader sees the button, disabled, with the reason.
@@ -485,7 +458,7 @@ async fn the_tail_resumes_with_no_gap_after_the_server_restarts() {
     // Open (no tokens), as on a developer's loopback.
     let mut config = test_config(&db.url);
     config.monitoring.health_check_interval_secs = 1;
-    let server = server_on(db, config, 0).await;
+    let server = TestServer::start_with(db, config).await;
     let port = server.api.port();
     browser
         .goto(&format!("{}/console#/events", server.http()))
@@ -520,7 +493,7 @@ async fn the_tail_resumes_with_no_gap_after_the_server_restarts() {
     browser.screenshot("events-server-down").await;
     let mut config = test_config(&db.url);
     config.monitoring.health_check_interval_secs = 1;
-    let server = server_on(db, config, port).await;
+    let server = TestServer::start_on(db, config, port).await;
     server
         .rules()
         .await
