@@ -819,3 +819,73 @@ backend_tests!(
         assert!(server.stop().await);
     }
 );
+
+/// The first `n` SSE `data:` payloads of `url`, as sent.
+async fn sse_payloads(url: &str, n: usize) -> Vec<String> {
+    let mut response = sse_get(url, None, None).await;
+    let mut text = String::new();
+    loop {
+        let payloads: Vec<String> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .map(str::to_string)
+            .collect();
+        if payloads.len() >= n && text.ends_with("\n\n") {
+            return payloads.into_iter().take(n).collect();
+        }
+        let chunk = tokio::time::timeout(WAIT, response.chunk())
+            .await
+            .unwrap()
+            .unwrap()
+            .expect("the stream ended early");
+        text.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+}
+
+backend_tests!(
+    // Python's reference parser reads each SSE and WebSocket payload as the
+    // LifecycleEvent gRPC delivered.
+    async fn stream_payloads_are_the_proto3_json_of_the_grpc_events(db: Db) {
+        use prost::Message as _;
+
+        use crate::python::{parse_with_python, python_grpc_available, Proto3Case};
+        if !python_grpc_available().await {
+            return;
+        }
+        let Some(server) = TestServer::start(db).await else {
+            return;
+        };
+        create_rules(server.rules().await, "r", 3).await;
+        let oldest_rules = SubscribeRequest {
+            start: StartPosition::Oldest as i32,
+            ..only_rules_created()
+        };
+        let mut grpc = Tail::open(&server, Face::Grpc, oldest_rules.clone(), None).await;
+        let events = grpc.collect(3).await;
+        let q = query(&oldest_rules);
+        let sse = sse_payloads(&sse_url(&server, &q), 3).await;
+        let mut ws = ws_connect(&ws_url(&server, &q), None).await.unwrap();
+        let mut from_ws = Vec::new();
+        while from_ws.len() < 3 {
+            let message = tokio::time::timeout(WAIT, ws.next()).await.unwrap();
+            if let Some(Ok(WsMessage::Text(text))) = message {
+                let v: Value = serde_json::from_str(text.as_str()).unwrap();
+                if v["type"] == "event" {
+                    from_ws.push(v["event"].to_string());
+                }
+            }
+        }
+        let mut cases = Vec::new();
+        for (i, event) in events.iter().enumerate() {
+            for json in [&sse[i], &from_ws[i]] {
+                cases.push(Proto3Case {
+                    message: "valence.lifecycle.v1.LifecycleEvent",
+                    json: json.clone(),
+                    grpc: Some(event.encode_to_vec()),
+                });
+            }
+        }
+        parse_with_python(&cases).await;
+        assert!(server.stop().await, "{db:?}");
+    }
+);
