@@ -183,8 +183,9 @@ pub(crate) fn http_role(method: &http::Method, path: &str) -> Option<Role> {
         _ if path.starts_with("/console/") => None,
         // A stream ticket opens only what a GET would.
         "/events/tickets" => Some(Role::Reader),
-        // As GetSingletons over gRPC.
+        // As SingletonAdminService over gRPC.
         "/singletons" => Some(Role::Admin),
+        _ if path.starts_with("/singletons/") => Some(Role::Admin),
         _ if method == http::Method::GET || method == http::Method::HEAD => Some(Role::Reader),
         _ => Some(Role::Operator),
     }

@@ -20,8 +20,8 @@ use valence_lifecycle_api::{
     v1::{
         self as proto, evaluate_rule_request::Target, EvaluateRuleResponse, GetSingletonsResponse,
         ListAccountRequestsResponse, ListAccountsResponse, ListEventsResponse,
-        ListSessionsResponse, ProgressionRule, RequestAccountRequest, RequestAccountResponse,
-        RetryAccountRequestResponse,
+        ListSessionsResponse, PauseSingletonResponse, ProgressionRule, RequestAccountRequest,
+        RequestAccountResponse, ResumeSingletonResponse, RetryAccountRequestResponse,
     },
 };
 
@@ -451,6 +451,46 @@ pub(super) async fn get_singletons(
 ) -> ApiResult<Json<GetSingletonsResponse>> {
     let singletons = state.singletons.get().await?;
     Ok(Json(GetSingletonsResponse { singletons }))
+}
+
+/// A singleton named in a path: processor, scheduler or diff; `all`: None.
+fn singleton_target(name: &str) -> ApiResult<Option<crate::singletons::Kind>> {
+    if name == "all" {
+        return Ok(None);
+    }
+    crate::singletons::Kind::from_name(name)
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "singleton",
+                format!("{name:?} is not processor, scheduler, diff or all"),
+            )
+        })
+}
+
+/// `POST /singletons/{kind}/pause` (PauseSingleton; admin; `all` pauses
+/// every one).
+pub(super) async fn pause_singleton(
+    State(state): AppStateRef,
+    Path(kind): Path<String>,
+) -> ApiResult<Json<PauseSingletonResponse>> {
+    let (singletons, message) = state.singletons.pause(singleton_target(&kind)?).await?;
+    Ok(Json(PauseSingletonResponse {
+        singletons,
+        message,
+    }))
+}
+
+/// `POST /singletons/{kind}/resume` (ResumeSingleton; admin).
+pub(super) async fn resume_singleton(
+    State(state): AppStateRef,
+    Path(kind): Path<String>,
+) -> ApiResult<Json<ResumeSingletonResponse>> {
+    let (singletons, message) = state.singletons.resume(singleton_target(&kind)?).await?;
+    Ok(Json(ResumeSingletonResponse {
+        singletons,
+        message,
+    }))
 }
 
 /// Unknown routes: JSON 404.

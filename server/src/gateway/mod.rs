@@ -86,6 +86,11 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/rules/{id}/disable", post(handlers::disable_rule))
         .route("/rules/{id}/evaluate", get(handlers::evaluate_rule))
         .route("/singletons", get(handlers::get_singletons))
+        .route("/singletons/{kind}/pause", post(handlers::pause_singleton))
+        .route(
+            "/singletons/{kind}/resume",
+            post(handlers::resume_singleton),
+        )
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.server.max_message_bytes))

@@ -22,7 +22,7 @@ use valence_lifecycle_server::{
 use crate::{
     common::{
         authed, eventually, open_store, request_record, test_config, tool, with_tokens, Db, TestDb,
-        TestServer, OPERATOR, READER,
+        TestServer, ADMIN, OPERATOR, READER,
     },
     events::rule,
 };
@@ -356,6 +356,16 @@ async fn every_page_loads_without_errors_and_the_tail_is_live() {
         .until("singletons shown", "return document.getElementById('singletons').textContent.includes('needs the admin role')")
         .await;
     browser.screenshot("singletons").await;
+    // An admin sees them, with their controls.
+    browser.type_into("#token", ADMIN).await;
+    browser.click("#use-token").await;
+    browser
+        .until(
+            "the admin's singletons",
+            "return !!document.querySelector('#singletons button.pause[data-kind=\"all\"]:not([disabled])')",
+        )
+        .await;
+    browser.screenshot("singletons-admin").await;
 
     let errors = browser.console_errors().await;
     assert!(errors.is_empty(), "console errors: {errors:#?}");

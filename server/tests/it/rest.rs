@@ -18,7 +18,7 @@ use crate::{
     common::{
         backend_tests, cel_bombs, eventually, initialized_account_record, metrics_text, open_store,
         pubkey, request_record, session_record, test_config, with_tokens, Db, TestDb, TestServer,
-        OPERATOR, READER, SEED_RULE,
+        ADMIN, OPERATOR, READER, SEED_RULE,
     },
     python::{parse_with_python, python_grpc_available, Proto3Case},
 };
@@ -912,11 +912,24 @@ backend_tests!(
             "{dry}"
         );
 
-        // Singletons: admin, as over gRPC.
+        // Singletons: admin, as over gRPC (it::singletons runs the
+        // operations themselves against a chain).
         let singletons = call(Method::GET, "/singletons", Some(OPERATOR))
             .await
             .unwrap();
         assert_eq!(singletons.status(), StatusCode::FORBIDDEN);
+        for path in ["/singletons/processor/pause", "/singletons/all/resume"] {
+            let denied = call(Method::POST, path, Some(OPERATOR)).await.unwrap();
+            assert_eq!(denied.status(), StatusCode::FORBIDDEN, "{db:?} {path}");
+        }
+        let bad = call(Method::POST, "/singletons/nope/pause", Some(ADMIN))
+            .await
+            .unwrap();
+        assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+        let body: Value = bad.json().await.unwrap();
+        assert_eq!(body["field"], "singleton", "{body}");
+        let listed = call(Method::GET, "/singletons", Some(ADMIN)).await.unwrap();
+        assert_eq!(listed.status(), StatusCode::OK, "{db:?}");
         assert!(server.stop().await);
     }
 );

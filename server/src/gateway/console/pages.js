@@ -497,7 +497,27 @@ function singletons(el) {
   (async () => {
     try {
       const health = await get("/health").catch((e) => e.body || Promise.reject(e));
-      summary.replaceChildren(h("pre", {}, JSON.stringify(health.singletons ?? "not configured", null, 2)));
+      const list = Array.isArray(health.singletons) ? health.singletons : [];
+      summary.replaceChildren(
+        list.length === 0
+          ? h("p", { class: "muted" }, "no singletons reported")
+          : table(
+              ["singleton", "status", "version", "operations", "success rate", "last operation", "last error"],
+              list.map((x) =>
+                h(
+                  "tr",
+                  {},
+                  h("td", {}, x.name),
+                  h("td", {}, x.status),
+                  h("td", { class: "num" }, x.version),
+                  h("td", { class: "num" }, x.operations_total),
+                  h("td", { class: "num" }, `${Math.round((x.success_rate ?? 1) * 100)} %`),
+                  h("td", {}, x.last_operation_at || "—"),
+                  h("td", {}, x.last_error || ""),
+                ),
+              ),
+            ),
+      );
     } catch (e) {
       fail(summary, e);
     }
@@ -506,14 +526,34 @@ function singletons(el) {
       detail.replaceChildren(h("p", { class: "muted" }, `Status and history ${reason}.`));
       return;
     }
+    const act = (kind, op) => async () => {
+      try {
+        const done = await post(`/singletons/${kind}/${op}`);
+        notice(done.message || `${kind}: ${op} done`, "info");
+      } catch (e) {
+        notice(`${op} refused: ${e.message}`);
+      }
+      el.replaceChildren();
+      singletons(el);
+    };
+    const controls = (kind) =>
+      h(
+        "span",
+        {},
+        guarded("admin", "Pause", { class: "pause", dataset: { kind } }, act(kind, "pause")),
+        " ",
+        guarded("admin", "Resume", { class: "resume", dataset: { kind } }, act(kind, "resume")),
+      );
     try {
       const answer = await get("/singletons");
       detail.replaceChildren(
+        h("div", { class: "toolbar" }, "All: ", controls("all")),
         ...(answer.singletons || []).map((s) =>
           h(
             "div",
             { class: "card" },
             h("h3", {}, `${short(s.kind, "SINGLETON_KIND_")}: ${short(s.status, "SINGLETON_STATUS_")}`),
+            controls(short(s.kind, "SINGLETON_KIND_")),
             dl([
               ["program", s.programId],
               ["version", s.version],
