@@ -318,6 +318,35 @@ mod tests {
     }
 
     #[test]
+    fn console_stream_and_singleton_routes() {
+        use http::Method;
+        for path in ["/", "/console", "/console/app.js"] {
+            assert_eq!(http_role(&Method::GET, path), None, "{path}");
+        }
+        assert_eq!(
+            http_role(&Method::POST, "/events/tickets"),
+            Some(Role::Reader)
+        );
+        assert_eq!(
+            http_role(&Method::GET, "/events/stream"),
+            Some(Role::Reader)
+        );
+        assert_eq!(http_role(&Method::GET, "/singletons"), Some(Role::Admin));
+        assert_eq!(
+            http_role(&Method::POST, "/singletons/all/pause"),
+            Some(Role::Admin)
+        );
+        assert_eq!(
+            http_role(&Method::GET, "/rules/r1/evaluate"),
+            Some(Role::Reader)
+        );
+        assert_eq!(
+            http_role(&Method::POST, "/rules/r1/disable"),
+            Some(Role::Operator)
+        );
+    }
+
+    #[test]
     fn method_roles() {
         assert_eq!(grpc_role("/grpc.health.v1.Health/Check"), None);
         assert_eq!(
