@@ -21,8 +21,8 @@ use valence_lifecycle_server::{
 
 use crate::{
     common::{
-        authed, eventually, open_store, request_record, test_config, tool, with_tokens, Db, TestDb,
-        TestServer, ADMIN, OPERATOR, READER,
+        authed, backend_tests, eventually, open_store, request_record, test_config, tool,
+        with_tokens, Db, TestDb, TestServer, ADMIN, OPERATOR, READER,
     },
     events::rule,
 };
@@ -459,95 +459,101 @@ async fn a_parked_request_retried_from_the_page_is_pending_and_a_reader_cannot()
     assert!(server.stop().await);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_tail_resumes_with_no_gap_after_the_server_restarts() {
-    let Some(browser) = Browser::start("restart").await else {
-        return;
-    };
-    let db = TestDb::new(Db::Sqlite).await.unwrap();
-    // Open (no tokens), as on a developer's loopback.
-    let mut config = test_config(&db.url);
-    config.monitoring.health_check_interval_secs = 1;
-    let server = TestServer::start_with(db, config).await;
-    let port = server.api.port();
-    browser
-        .goto(&format!("{}/console#/events", server.http()))
-        .await;
-    browser
-        .until(
-            "the tail is live",
-            "return document.getElementById('tail-status').textContent === 'live'",
-        )
-        .await;
-    server
-        .rules()
-        .await
-        .create_rule(rule("before"))
-        .await
-        .unwrap();
-    browser
-        .until(
-            "the first rule shown",
-            "return !!document.querySelector('#tail tr[data-entity=\"before\"]')",
-        )
-        .await;
+backend_tests!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_tail_resumes_with_no_gap_after_the_server_restarts(db: Db) {
+        let Some(db) = TestDb::new(db).await else {
+            return;
+        };
+        let Some(browser) =
+            Browser::start(&format!("restart-{}", db.url.split(':').next().unwrap())).await
+        else {
+            return;
+        };
+        // Open (no tokens), as on a developer's loopback.
+        let mut config = test_config(&db.url);
+        config.monitoring.health_check_interval_secs = 1;
+        let server = TestServer::start_with(db, config).await;
+        let port = server.api.port();
+        browser
+            .goto(&format!("{}/console#/events", server.http()))
+            .await;
+        browser
+            .until(
+                "the tail is live",
+                "return document.getElementById('tail-status').textContent === 'live'",
+            )
+            .await;
+        server
+            .rules()
+            .await
+            .create_rule(rule("before"))
+            .await
+            .unwrap();
+        browser
+            .until(
+                "the first rule shown",
+                "return !!document.querySelector('#tail tr[data-entity=\"before\"]')",
+            )
+            .await;
 
-    let (clean, db) = server.stop_and_keep().await;
-    assert!(clean);
-    browser
-        .until(
-            "the tail noticed",
-            "return document.getElementById('tail-status').textContent !== 'live'",
-        )
-        .await;
-    browser.screenshot("events-server-down").await;
-    let mut config = test_config(&db.url);
-    config.monitoring.health_check_interval_secs = 1;
-    let server = TestServer::start_on(db, config, port).await;
-    server
-        .rules()
-        .await
-        .create_rule(rule("after"))
-        .await
-        .unwrap();
-    browser
-        .until(
-            "the second rule shown",
-            "return !!document.querySelector('#tail tr[data-entity=\"after\"]')",
-        )
-        .await;
-    browser.screenshot("events-resumed").await;
+        let (clean, db) = server.stop_and_keep().await;
+        assert!(clean);
+        browser
+            .until(
+                "the tail noticed",
+                "return document.getElementById('tail-status').textContent !== 'live'",
+            )
+            .await;
+        browser.screenshot("events-server-down").await;
+        let mut config = test_config(&db.url);
+        config.monitoring.health_check_interval_secs = 1;
+        let server = TestServer::start_on(db, config, port).await;
+        server
+            .rules()
+            .await
+            .create_rule(rule("after"))
+            .await
+            .unwrap();
+        browser
+            .until(
+                "the second rule shown",
+                "return !!document.querySelector('#tail tr[data-entity=\"after\"]')",
+            )
+            .await;
+        browser.screenshot("events-resumed").await;
 
-    // Everything from the first event shown on: what the server logged while
-    // stopping and starting included, each once.
-    let shown = browser.tail_sequences().await;
-    let (first, last) = (shown[0], *shown.last().unwrap());
-    assert_eq!(
-        shown,
-        (first..=last).collect::<Vec<_>>(),
-        "no gap, no repeat"
-    );
-    let stored = server
-        .lifecycle()
-        .await
-        .list_events(valence_lifecycle_api::v1::ListEventsRequest {
-            after_sequence: Some(first - 1),
-            limit: 1000,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let head_shown = stored.events.iter().filter(|e| e.sequence <= last).count();
-    assert_eq!(head_shown, shown.len(), "as the log has them");
-    let errors = browser.console_errors().await;
-    // The reconnect attempts while the server was down are the only errors.
-    assert!(
-        errors
-            .iter()
-            .all(|e| e.contains("/events/") || e.contains("net::ERR_CONNECTION_REFUSED")),
-        "console errors: {errors:#?}"
-    );
-    browser.quit().await;
-    assert!(server.stop().await);
-}
+        // Everything from the first event shown on: what the server logged while
+        // stopping and starting included, each once.
+        let shown = browser.tail_sequences().await;
+        let (first, last) = (shown[0], *shown.last().unwrap());
+        assert_eq!(
+            shown,
+            (first..=last).collect::<Vec<_>>(),
+            "no gap, no repeat"
+        );
+        let stored = server
+            .lifecycle()
+            .await
+            .list_events(valence_lifecycle_api::v1::ListEventsRequest {
+                after_sequence: Some(first - 1),
+                limit: 1000,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let head_shown = stored.events.iter().filter(|e| e.sequence <= last).count();
+        assert_eq!(head_shown, shown.len(), "as the log has them");
+        let errors = browser.console_errors().await;
+        // The reconnect attempts while the server was down are the only errors.
+        assert!(
+            errors
+                .iter()
+                .all(|e| e.contains("/events/") || e.contains("net::ERR_CONNECTION_REFUSED")),
+            "console errors: {errors:#?}"
+        );
+        browser.quit().await;
+        assert!(server.stop().await);
+    }
+);
