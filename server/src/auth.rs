@@ -177,6 +177,15 @@ pub(crate) fn grpc_role(path: &str) -> Option<Role> {
 pub(crate) fn http_role(method: &http::Method, path: &str) -> Option<Role> {
     match path {
         "/health" | "/metrics" => None,
+        // The console's page and assets: what they show comes from calls
+        // that send the token.
+        "/" | "/console" => None,
+        _ if path.starts_with("/console/") => None,
+        // A stream ticket opens only what a GET would.
+        "/events/tickets" => Some(Role::Reader),
+        // As SingletonAdminService over gRPC.
+        "/singletons" => Some(Role::Admin),
+        _ if path.starts_with("/singletons/") => Some(Role::Admin),
         _ if method == http::Method::GET || method == http::Method::HEAD => Some(Role::Reader),
         _ => Some(Role::Operator),
     }
@@ -202,6 +211,7 @@ mod tests {
                 },
             ],
             allow_anonymous_reads: anonymous,
+            ..AuthConfig::default()
         })
         .unwrap()
     }
@@ -226,6 +236,7 @@ mod tests {
                 },
             ],
             allow_anonymous_reads: false,
+            ..AuthConfig::default()
         })
         .unwrap();
         let reader = |a: &Auth, t: &str| a.check(Some(&format!("Bearer {t}")), Role::Reader);
@@ -302,6 +313,35 @@ mod tests {
         assert_eq!(http_role(&http::Method::HEAD, "/stats"), Some(Role::Reader));
         assert_eq!(
             http_role(&http::Method::POST, "/rules"),
+            Some(Role::Operator)
+        );
+    }
+
+    #[test]
+    fn console_stream_and_singleton_routes() {
+        use http::Method;
+        for path in ["/", "/console", "/console/app.js"] {
+            assert_eq!(http_role(&Method::GET, path), None, "{path}");
+        }
+        assert_eq!(
+            http_role(&Method::POST, "/events/tickets"),
+            Some(Role::Reader)
+        );
+        assert_eq!(
+            http_role(&Method::GET, "/events/stream"),
+            Some(Role::Reader)
+        );
+        assert_eq!(http_role(&Method::GET, "/singletons"), Some(Role::Admin));
+        assert_eq!(
+            http_role(&Method::POST, "/singletons/all/pause"),
+            Some(Role::Admin)
+        );
+        assert_eq!(
+            http_role(&Method::GET, "/rules/r1/evaluate"),
+            Some(Role::Reader)
+        );
+        assert_eq!(
+            http_role(&Method::POST, "/rules/r1/disable"),
             Some(Role::Operator)
         );
     }

@@ -42,7 +42,7 @@ impl std::fmt::Debug for TokenConfig {
 }
 
 /// `[auth]`: who may do what.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// Tokens and their roles. With none, every caller has every role and
@@ -50,6 +50,19 @@ pub struct AuthConfig {
     pub tokens: Vec<TokenConfig>,
     /// Let callers without a token read.
     pub allow_anonymous_reads: bool,
+    /// Seconds a stream ticket (`POST /events/tickets`) opens the gateway's
+    /// event streams.
+    pub stream_ticket_secs: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            tokens: Vec::new(),
+            allow_anonymous_reads: false,
+            stream_ticket_secs: 60,
+        }
+    }
 }
 
 /// Shortest plaintext token accepted.

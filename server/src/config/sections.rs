@@ -245,6 +245,11 @@ pub struct MonitoringConfig {
     pub metrics_port: Option<u16>,
     /// Serve /metrics at all.
     pub enable_prometheus: bool,
+    /// Serve the operator console at /console.
+    pub console: bool,
+    /// Where the console links a transaction: `{signature}` is replaced by
+    /// its signature (empty: no links).
+    pub explorer_url: String,
 }
 
 impl Default for MonitoringConfig {
@@ -253,6 +258,8 @@ impl Default for MonitoringConfig {
             health_check_interval_secs: 30,
             metrics_port: None,
             enable_prometheus: true,
+            console: true,
+            explorer_url: "https://explorer.solana.com/tx/{signature}".into(),
         }
     }
 }

@@ -36,6 +36,11 @@ impl Config {
             &s.header_read_timeout_secs,
         )?;
         check(
+            (1..=3600).contains(&self.auth.stream_ticket_secs),
+            "auth.stream_ticket_secs",
+            &self.auth.stream_ticket_secs,
+        )?;
+        check(
             s.idle_timeout_secs > 0,
             "server.idle_timeout_secs",
             &s.idle_timeout_secs,

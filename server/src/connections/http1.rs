@@ -12,7 +12,24 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
-use super::{body::Tracked, Conn, Gate, Handshake};
+use super::{
+    body::{Busy, Tracked},
+    Conn, Gate, Handshake, Slot,
+};
+
+/// The connection a request came on (in its extensions): a handler that
+/// takes the connection over (a WebSocket upgrade) holds it busy with
+/// [`ConnSlot::hold`] for as long as it uses it, since its response, the
+/// 101, is done at once.
+#[derive(Clone)]
+pub(crate) struct ConnSlot(Arc<Slot>);
+
+impl ConnSlot {
+    /// Marks the connection in use until the guard drops.
+    pub(crate) fn hold(&self) -> Busy {
+        self.0.busy()
+    }
+}
 
 /// Serves `router` on `listener` (after `handshake`: TLS when configured)
 /// until `cancel` fires, then stops
@@ -66,15 +83,19 @@ async fn serve_connection(
 ) {
     let slot = io.slot().clone();
     let requests = slot.clone();
-    let service = service_fn(move |request: hyper::Request<Incoming>| {
+    let service = service_fn(move |mut request: hyper::Request<Incoming>| {
         let busy = requests.busy();
+        request.extensions_mut().insert(ConnSlot(requests.clone()));
         let call = router.clone().oneshot(request);
         async move {
             let response = call.await?;
             Ok::<_, Infallible>(response.map(|body| Tracked::new(body, Some(busy))))
         }
     });
-    let connection = builder.serve_connection(TokioIo::new(io), service);
+    // With upgrades: WebSocket streams (the gateway's /events/ws).
+    let connection = builder
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
     tokio::pin!(connection);
     let served = tokio::select! {
         served = connection.as_mut() => served,

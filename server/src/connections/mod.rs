@@ -39,7 +39,7 @@ use tonic::transport::server::TcpIncoming;
 pub(crate) use self::{
     body::{Busy, TrackBusyLayer},
     fd_limit::raise_open_files_limit,
-    http1::serve_http1,
+    http1::{serve_http1, ConnSlot},
     io::Guarded,
     tls::{Conn, Face, Handshake, Tls},
 };

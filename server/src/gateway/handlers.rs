@@ -18,9 +18,10 @@ use serde_json::{json, Value};
 use valence_lifecycle_api::{
     rule_json::SeedRule,
     v1::{
-        self as proto, ListAccountRequestsResponse, ListAccountsResponse, ListEventsResponse,
-        ListSessionsResponse, ProgressionRule, RequestAccountRequest, RequestAccountResponse,
-        RetryAccountRequestResponse,
+        self as proto, evaluate_rule_request::Target, EvaluateRuleResponse, GetSingletonsResponse,
+        ListAccountRequestsResponse, ListAccountsResponse, ListEventsResponse,
+        ListSessionsResponse, PauseSingletonResponse, ProgressionRule, RequestAccountRequest,
+        RequestAccountResponse, ResumeSingletonResponse, RetryAccountRequestResponse,
     },
 };
 
@@ -267,6 +268,66 @@ pub(super) async fn create_account_request(
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
+/// `GET /entities/{id}`: whatever `id` names, an account, a session or an
+/// account request, as `{"kind", "record", "progression"}` (the console's
+/// search; the record and progression in proto3 JSON).
+pub(super) async fn get_entity(
+    State(state): AppStateRef,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    match accounts::get_with_progression(&state, &id).await {
+        Ok(view) => {
+            let account: proto::Account = view.account.into();
+            let progression = view.progression.map(proto::Progression::from);
+            return Ok(Json(entity("account", json(&account), json(&progression))));
+        }
+        Err(ApiError::NotFound { .. }) => {}
+        Err(e) => return Err(e),
+    }
+    match sessions::get_with_progression(&state, &id).await {
+        Ok(view) => {
+            let session: proto::Session = view.session.into();
+            let progression = view.progression.map(proto::Progression::from);
+            return Ok(Json(entity("session", json(&session), json(&progression))));
+        }
+        Err(ApiError::NotFound { .. }) => {}
+        Err(e) => return Err(e),
+    }
+    let request: proto::AccountRequest = accounts::get_request(&state, &id)
+        .await
+        .map_err(|e| match e {
+            ApiError::NotFound { .. } => ApiError::not_found("entity", &id),
+            other => other,
+        })?
+        .into();
+    let progression = sessions::progression(&state, &id)
+        .await
+        .ok()
+        .map(proto::Progression::from);
+    Ok(Json(entity(
+        "account request",
+        json(&request),
+        json(&progression),
+    )))
+}
+
+fn entity(kind: &str, record: Value, progression: Value) -> Value {
+    json!({ "kind": kind, "record": record, "progression": progression })
+}
+
+/// A message as a JSON value (proto3 JSON, through pbjson's impls).
+fn json<T: Serialize>(message: &T) -> Value {
+    serde_json::to_value(message).unwrap_or_default()
+}
+
+/// `GET /account-requests/{id}`: one account request.
+pub(super) async fn get_account_request(
+    State(state): AppStateRef,
+    Path(id): Path<String>,
+) -> ApiResult<Json<proto::AccountRequest>> {
+    Ok(Json(accounts::get_request(&state, &id).await?.into()))
+}
+
 /// `POST /account-requests/{id}/retry` (RetryAccountRequest).
 pub(super) async fn retry_account_request(
     State(state): AppStateRef,
@@ -339,6 +400,97 @@ pub(super) async fn get_rule(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     Ok(Json(seed_shapes::rule(&rules::get(&state, &id).await?)?))
+}
+
+/// `POST /rules/{id}/enable` (SetRuleEnabled): the rule, seed 000's shape.
+pub(super) async fn enable_rule(
+    State(state): AppStateRef,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    Ok(Json(seed_shapes::rule(
+        &rules::set_enabled(&state, &id, true).await?,
+    )?))
+}
+
+/// `POST /rules/{id}/disable` (SetRuleEnabled): the rule, seed 000's shape.
+pub(super) async fn disable_rule(
+    State(state): AppStateRef,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    Ok(Json(seed_shapes::rule(
+        &rules::set_enabled(&state, &id, false).await?,
+    )?))
+}
+
+/// `/rules/{id}/evaluate` query parameters.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct EvaluateQuery {
+    limit: Option<i32>,
+}
+
+/// `GET /rules/{id}/evaluate?limit=`: EvaluateRule's dry run of a stored
+/// rule (the live sessions it matches now); an EvaluateRuleResponse.
+pub(super) async fn evaluate_rule(
+    State(state): AppStateRef,
+    Path(id): Path<String>,
+    q: QueryResult<EvaluateQuery>,
+) -> ApiResult<Json<EvaluateRuleResponse>> {
+    let q = query(q)?;
+    let found = rules::evaluate(&state, Some(Target::Id(id)), q.limit.unwrap_or(0)).await?;
+    Ok(Json(EvaluateRuleResponse {
+        matches: found.matches,
+        sessions_evaluated: found.sessions_evaluated,
+    }))
+}
+
+/// `GET /singletons` (GetSingletons; admin, as over gRPC): each
+/// singleton's status and history.
+pub(super) async fn get_singletons(
+    State(state): AppStateRef,
+) -> ApiResult<Json<GetSingletonsResponse>> {
+    let singletons = state.singletons.get().await?;
+    Ok(Json(GetSingletonsResponse { singletons }))
+}
+
+/// A singleton named in a path: processor, scheduler or diff; `all`: None.
+fn singleton_target(name: &str) -> ApiResult<Option<crate::singletons::Kind>> {
+    if name == "all" {
+        return Ok(None);
+    }
+    crate::singletons::Kind::from_name(name)
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "singleton",
+                format!("{name:?} is not processor, scheduler, diff or all"),
+            )
+        })
+}
+
+/// `POST /singletons/{kind}/pause` (PauseSingleton; admin; `all` pauses
+/// every one).
+pub(super) async fn pause_singleton(
+    State(state): AppStateRef,
+    Path(kind): Path<String>,
+) -> ApiResult<Json<PauseSingletonResponse>> {
+    let (singletons, message) = state.singletons.pause(singleton_target(&kind)?).await?;
+    Ok(Json(PauseSingletonResponse {
+        singletons,
+        message,
+    }))
+}
+
+/// `POST /singletons/{kind}/resume` (ResumeSingleton; admin).
+pub(super) async fn resume_singleton(
+    State(state): AppStateRef,
+    Path(kind): Path<String>,
+) -> ApiResult<Json<ResumeSingletonResponse>> {
+    let (singletons, message) = state.singletons.resume(singleton_target(&kind)?).await?;
+    Ok(Json(ResumeSingletonResponse {
+        singletons,
+        message,
+    }))
 }
 
 /// Unknown routes: JSON 404.

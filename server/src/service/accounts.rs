@@ -45,6 +45,12 @@ pub(crate) async fn get(state: &AppState, id: &str) -> ApiResult<StoredAccount> 
     Ok(state.store.get_account(id).await?)
 }
 
+/// One account request.
+pub(crate) async fn get_request(state: &AppState, id: &str) -> ApiResult<StoredRequest> {
+    validate::pubkey("id", id)?;
+    Ok(state.store.get_account_request(id).await?)
+}
+
 /// One account and its progression.
 pub(crate) async fn get_with_progression(state: &AppState, id: &str) -> ApiResult<AccountView> {
     let account = get(state, id).await?;

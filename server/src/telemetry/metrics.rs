@@ -120,6 +120,22 @@ pub struct ConnectionCloseLabels {
     pub reason: String,
 }
 
+/// Labels of the gateway's event streams.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StreamKindLabels {
+    /// sse or websocket.
+    pub kind: String,
+}
+
+/// Labels of gateway event streams that ended.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StreamEndLabels {
+    /// sse or websocket.
+    pub kind: String,
+    /// client_gone, shutdown, out_of_range, failed or ping_timeout.
+    pub reason: String,
+}
+
 type GaugeU64 = Gauge<u64, AtomicU64>;
 
 /// All metrics; clone the fields (they are shared handles) to update them.
@@ -183,6 +199,12 @@ pub struct Metrics {
     pub http_request_duration: Family<MethodLabels, Histogram>,
     /// Open event subscriptions.
     pub event_subscribers: GaugeU64,
+    /// Open REST gateway event streams (also counted in event_subscribers), by kind.
+    pub gateway_streams: Family<StreamKindLabels, GaugeU64>,
+    /// REST gateway event streams that ended, by kind and reason.
+    pub gateway_streams_ended: Family<StreamEndLabels, Counter>,
+    /// Stream tickets by outcome: issued, accepted, expired or refused.
+    pub stream_tickets: Family<OutcomeLabels, Counter>,
     /// Events appended to the log (as seen by this replica's tailer).
     pub events_appended: Counter,
     /// Events delivered to subscribers.
@@ -281,6 +303,9 @@ impl Metrics {
             http_requests: Family::default(),
             http_request_duration: Family::new_with_constructor(latency_histogram),
             event_subscribers: Gauge::default(),
+            gateway_streams: Family::default(),
+            gateway_streams_ended: Family::default(),
+            stream_tickets: Family::default(),
             events_appended: Counter::default(),
             events_delivered: Counter::default(),
             subscriber_lag: Histogram::new(exponential_buckets(1.0, 4.0, 10)),
@@ -396,6 +421,9 @@ impl Metrics {
             http_requests => ("http_requests", "REST requests by route and status"),
             http_request_duration => ("http_request_duration_seconds", "REST request latency by route"),
             event_subscribers => ("lifecycle_event_subscribers", "Open event subscriptions"),
+            gateway_streams => ("lifecycle_gateway_streams", "Open event streams on the REST gateway (SSE, WebSocket), also counted in lifecycle_event_subscribers"),
+            gateway_streams_ended => ("lifecycle_gateway_streams_ended", "REST gateway event streams that ended, by kind and reason"),
+            stream_tickets => ("lifecycle_stream_tickets", "Event stream tickets by outcome (issued, accepted, expired, refused)"),
             events_appended => ("lifecycle_events_appended", "Events appended to the log"),
             events_delivered => ("lifecycle_events_delivered", "Events delivered to subscribers"),
             subscriber_lag => ("lifecycle_subscriber_lag_sequences", "Head sequence minus delivered sequence at delivery"),

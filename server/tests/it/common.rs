@@ -167,6 +167,13 @@ impl TestServer {
     /// Starts a server with `config` (its database.url must be `db`'s).
     /// Set TEST_LOG (a RUST_LOG filter) to see the server's logs.
     pub(crate) async fn start_with(db: TestDb, config: Config) -> TestServer {
+        Self::start_on(db, config, 0).await
+    }
+
+    /// [`TestServer::start_with`] with the REST gateway on `api_port` (0:
+    /// any), so a restarted server takes its predecessor's port and a
+    /// client (a browser) reconnects to it.
+    pub(crate) async fn start_on(db: TestDb, config: Config, api_port: u16) -> TestServer {
         if let Ok(filter) = std::env::var("TEST_LOG") {
             let _ = tracing_subscriber::fmt()
                 .with_env_filter(filter)
@@ -174,7 +181,7 @@ impl TestServer {
                 .try_init();
         }
         let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let api = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let api = TcpListener::bind(("127.0.0.1", api_port)).await.unwrap();
         let (grpc_addr, api_addr) = (grpc.local_addr().unwrap(), api.local_addr().unwrap());
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(valence_lifecycle_server::serve_with_listeners(

@@ -24,7 +24,7 @@ use crate::{
 
 const WAIT: Duration = Duration::from_secs(20);
 
-fn rule(id: &str) -> CreateRuleRequest {
+pub(crate) fn rule(id: &str) -> CreateRuleRequest {
     let mut seed: SeedRule = serde_json::from_str(SEED_RULE).unwrap();
     seed.id = id.to_string();
     CreateRuleRequest {
@@ -32,12 +32,12 @@ fn rule(id: &str) -> CreateRuleRequest {
     }
 }
 
-async fn create_rules(rules: RuleServiceClient<Channel>, prefix: &str, n: usize) {
+pub(crate) async fn create_rules(rules: RuleServiceClient<Channel>, prefix: &str, n: usize) {
     create_big_rules(rules, prefix, n, 0).await
 }
 
 /// Rules whose events carry `metadata` bytes each, to fill transport buffers.
-async fn create_big_rules(
+pub(crate) async fn create_big_rules(
     mut rules: RuleServiceClient<Channel>,
     prefix: &str,
     n: usize,
@@ -57,7 +57,7 @@ async fn create_big_rules(
     }
 }
 
-fn only_rules_created() -> SubscribeRequest {
+pub(crate) fn only_rules_created() -> SubscribeRequest {
     SubscribeRequest {
         event_types: vec![EventType::RuleCreated as i32],
         ..Default::default()

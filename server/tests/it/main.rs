@@ -1,6 +1,7 @@
 //! One integration-test binary (a link of the server is expensive): a module
 //! per area, sharing helpers that start real servers on loopback ports.
 
+mod browser;
 #[cfg(feature = "embedded-chain")]
 mod builder;
 #[cfg(feature = "embedded-chain")]
@@ -24,6 +25,7 @@ mod rest;
 mod shard_program;
 #[cfg(feature = "embedded-chain")]
 mod singletons;
+mod sse;
 mod store;
 mod supervision;
 mod telemetry;

@@ -18,7 +18,7 @@ use crate::{
     common::{
         backend_tests, cel_bombs, eventually, initialized_account_record, metrics_text, open_store,
         pubkey, request_record, session_record, test_config, with_tokens, Db, TestDb, TestServer,
-        OPERATOR, READER, SEED_RULE,
+        ADMIN, OPERATOR, READER, SEED_RULE,
     },
     python::{parse_with_python, python_grpc_available, Proto3Case},
 };
@@ -795,3 +795,154 @@ backend_tests!(
         assert!(server.stop().await);
     }
 );
+
+backend_tests!(
+    // What the console calls besides the seed routes, each with its role.
+    async fn the_console_and_its_routes(db: Db) {
+        let Some(test_db) = TestDb::new(db).await else {
+            return;
+        };
+        let store = open_store(&test_db.url).await;
+        store
+            .upsert_account_request(&request_record(1))
+            .await
+            .unwrap();
+        store
+            .upsert_account(&initialized_account_record(2, 1))
+            .await
+            .unwrap();
+        drop(store);
+        let config = with_tokens(test_config(&test_db.url));
+        let server = TestServer::start_with(test_db, config).await;
+        let http = server.http();
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let call = |method: reqwest::Method, path: &str, token: Option<&str>| {
+            let mut request = client.request(method, format!("{http}{path}"));
+            if let Some(t) = token {
+                request = request.bearer_auth(t);
+            }
+            request.send()
+        };
+        use reqwest::Method;
+
+        // The page and its files need no token; the page has a strict CSP.
+        let root = call(Method::GET, "/", None).await.unwrap();
+        assert_eq!(root.status(), StatusCode::SEE_OTHER);
+        assert_eq!(root.headers()["location"], "/console");
+        let page = call(Method::GET, "/console", None).await.unwrap();
+        assert_eq!(page.status(), StatusCode::OK);
+        assert!(page.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("script-src 'self'"));
+        let js = call(Method::GET, "/console/app.js", None).await.unwrap();
+        assert!(js.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/javascript"));
+        let missing = call(Method::GET, "/console/nope.js", None).await.unwrap();
+        assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+        let config: Value = call(Method::GET, "/console/config.json", None)
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(config["authRequired"], true);
+
+        // An entity by id, whatever it is.
+        for (id, kind) in [(pubkey(2), "account"), (pubkey(1), "account request")] {
+            let found: Value = call(Method::GET, &format!("/entities/{id}"), Some(READER))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(found["kind"], kind, "{db:?}: {found}");
+            assert_eq!(found["record"]["id"], id);
+        }
+        let unknown = call(
+            Method::GET,
+            &format!("/entities/{}", pubkey(9)),
+            Some(READER),
+        )
+        .await
+        .unwrap();
+        assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+        let request = call(
+            Method::GET,
+            &format!("/account-requests/{}", pubkey(1)),
+            Some(READER),
+        )
+        .await
+        .unwrap();
+        assert_eq!(request.status(), StatusCode::OK);
+
+        // Rules: enable and disable need the operator, a dry run a reader.
+        let (status, _) = post_rule(&server, SEED_RULE, Some(OPERATOR)).await;
+        assert_eq!(status, StatusCode::CREATED);
+        let denied = call(Method::POST, "/rules/rule-1/disable", Some(READER))
+            .await
+            .unwrap();
+        assert_eq!(denied.status(), StatusCode::FORBIDDEN);
+        let disabled: Value = call(Method::POST, "/rules/rule-1/disable", Some(OPERATOR))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(disabled["enabled"], false, "{db:?}: {disabled}");
+        let enabled: Value = call(Method::POST, "/rules/rule-1/enable", Some(OPERATOR))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(enabled["enabled"], true);
+        let dry = call(Method::GET, "/rules/rule-1/evaluate?limit=10", Some(READER))
+            .await
+            .unwrap();
+        assert_eq!(dry.status(), StatusCode::OK, "{db:?}");
+        let dry: Value = dry.json().await.unwrap();
+        assert!(
+            dry.get("matches").is_none() || dry["matches"].is_array(),
+            "{dry}"
+        );
+
+        // Singletons: admin, as over gRPC (it::singletons runs the
+        // operations themselves against a chain).
+        let singletons = call(Method::GET, "/singletons", Some(OPERATOR))
+            .await
+            .unwrap();
+        assert_eq!(singletons.status(), StatusCode::FORBIDDEN);
+        for path in ["/singletons/processor/pause", "/singletons/all/resume"] {
+            let denied = call(Method::POST, path, Some(OPERATOR)).await.unwrap();
+            assert_eq!(denied.status(), StatusCode::FORBIDDEN, "{db:?} {path}");
+        }
+        let bad = call(Method::POST, "/singletons/nope/pause", Some(ADMIN))
+            .await
+            .unwrap();
+        assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+        let body: Value = bad.json().await.unwrap();
+        assert_eq!(body["field"], "singleton", "{body}");
+        let listed = call(Method::GET, "/singletons", Some(ADMIN)).await.unwrap();
+        assert_eq!(listed.status(), StatusCode::OK, "{db:?}");
+        assert!(server.stop().await);
+    }
+);
+
+#[tokio::test]
+async fn the_console_can_be_turned_off() {
+    let db = TestDb::new(Db::Sqlite).await.unwrap();
+    let mut config = test_config(&db.url);
+    config.monitoring.console = false;
+    let server = TestServer::start_with(db, config).await;
+    let page = reqwest::get(format!("{}/console", server.http()))
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::NOT_FOUND);
+    assert!(server.stop().await);
+}
