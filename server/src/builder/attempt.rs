@@ -140,10 +140,17 @@ impl Builder {
         attempts: &mut u32,
         signature: &mut String,
     ) -> Result<Done, Failure> {
-        if let Some(done) = self.initialized_elsewhere(plan).await? {
+        // Independent reads, at once: an attempt's latency is mostly round
+        // trips to the RPC node, and its slot is held all along.
+        let (elsewhere, existing, blockhash) = tokio::join!(
+            self.initialized_elsewhere(plan),
+            self.inspect(plan),
+            self.chain.latest_blockhash()
+        );
+        if let Some(done) = elsewhere? {
             return Ok(done);
         }
-        let create = match self.inspect(plan).await? {
+        let create = match existing? {
             Existing::Initialized(record) => {
                 return Ok(Done {
                     address: plan.address,
@@ -167,10 +174,8 @@ impl Builder {
             .await
             .map_err(|e| Failure::Unreachable(brief(e)))?;
         let instructions = plan.instructions(lamports, create, self.initialize);
-        let tx = self
-            .chain
-            .sign(&instructions, &[])
-            .await
+        let tx = blockhash
+            .and_then(|blockhash| self.chain.sign_with(blockhash, &instructions, &[]))
             .map_err(|e| Failure::Unreachable(brief(e)))?;
         *attempts += 1;
         *signature = tx.signatures[0].to_string();

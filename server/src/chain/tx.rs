@@ -52,12 +52,27 @@ impl Chain {
         instructions: &[Instruction],
         signers: &[&Keypair],
     ) -> anyhow::Result<Transaction> {
-        let payer = self.payer()?;
-        let blockhash = self
-            .rpc
+        let blockhash = self.latest_blockhash().await?;
+        self.sign_with(blockhash, instructions, signers)
+    }
+
+    /// The cluster's latest blockhash (one attempt), for [`Self::sign_with`]:
+    /// a caller can fetch it alongside its other reads.
+    pub async fn latest_blockhash(&self) -> anyhow::Result<solana_sdk::hash::Hash> {
+        self.rpc
             .get_latest_blockhash()
             .await
-            .context("getLatestBlockhash")?;
+            .context("getLatestBlockhash")
+    }
+
+    /// [`Self::sign`] with a blockhash the caller fetched just before.
+    pub fn sign_with(
+        &self,
+        blockhash: solana_sdk::hash::Hash,
+        instructions: &[Instruction],
+        signers: &[&Keypair],
+    ) -> anyhow::Result<Transaction> {
+        let payer = self.payer()?;
         let mut all: Vec<&Keypair> = vec![payer];
         all.extend_from_slice(signers);
         Ok(Transaction::new_signed_with_payer(

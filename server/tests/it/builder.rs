@@ -1021,6 +1021,13 @@ backend_tests! {
         let config = builder_config(&net, &test_db, &wallet);
         let server = TestServer::start_with(test_db, config).await;
         let mut client = server.lifecycle().await;
+        // Placed while the server runs: after its first pass, whose catch-up
+        // keeps observation slots (a request placed while it starts is
+        // recorded without its transaction when that pass finds it first).
+        eventually(Duration::from_secs(30), "a first reconciliation pass", || async {
+            metric(&server, "reconciliation_duration_seconds_count").await >= 1.0
+        })
+        .await;
         let mut placed = Vec::new();
         for key in ["first", "second"] {
             if let Some((_, _, slot)) = placed.last() {
