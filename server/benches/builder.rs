@@ -42,20 +42,12 @@ use valence_lifecycle_server::config::Config;
 const IN_FLIGHT: usize = 10;
 
 fn main() -> anyhow::Result<()> {
-    let full = std::env::args().any(|a| a == "--bench");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    runtime.block_on(run(full))
+    support::main(run)
 }
 
 async fn run(full: bool) -> anyhow::Result<()> {
     let requests = if full {
-        std::env::var("BENCH_REQUESTS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(1_000)
+        support::env_number("BENCH_REQUESTS", 1_000)
     } else {
         50
     };

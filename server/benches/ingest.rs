@@ -48,21 +48,13 @@ use chain::Net;
 const RAW_BATCH: usize = 500;
 
 fn main() -> anyhow::Result<()> {
-    let full = std::env::args().any(|a| a == "--bench");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    runtime.block_on(run(full))
+    support::main(run)
 }
 
 async fn run(full: bool) -> anyhow::Result<()> {
     sqlx::any::install_default_drivers();
     let records = if full {
-        std::env::var("BENCH_RECORDS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(20_000)
+        support::env_number("BENCH_RECORDS", 20_000)
     } else {
         1_000
     };

@@ -44,20 +44,12 @@ const PAGE: i32 = 1_000;
 const SEED_BATCH: usize = 500;
 
 fn main() -> anyhow::Result<()> {
-    let full = std::env::args().any(|a| a == "--bench");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    runtime.block_on(run(full))
+    support::main(run)
 }
 
 async fn run(full: bool) -> anyhow::Result<()> {
     let (events, appends) = if full {
-        let events = std::env::var("BENCH_EVENTS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(50_000);
+        let events = support::env_number("BENCH_EVENTS", 50_000);
         (events, 2_000)
     } else {
         (2_000, 100)

@@ -51,12 +51,7 @@ use valence_lifecycle_server::{
 const PAGE: i32 = 100;
 
 fn main() -> anyhow::Result<()> {
-    let full = std::env::args().any(|a| a == "--bench");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    runtime.block_on(run(full))
+    support::main(run)
 }
 
 /// How long each cell of the table runs, and how many cells.
@@ -72,10 +67,7 @@ impl Plan {
     fn new(full: bool) -> Plan {
         if full {
             Plan {
-                sessions: std::env::var("BENCH_SESSIONS")
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(10_000),
+                sessions: support::env_number("BENCH_SESSIONS", 10_000),
                 window: Duration::from_secs(2),
                 rounds: 3,
                 concurrency: &[1, 64, 256],

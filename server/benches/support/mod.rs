@@ -10,6 +10,30 @@ use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 use valence_lifecycle_server::config::Config;
 
+/// Runs `run` on a two-worker runtime (as the server runs on this 2-core
+/// machine), told whether this is `cargo bench` (which passes `--bench`:
+/// the full form) or `cargo test --benches` (the short form).
+pub(crate) fn main<F, Fut>(run: F) -> anyhow::Result<()>
+where
+    F: FnOnce(bool) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let full = std::env::args().any(|a| a == "--bench");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(run(full))
+}
+
+/// The number in environment variable `name`, or `default`.
+pub(crate) fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// A server started by [`start_server`].
 pub(crate) struct Started {
     /// Its gRPC address.
