@@ -23,7 +23,9 @@ use std::{sync::Arc, time::Duration};
 
 use axum::{
     extract::{
-        ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade},
+        ws::{
+            rejection::WebSocketUpgradeRejection, CloseFrame, Message, WebSocket, WebSocketUpgrade,
+        },
         Extension, State,
     },
     http::Uri,
@@ -53,6 +55,25 @@ const DEFAULT_INTERVAL: Duration = Duration::from_secs(15);
 /// Largest message a client may send (resume messages are tiny).
 const MAX_CLIENT_MESSAGE: usize = 4096;
 
+/// A request to `/events/ws` that is no WebSocket handshake: 400 naming
+/// the header at fault, and where a plain HTTP client gets the stream.
+fn not_an_upgrade(rejection: WebSocketUpgradeRejection) -> ApiError {
+    let header = match &rejection {
+        WebSocketUpgradeRejection::InvalidConnectionHeader(_) => "connection",
+        WebSocketUpgradeRejection::InvalidUpgradeHeader(_) => "upgrade",
+        WebSocketUpgradeRejection::InvalidWebSocketVersionHeader(_) => "sec-websocket-version",
+        WebSocketUpgradeRejection::WebSocketKeyHeaderMissing(_) => "sec-websocket-key",
+        _ => "headers",
+    };
+    ApiError::invalid(
+        header,
+        format!(
+            "{rejection}: GET /events/ws is a WebSocket endpoint (Connection: upgrade, Upgrade: websocket); \
+             GET /events/stream serves the same events as Server-Sent Events"
+        ),
+    )
+}
+
 /// Client messages waiting for the writer.
 const CONTROL_QUEUE: usize = 8;
 
@@ -62,8 +83,9 @@ pub(super) async fn upgrade(
     caller: Option<Extension<Caller>>,
     slot: Option<Extension<ConnSlot>>,
     uri: Uri,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
+    let ws = ws.map_err(not_an_upgrade)?;
     let request = streams::subscribe_request(uri.query(), None)?;
     // Validated (and a slot taken) before the upgrade, so a bad query is a
     // plain 400 and a full server a 429.

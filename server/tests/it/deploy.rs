@@ -27,7 +27,7 @@ use valence_lifecycle_server::{
 };
 
 use crate::{
-    common::{eventually, open_store, output_text, tool, Db, TestDb, TestServer},
+    common::{eventually, metrics_text, open_store, output_text, tool, Db, TestDb, TestServer},
     process::free_port,
 };
 
@@ -426,6 +426,28 @@ async fn prometheus_runs_every_dashboard_and_rule_expression_against_a_real_serv
     }
     let mut grpc = server.lifecycle().await;
     grpc.get_stats(GetStatsRequest {}).await.unwrap();
+    // A stream ticket, and an SSE stream that its client leaves (the next
+    // heartbeat, within a second, finds it gone and ends it).
+    http.post(format!("{}/events/tickets", server.http()))
+        .send()
+        .await
+        .unwrap();
+    let stream = http
+        .get(format!(
+            "{}/events/stream?start=now&heartbeat_interval_seconds=1",
+            server.http()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    drop(stream);
+    eventually(Duration::from_secs(15), "the left stream ended", || async {
+        metrics_text(&server)
+            .await
+            .contains("lifecycle_gateway_streams_ended_total{")
+    })
+    .await;
     let metrics = http
         .get(format!("{}/metrics", server.http()))
         .send()

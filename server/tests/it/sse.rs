@@ -651,6 +651,21 @@ backend_tests!(
                 Tail::open(&server, face, SubscribeRequest::default(), Some(READER)).await;
             tail.heartbeat().await;
         }
+        // The WebSocket route asked without a handshake: 400 naming the
+        // header, and where a plain HTTP client gets the same stream.
+        let plain = sse_get(
+            &format!("{}/events/ws?{q}", server.http()),
+            Some(READER),
+            None,
+        )
+        .await;
+        assert_eq!(plain.status(), 400, "{db:?}");
+        let body: Value = plain.json().await.unwrap();
+        assert_eq!(body["field"], "connection", "{db:?}: {body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("/events/stream"),
+            "{body}"
+        );
 
         // A ticket got with the token, in the URL.
         let response = ticket(&server, Some(READER)).await;
