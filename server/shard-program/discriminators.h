@@ -20,6 +20,22 @@
 #define IX_RESUME 0xce8d207faa33a601ULL
 /* sha256("global:update_config")[..8] = 1d9efcbf0a53db63 */
 #define IX_UPDATE_CONFIG 0x63db530abffc9e1dULL
+/* sha256("global:init_queue")[..8] = e655be29bd99e711 */
+#define IX_INIT_QUEUE 0x11e799bd29be55e6ULL
+/* sha256("global:reserve_session")[..8] = 6d634a7c92c2bbc7 */
+#define IX_RESERVE_SESSION 0xc7bbc2927c4a636dULL
+/* sha256("global:queue_session")[..8] = cbfe6562a97d35ec */
+#define IX_QUEUE_SESSION 0xec357da96265fecbULL
+/* sha256("global:initialize_from_queue")[..8] = 7dbeac820be184c8 */
+#define IX_INITIALIZE_FROM_QUEUE 0xc884e10b82acbe7dULL
+/* sha256("global:process_queue")[..8] = b2d72b90ef22aa9b */
+#define IX_PROCESS_QUEUE 0x9baa22ef902bd7b2ULL
+/* sha256("global:manual_initialize_session")[..8] = e294b8931d1966a4 */
+#define IX_MANUAL_INITIALIZE_SESSION 0xa466191d93b894e2ULL
+/* sha256("global:emergency_reset_session")[..8] = 1b6b0bf4c228f15d */
+#define IX_EMERGENCY_RESET_SESSION 0x5df128c2f40b6b1bULL
+/* sha256("global:pad_logs")[..8] = 0272cb6b91757282 */
+#define IX_PAD_LOGS 0x827275916bcb7202ULL
 /* sha256("account:AccountRequest")[..8] = b9cd73819048a293 */
 #define ACC_ACCOUNT_REQUEST 0x93a248908173cdb9ULL
 /* sha256("account:Account")[..8] = 7142e036bc77f065 */
@@ -30,6 +46,10 @@
 #define ACC_SESSION_CONSUMPTION 0x6d7b5aa197fcf335ULL
 /* sha256("account:SingletonState")[..8] = 74a12285e42e84a0 */
 #define ACC_SINGLETON_STATE 0xa0842ee48522a174ULL
+/* sha256("account:SessionQueue")[..8] = 3c9c12fb2018aa62 */
+#define ACC_SESSION_QUEUE 0x62aa1820fb129c3cULL
+/* sha256("account:SessionReservation")[..8] = 3b8fdc4f69b877f8 */
+#define ACC_SESSION_RESERVATION 0xf877b8694fdc8f3bULL
 /* sha256("event:AccountRequested")[..8] = 5ae847516e97fe42 */
 #define EV_ACCOUNT_REQUESTED 0x42fe976e5147e85aULL
 /* sha256("event:PDAComputed")[..8] = 2ccb61b2195f91da */
@@ -54,5 +74,19 @@
 #define EV_SINGLETON_RESUMED 0x764ca26168cf8c43ULL
 /* sha256("event:SingletonConfigUpdated")[..8] = 85ae69d5066d4780 */
 #define EV_SINGLETON_CONFIG_UPDATED 0x80476d06d569ae85ULL
+/* sha256("event:SessionQueued")[..8] = df81926149aecc4b */
+#define EV_SESSION_QUEUED 0x4bccae49619281dfULL
+/* sha256("event:QueueProcessed")[..8] = 72120334cce17f2e */
+#define EV_QUEUE_PROCESSED 0x2e7fe1cc34031272ULL
+/* sha256("event:SessionReserved")[..8] = 9f05947073b58676 */
+#define EV_SESSION_RESERVED 0x7686b5737094059fULL
+/* sha256("event:SessionInitializedFromQueue")[..8] = 51a521b45baa3e04 */
+#define EV_SESSION_INITIALIZED_FROM_QUEUE 0x043eaa5bb421a551ULL
+/* sha256("event:ManualSessionInitialized")[..8] = 77828929c917acc7 */
+#define EV_MANUAL_SESSION_INITIALIZED 0xc7ac17c929898277ULL
+/* sha256("event:EmergencySessionReset")[..8] = df1b89cdd10dd188 */
+#define EV_EMERGENCY_SESSION_RESET 0x88d10dd1cd891bdfULL
+/* Anchor's EVENT_IX_TAG: event self-CPI data starts with e445a52e51cb9a1d */
+#define EVENT_IX_TAG 0x1d9acb512ea545e4ULL
 
 #endif

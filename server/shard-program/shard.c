@@ -38,6 +38,54 @@ extern void sol_log_data(const SolBytes *slices, u64 count);
 extern u64 sol_sha256(const SolBytes *slices, u64 count, u8 *out);
 extern void sol_memcpy_(void *dst, const void *src, u64 n);
 extern u64 sol_get_clock_sysvar(void *out);
+extern void sol_memmove_(void *dst, const void *src, u64 n);
+
+/* Cross-program invocation, C ABI (the Solana C SDK's sol/cpi.h, sol/pubkey.h
+ * and sol/entrypoint.h; LP64, natural C alignment).  A seed
+ * (SolSignerSeed = {const u8 *addr; u64 len}) has SolBytes' layout. */
+typedef struct {
+    const u8 *pubkey;
+    u8 is_writable; /* bool */
+    u8 is_signer;   /* bool */
+} SolAccountMeta;   /* 16 bytes */
+
+typedef struct {
+    const u8 *program_id;
+    const SolAccountMeta *accounts;
+    u64 account_len;
+    const u8 *data;
+    u64 data_len;
+} SolInstruction;   /* 40 bytes */
+
+typedef struct {
+    const u8 *key;
+    u64 *lamports;
+    u64 data_len;
+    u8 *data;
+    const u8 *owner;
+    u64 rent_epoch;
+    u8 is_signer;   /* bool */
+    u8 is_writable; /* bool */
+    u8 executable;  /* bool */
+} SolAccountInfo;   /* 56 bytes */
+
+typedef struct {
+    const SolBytes *addr; /* the signer's seeds */
+    u64 len;
+} SolSignerSeeds;   /* 16 bytes */
+
+_Static_assert(sizeof(SolAccountMeta) == 16, "SolAccountMeta layout");
+_Static_assert(sizeof(SolInstruction) == 40, "SolInstruction layout");
+_Static_assert(sizeof(SolAccountInfo) == 56 && __builtin_offsetof(SolAccountInfo, rent_epoch) == 40 &&
+                   __builtin_offsetof(SolAccountInfo, is_signer) == 48 &&
+                   __builtin_offsetof(SolAccountInfo, executable) == 50,
+               "SolAccountInfo layout");
+_Static_assert(sizeof(SolSignerSeeds) == 16 && sizeof(SolBytes) == 16, "seed layout");
+
+extern u64 sol_invoke_signed_c(const SolInstruction *ix, const SolAccountInfo *infos, u64 n_infos,
+                               const SolSignerSeeds *signers, u64 n_signers);
+extern u64 sol_try_find_program_address(const SolBytes *seeds, u64 n_seeds, const u8 *program_id,
+                                        u8 *address, u8 *bump);
 
 #define LOG(s) sol_log_((s), sizeof(s) - 1)
 
@@ -64,6 +112,10 @@ enum {
     E_INVALID_SINGLETON_KIND,
     E_EVENT_TOO_LARGE,
     E_REQUEST_ALREADY_INITIALIZED,
+    E_RESERVATION_EXPIRED,
+    E_QUEUE_MISMATCH,
+    E_INVALID_SESSION_STATE,
+    E_INVALID_EVENT_AUTHORITY,
     E_LAST
 };
 
@@ -77,7 +129,11 @@ static const char *const ERROR_NAMES[] = {
     "InvalidAccountIndex",      "SessionCountMismatch",   "MissingSigner",
     "Unauthorized",             "AlreadyPaused",          "NotPaused",
     "InvalidSingletonKind",     "EventTooLarge",          "RequestAlreadyInitialized",
+    "ReservationExpired",       "QueueMismatch",          "InvalidSessionState",
+    "InvalidEventAuthority",
 };
+_Static_assert(sizeof(ERROR_NAMES) / sizeof(ERROR_NAMES[0]) == E_LAST - E_UNKNOWN_INSTRUCTION,
+               "one name per error code");
 
 /* Out-of-line helpers: keeps .text small and every frame well under clang's
  * 512-byte stack cap (BPF frames are not shared between calls). */
@@ -86,10 +142,14 @@ static const char *const ERROR_NAMES[] = {
 /* ---- memory map ---- */
 #define HEAP_START ((u8 *)0x300000000ULL)
 #define MAX_ACCOUNTS 128
-/* account table lives at the start of the heap, event scratch after it */
+/* Heap layout: the account table at the start (128 x 40 bytes), the CPI
+ * scratch in the last KiB of the first 8 KiB, the event buffer after them. */
+#define CPI_SCRATCH (HEAP_START + 7168)
 #define EVENT_BUF (HEAP_START + 8192)
 #define EVENT_CAP (32768 - 8192)
 #define MAX_PERMITTED_DATA_INCREASE 10240
+/* the runtime refuses CPI instruction data over 10 KiB */
+#define MAX_CPI_DATA 10240
 
 #define F_SIGNER 1
 #define F_WRITABLE 2
@@ -108,6 +168,26 @@ typedef struct {
     const u8 *program_id;
 } Ctx;
 
+_Static_assert(MAX_ACCOUNTS * sizeof(Acct) <= 7168, "account table overlaps the CPI scratch");
+
+/* What one event self-CPI needs, built in the heap's CPI scratch. */
+typedef struct {
+    SolInstruction ix;
+    SolAccountMeta meta;
+    SolAccountInfo info;
+    SolBytes seeds[2]; /* "__event_authority", [bump] */
+    SolSignerSeeds signer;
+    u8 bump;
+} CpiScratch;
+_Static_assert(sizeof(CpiScratch) <= 1024, "CPI scratch is 1 KiB");
+
+/* Where process_queue's events go: a self-CPI signed by the event authority. */
+typedef struct {
+    const Ctx *c;
+    const Acct *authority; /* account 1 of process_queue, in the input region */
+    u8 bump;
+} EvCpi;
+
 /* ---- little-endian helpers ---- */
 static inline u64 ld64(const u8 *p) {
     u64 v;
@@ -119,6 +199,7 @@ static inline u32 ld32(const u8 *p) {
     __builtin_memcpy(&v, p, 4);
     return v;
 }
+static inline void st64(u8 *p, u64 v) { __builtin_memcpy(p, &v, 8); }
 static inline void copy(u8 *dst, const u8 *src, u64 n) {
     if (n)
         sol_memcpy_(dst, src, n);
@@ -274,8 +355,80 @@ static void wr_init(Wr *w, u8 *p, u64 cap) {
     w->ok = 1;
 }
 
+/* The event authority: the PDA of seeds [b"__event_authority"] (Anchor's). */
+static const char EVENT_AUTHORITY_SEED[] = "__event_authority";
+
+NOINLINE static u64 find_event_authority(const u8 *program_id, u8 *key, u8 *bump) {
+    SolBytes seed = {(const u8 *)EVENT_AUTHORITY_SEED, sizeof(EVENT_AUTHORITY_SEED) - 1};
+    return sol_try_find_program_address(&seed, 1, program_id, key, bump);
+}
+
+/* Whether key is sha256("__event_authority" ++ [bump] ++ program_id ++
+ * "ProgramDerivedAddress") for a bump 255..1, i.e. the address
+ * create_program_address would give, without its curve test (1,500 CU per
+ * bump; a sha256 here is ~150).  For a SIGNER that is as good as the PDA check:
+ * an off-curve such key can only be signed for by this program (which signs
+ * only for the canonical bump), and nobody has the private key of an
+ * on-curve sha256 output.  Used by the event-CPI handler, run once per event. */
+NOINLINE static int is_event_authority(const u8 *program_id, const u8 *key) {
+    static const char PDA_MARKER[] = "ProgramDerivedAddress";
+    u8 bump, h[32];
+    SolBytes parts[4] = {
+        {(const u8 *)EVENT_AUTHORITY_SEED, sizeof(EVENT_AUTHORITY_SEED) - 1},
+        {&bump, 1},
+        {program_id, 32},
+        {(const u8 *)PDA_MARKER, sizeof(PDA_MARKER) - 1},
+    };
+    for (u32 b = 255; b >= 1; b--) {
+        bump = (u8)b;
+        sol_sha256(parts, 4, h);
+        if (key_eq(h, key))
+            return 1;
+    }
+    return 0;
+}
+
+/* One event as a self-CPI (Anchor's emit_cpi!): invoke this program with
+ * data = EVENT_IX_TAG_LE ++ event, one account meta = the event authority
+ * (signer, read-only), signed with [b"__event_authority", [bump]].  The
+ * account info points into the serialized input, where the runtime expects it. */
+NOINLINE static u64 ev_invoke(const EvCpi *e, const u8 *data, u64 len) {
+    CpiScratch *s = (CpiScratch *)CPI_SCRATCH;
+    const Acct *a = e->authority;
+    s->meta.pubkey = a->key;
+    s->meta.is_writable = 0;
+    s->meta.is_signer = 1;
+    s->ix.program_id = e->c->program_id;
+    s->ix.accounts = &s->meta;
+    s->ix.account_len = 1;
+    s->ix.data = data;
+    s->ix.data_len = len;
+    /* serialized account: key, owner, lamports (key + 64), data_len, data,
+     * 10 KiB spare, padding to 8, rent_epoch; executable is 5 bytes before key */
+    s->info.key = a->key;
+    s->info.lamports = (u64 *)(a->key + 64);
+    s->info.data_len = a->data_len;
+    s->info.data = a->data;
+    s->info.owner = a->owner;
+    s->info.rent_epoch =
+        ld64((const u8 *)(((u64)(a->data + a->data_len + MAX_PERMITTED_DATA_INCREASE) + 7) & ~7ULL));
+    s->info.is_signer = (a->flags & F_SIGNER) ? 1 : 0;
+    s->info.is_writable = (a->flags & F_WRITABLE) ? 1 : 0;
+    s->info.executable = a->key[-5] ? 1 : 0;
+    s->bump = e->bump;
+    s->seeds[0].addr = (const u8 *)EVENT_AUTHORITY_SEED;
+    s->seeds[0].len = sizeof(EVENT_AUTHORITY_SEED) - 1;
+    s->seeds[1].addr = &s->bump;
+    s->seeds[1].len = 1;
+    s->signer.addr = s->seeds;
+    s->signer.len = 2;
+    return sol_invoke_signed_c(&s->ix, &s->info, 1, &s->signer, 1);
+}
+
 /* Events are built in heap scratch, then logged as ONE slice so the runtime
- * prints exactly one base64 blob per "Program data:" line, as Anchor does. */
+ * prints exactly one base64 blob per "Program data:" line, as Anchor does.
+ * With cpi set, the same bytes (after EVENT_IX_TAG_LE) go out as a self-CPI
+ * instead and nothing is logged. */
 static void ev_begin(Wr *w, u64 disc) {
     wr_init(w, EVENT_BUF, EVENT_CAP);
     w_u64(w, disc);
@@ -286,6 +439,22 @@ static u64 ev_emit(Wr *w) {
     SolBytes s = {w->p, w->pos};
     sol_log_data(&s, 1);
     return 0;
+}
+static void ev_start(Wr *w, u64 disc, const EvCpi *cpi) {
+    if (!cpi) {
+        ev_begin(w, disc);
+        return;
+    }
+    wr_init(w, EVENT_BUF, EVENT_CAP);
+    w_u64(w, EVENT_IX_TAG);
+    w_u64(w, disc);
+}
+static u64 ev_finish(Wr *w, const EvCpi *cpi) {
+    if (!cpi)
+        return ev_emit(w);
+    if (!w->ok || w->pos > MAX_CPI_DATA)
+        return E_EVENT_TOO_LARGE;
+    return ev_invoke(cpi, w->p, w->pos);
 }
 
 static i64 unix_now(void) {
@@ -381,6 +550,30 @@ NOINLINE static u64 emit_session_events(const Acct *a) {
     w_bytes(&w, s.owner, 32);
     w_u64(&w, (u64)s.created_at);
     return ev_emit(&w);
+}
+
+/* The same two events for the session-factory instructions, in log form
+ * (cpi == 0) or as self-CPIs (process_queue). */
+NOINLINE static u64 emit_session_events_to(const Acct *a, const EvCpi *cpi) {
+    SessionView s;
+    Wr w;
+    u64 err;
+    if (!parse_session(a, &s))
+        return E_INVALID_RECORD;
+    ev_start(&w, EV_SESSION_CREATED, cpi);
+    w_bytes(&w, a->key, 32);
+    w_bytes(&w, s.owner, 32);
+    w_bytes(&w, s.accounts_span, s.accounts_span_len);
+    w_bytes(&w, s.ns_span, s.ns_span_len);
+    w_u64(&w, s.nonce);
+    w_u64(&w, (u64)s.created_at);
+    if ((err = ev_finish(&w, cpi)))
+        return err;
+    ev_start(&w, EV_SESSION_ACTIVATED, cpi);
+    w_bytes(&w, a->key, 32);
+    w_bytes(&w, s.owner, 32);
+    w_u64(&w, (u64)s.created_at);
+    return ev_finish(&w, cpi);
 }
 
 /* ===================== shard instructions ===================== */
@@ -823,6 +1016,413 @@ static u64 ix_singleton_update_config(const Ctx *c, Rd *r) {
     return emit_singleton_event(c, EV_SINGLETON_CONFIG_UPDATED, st);
 }
 
+/* ===================== session factory (queue) instructions ===================== */
+
+/* SessionQueue: disc, authority Pubkey, next_position u64, pending u64, processed u64 */
+#define SQ_AUTHORITY 8
+#define SQ_NEXT 40
+#define SQ_PENDING 48
+#define SQ_PROCESSED 56
+#define SQ_SIZE 64
+
+/* SessionReservation: disc, session Pubkey, owner Pubkey, queue Pubkey,
+ * namespace String, status u8, expires_at i64, queue_position u64, deadline i64 */
+#define SR_OWNER 40
+#define SR_QUEUE 72
+#define SR_NAMESPACE 104
+#define SR_FIXED 133 /* size = 133 + namespace length */
+#define RES_RESERVED 1
+#define RES_QUEUED 2
+#define RES_RESET 3
+
+/* The Session written over a reservation: disc, id, owner, accounts (empty),
+ * namespace, is_consumed, nonce, created_at, metadata (empty) */
+#define SESSION_FROM_RES_NAMESPACE 76 /* 8 + 32 + 32 + 4 */
+
+#define MAX_RESET_REASON 256
+#define MAX_PAD_LOGS 65536
+#define PAD_LINE 100
+
+typedef struct {
+    u64 ns_span;    /* borsh namespace incl. length prefix: 4 + len */
+    u64 status_off; /* offset of status in the account data */
+    u8 status;
+    i64 expires_at;
+    u64 queue_position;
+    i64 deadline;
+} ResView;
+
+NOINLINE static int parse_reservation(const Acct *a, ResView *v) {
+    u64 e, q, d;
+    if (a->data_len < SR_NAMESPACE)
+        return 0;
+    Rd r = {a->data, a->data_len, SR_NAMESPACE};
+    if (!rd_string(&r))
+        return 0;
+    v->ns_span = r.pos - SR_NAMESPACE;
+    v->status_off = r.pos;
+    if (!rd_u8(&r, &v->status) || !rd_u64(&r, &e) || !rd_u64(&r, &q) || !rd_u64(&r, &d))
+        return 0;
+    v->expires_at = (i64)e;
+    v->queue_position = q;
+    v->deadline = (i64)d;
+    return 1;
+}
+
+/* A SessionReservation record of this program, passed writable. */
+NOINLINE static u64 load_reservation(const Ctx *c, const Acct *a, ResView *v) {
+    u64 err;
+    if (!(a->flags & F_WRITABLE))
+        return E_ACCOUNT_NOT_WRITABLE;
+    if ((err = check_record(c, a, ACC_SESSION_RESERVATION)))
+        return err;
+    return parse_reservation(a, v) ? 0 : E_INVALID_RECORD;
+}
+
+/* A SessionQueue record of this program (writable when the caller changes it). */
+NOINLINE static u64 load_queue(const Ctx *c, const Acct *q, int writable) {
+    u64 err;
+    if (writable && !(q->flags & F_WRITABLE))
+        return E_ACCOUNT_NOT_WRITABLE;
+    if ((err = check_record(c, q, ACC_SESSION_QUEUE)))
+        return err;
+    return q->data_len < SQ_SIZE ? E_INVALID_RECORD : 0;
+}
+
+/* now + delta, refusing i64 overflow */
+static int add_time(i64 now, i64 delta, i64 *out) {
+    if (delta > 0 ? now > 0x7fffffffffffffffLL - delta : now < (-0x7fffffffffffffffLL - 1) - delta)
+        return 0;
+    *out = now + delta;
+    return 1;
+}
+
+static u64 queue_add(const Acct *q, u64 off, u64 delta) {
+    u64 v = ld64(q->data + off) + delta;
+    st64(q->data + off, v);
+    return v;
+}
+
+/* pending -= 1 (a queued reservation leaves the queue) */
+static u64 queue_leave(const Acct *q) {
+    if (ld64(q->data + SQ_PENDING) == 0)
+        return E_INVALID_RECORD; /* cannot happen: each queued reservation counted once */
+    queue_add(q, SQ_PENDING, (u64)-1);
+    return 0;
+}
+
+/* Replaces the reservation in account a by
+ * Session { id: key, owner, accounts: [], namespace, is_consumed: false, nonce: 0,
+ *           created_at: now, metadata: [] }
+ * (101 + len bytes) and zeroes the 32 bytes the reservation used after it. */
+NOINLINE static void write_session_over_reservation(const Acct *a, const ResView *v, i64 now) {
+    u8 *d = a->data;
+    u64 old_end = v->status_off + 1 + 8 + 8 + 8;
+    /* id (8..40) = the reservation's session field = the key (rewritten all
+     * the same); owner (40..72) is already in place */
+    copy(d + 8, a->key, 32);
+    d[72] = d[73] = d[74] = d[75] = 0; /* accounts: Vec len 0 */
+    /* namespace moves down from 104 to 76: overlapping, hence memmove */
+    sol_memmove_(d + SESSION_FROM_RES_NAMESPACE, d + SR_NAMESPACE, v->ns_span);
+    Wr w;
+    wr_init(&w, d, old_end);
+    w.pos = SESSION_FROM_RES_NAMESPACE + v->ns_span;
+    w_u8(&w, 0);           /* is_consumed */
+    w_u64(&w, 0);          /* nonce */
+    w_u64(&w, (u64)now);   /* created_at */
+    w_u32(&w, 0);          /* metadata: Vec len 0 */
+    w_zero(&w, old_end - w.pos);
+    st64(d, ACC_SESSION);
+}
+
+/* init_queue()
+ * accounts: [0] queue record (writable, program-owned, zeroed, >= 64), [1] authority (signer) */
+NOINLINE static u64 ix_init_queue(const Ctx *c, Rd *r) {
+    u64 err;
+    if (r->pos != r->len)
+        return E_INVALID_INSTRUCTION_DATA;
+    if (c->n < 2)
+        return E_NOT_ENOUGH_ACCOUNTS;
+    const Acct *q = &c->acc[0];
+    const Acct *auth = &c->acc[1];
+    if (!(auth->flags & F_SIGNER))
+        return E_MISSING_SIGNER;
+    if ((err = check_target(c, q, SQ_SIZE)))
+        return err;
+    Wr w;
+    wr_init(&w, q->data, q->data_len);
+    w_u64(&w, ACC_SESSION_QUEUE);
+    w_bytes(&w, auth->key, 32);
+    w_zero(&w, 24); /* next_position, pending, processed */
+    return w.ok ? 0 : E_ACCOUNT_TOO_SMALL;
+}
+
+/* reserve_session(owner: Pubkey, namespace: String, ttl_seconds: i64)
+ * accounts: [0] reservation record (writable, program-owned, zeroed), [1] queue (read-only ok) */
+NOINLINE static u64 ix_reserve_session(const Ctx *c, Rd *r) {
+    const u8 *owner, *ns;
+    u64 ns_len, ttl, err;
+    if (!rd_take(r, 32, &owner))
+        return E_INVALID_INSTRUCTION_DATA;
+    ns = rd_cur(r);
+    if (!rd_string(r))
+        return E_INVALID_INSTRUCTION_DATA;
+    ns_len = (u64)(rd_cur(r) - ns);
+    if (!rd_u64(r, &ttl) || r->pos != r->len || (i64)ttl <= 0)
+        return E_INVALID_INSTRUCTION_DATA;
+    if (c->n < 2)
+        return E_NOT_ENOUGH_ACCOUNTS;
+    const Acct *t = &c->acc[0];
+    const Acct *q = &c->acc[1];
+    if ((err = load_queue(c, q, 0)))
+        return err;
+    if ((err = check_target(c, t, SR_FIXED - 4 + ns_len)))
+        return err;
+    i64 expires_at;
+    if (!add_time(unix_now(), (i64)ttl, &expires_at))
+        return E_INVALID_INSTRUCTION_DATA;
+
+    Wr w;
+    wr_init(&w, t->data, t->data_len);
+    w_u64(&w, ACC_SESSION_RESERVATION);
+    w_bytes(&w, t->key, 32);
+    w_bytes(&w, owner, 32);
+    w_bytes(&w, q->key, 32);
+    w_bytes(&w, ns, ns_len);
+    w_u8(&w, RES_RESERVED);
+    w_u64(&w, (u64)expires_at);
+    w_u64(&w, 0); /* queue_position */
+    w_u64(&w, 0); /* deadline */
+    if (!w.ok)
+        return E_ACCOUNT_TOO_SMALL;
+
+    ev_begin(&w, EV_SESSION_RESERVED);
+    w_bytes(&w, t->key, 32);
+    w_bytes(&w, owner, 32);
+    w_u64(&w, (u64)expires_at);
+    return ev_emit(&w);
+}
+
+/* queue_session(deadline_seconds: i64)
+ * accounts: [0] reservation (writable), [1] its queue (writable) */
+NOINLINE static u64 ix_queue_session(const Ctx *c, Rd *r) {
+    u64 dl, err;
+    if (!rd_u64(r, &dl) || r->pos != r->len)
+        return E_INVALID_INSTRUCTION_DATA;
+    if (c->n < 2)
+        return E_NOT_ENOUGH_ACCOUNTS;
+    const Acct *a = &c->acc[0];
+    const Acct *q = &c->acc[1];
+    ResView v;
+    if ((err = load_reservation(c, a, &v)))
+        return err;
+    if ((err = load_queue(c, q, 1)))
+        return err;
+    if (v.status != RES_RESERVED)
+        return E_INVALID_SESSION_STATE;
+    i64 now = unix_now();
+    if (now >= v.expires_at)
+        return E_RESERVATION_EXPIRED;
+    if (!key_eq(a->data + SR_QUEUE, q->key))
+        return E_QUEUE_MISMATCH;
+    i64 deadline;
+    if (!add_time(now, (i64)dl, &deadline))
+        return E_INVALID_INSTRUCTION_DATA;
+
+    u64 position = ld64(q->data + SQ_NEXT);
+    queue_add(q, SQ_NEXT, 1);
+    queue_add(q, SQ_PENDING, 1);
+    a->data[v.status_off] = RES_QUEUED;
+    st64(a->data + v.status_off + 9, position);
+    st64(a->data + v.status_off + 17, (u64)deadline);
+
+    Wr w;
+    ev_begin(&w, EV_SESSION_QUEUED);
+    w_bytes(&w, a->key, 32);
+    w_u64(&w, position);
+    w_u64(&w, (u64)deadline);
+    return ev_emit(&w);
+}
+
+/* A queued reservation becomes its Session: the queue counts it processed, then
+ * SessionInitializedFromQueue, SessionCreated, SessionActivated (log or CPI). */
+NOINLINE static u64 initialize_queued(const Acct *a, const Acct *q, const ResView *v, i64 now,
+                                      const EvCpi *cpi) {
+    u64 err;
+    if ((err = queue_leave(q)))
+        return err;
+    queue_add(q, SQ_PROCESSED, 1);
+    write_session_over_reservation(a, v, now);
+    Wr w;
+    ev_start(&w, EV_SESSION_INITIALIZED_FROM_QUEUE, cpi);
+    w_bytes(&w, a->key, 32);
+    w_u64(&w, v->queue_position);
+    if ((err = ev_finish(&w, cpi)))
+        return err;
+    return emit_session_events_to(a, cpi);
+}
+
+/* initialize_from_queue()
+ * accounts: [0] reservation (writable, queued), [1] its queue (writable) */
+NOINLINE static u64 ix_initialize_from_queue(const Ctx *c, Rd *r) {
+    u64 err;
+    if (r->pos != r->len)
+        return E_INVALID_INSTRUCTION_DATA;
+    if (c->n < 2)
+        return E_NOT_ENOUGH_ACCOUNTS;
+    const Acct *a = &c->acc[0];
+    const Acct *q = &c->acc[1];
+    ResView v;
+    if ((err = load_reservation(c, a, &v)))
+        return err;
+    if ((err = load_queue(c, q, 1)))
+        return err;
+    if (v.status != RES_QUEUED)
+        return E_INVALID_SESSION_STATE;
+    if (!key_eq(a->data + SR_QUEUE, q->key))
+        return E_QUEUE_MISMATCH;
+    return initialize_queued(a, q, &v, unix_now(), 0);
+}
+
+/* process_queue()
+ * accounts: [0] queue (writable), [1] event authority PDA, [2] this program,
+ * [3..] reservations (writable).  All events go out as self-CPIs. */
+NOINLINE static u64 ix_process_queue(const Ctx *c, Rd *r) {
+    u64 err;
+    if (r->pos != r->len)
+        return E_INVALID_INSTRUCTION_DATA;
+    if (c->n < 3)
+        return E_NOT_ENOUGH_ACCOUNTS;
+    const Acct *q = &c->acc[0];
+    if ((err = load_queue(c, q, 1)))
+        return err;
+    EvCpi e;
+    u8 pda[32];
+    if (find_event_authority(c->program_id, pda, &e.bump) || !key_eq(c->acc[1].key, pda))
+        return E_INVALID_EVENT_AUTHORITY;
+    if (!key_eq(c->acc[2].key, c->program_id))
+        return E_INVALID_EVENT_AUTHORITY;
+    e.c = c;
+    e.authority = &c->acc[1];
+
+    i64 now = unix_now();
+    u32 succeeded = 0, failed = 0;
+    for (u64 i = 3; i < c->n; i++) {
+        const Acct *a = &c->acc[i];
+        ResView v;
+        /* anything but a queued reservation of this queue is skipped untouched */
+        if (load_reservation(c, a, &v) || v.status != RES_QUEUED ||
+            !key_eq(a->data + SR_QUEUE, q->key)) {
+            failed++;
+            continue;
+        }
+        if ((err = initialize_queued(a, q, &v, now, &e)))
+            return err;
+        succeeded++;
+    }
+
+    Wr w;
+    ev_start(&w, EV_QUEUE_PROCESSED, &e);
+    w_u32(&w, (u32)(c->n - 3));
+    w_u32(&w, succeeded);
+    w_u32(&w, failed);
+    w_u64(&w, ld64(q->data + SQ_PENDING));
+    return ev_finish(&w, &e);
+}
+
+/* Instruction data starting with EVENT_IX_TAG_LE: an event self-CPI.  Does
+ * nothing, but only the program itself (signing for its event authority) may
+ * send it, so events in its inner instructions are its own. */
+NOINLINE static u64 ix_event_cpi(const Ctx *c) {
+    if (c->n < 1 || !(c->acc[0].flags & F_SIGNER) || !is_event_authority(c->program_id, c->acc[0].key))
+        return E_INVALID_EVENT_AUTHORITY;
+    return 0;
+}
+
+/* Shared checks of manual_initialize_session / emergency_reset_session:
+ * [0] reservation (writable, reserved or queued), [1] its queue (writable),
+ * [2] the queue's authority (signer). */
+NOINLINE static u64 load_for_authority(const Ctx *c, ResView *v) {
+    u64 err;
+    if (c->n < 3)
+        return E_NOT_ENOUGH_ACCOUNTS;
+    const Acct *a = &c->acc[0];
+    const Acct *q = &c->acc[1];
+    const Acct *auth = &c->acc[2];
+    if ((err = load_reservation(c, a, v)))
+        return err;
+    if ((err = load_queue(c, q, 1)))
+        return err;
+    if (v->status != RES_RESERVED && v->status != RES_QUEUED)
+        return E_INVALID_SESSION_STATE;
+    if (!key_eq(a->data + SR_QUEUE, q->key))
+        return E_QUEUE_MISMATCH;
+    if (!(auth->flags & F_SIGNER))
+        return E_MISSING_SIGNER;
+    if (!key_eq(auth->key, q->data + SQ_AUTHORITY))
+        return E_UNAUTHORIZED;
+    if (v->status == RES_QUEUED)
+        return queue_leave(q);
+    return 0;
+}
+
+/* manual_initialize_session()
+ * accounts: [0] reservation (writable), [1] its queue (writable), [2] queue authority (signer) */
+NOINLINE static u64 ix_manual_initialize_session(const Ctx *c, Rd *r) {
+    u64 err;
+    ResView v;
+    if (r->pos != r->len)
+        return E_INVALID_INSTRUCTION_DATA;
+    if ((err = load_for_authority(c, &v)))
+        return err;
+    const Acct *a = &c->acc[0];
+    write_session_over_reservation(a, &v, unix_now());
+    Wr w;
+    ev_begin(&w, EV_MANUAL_SESSION_INITIALIZED);
+    w_bytes(&w, a->key, 32);
+    w_bytes(&w, c->acc[2].key, 32);
+    if ((err = ev_emit(&w)))
+        return err;
+    return emit_session_events_to(a, 0);
+}
+
+/* emergency_reset_session(reason: String)
+ * accounts: [0] reservation (writable), [1] its queue (writable), [2] queue authority (signer) */
+NOINLINE static u64 ix_emergency_reset_session(const Ctx *c, Rd *r) {
+    u64 err;
+    ResView v;
+    const u8 *reason = rd_cur(r);
+    if (!rd_string(r) || r->pos != r->len || ld32(reason) > MAX_RESET_REASON)
+        return E_INVALID_INSTRUCTION_DATA;
+    if ((err = load_for_authority(c, &v)))
+        return err;
+    const Acct *a = &c->acc[0];
+    a->data[v.status_off] = RES_RESET;
+    Wr w;
+    ev_begin(&w, EV_EMERGENCY_SESSION_RESET);
+    w_bytes(&w, a->key, 32);
+    w_bytes(&w, c->acc[2].key, 32);
+    w_bytes(&w, reason, 4 + (u64)ld32(reason));
+    return ev_emit(&w);
+}
+
+/* pad_logs(bytes: u32): `bytes` filler characters as "Program log:" lines of at
+ * most 100 characters.  No accounts. */
+NOINLINE static u64 ix_pad_logs(Rd *r) {
+    u32 n;
+    if (!rd_u32(r, &n) || r->pos != r->len || n > MAX_PAD_LOGS)
+        return E_INVALID_INSTRUCTION_DATA;
+    u8 *line = EVENT_BUF;
+    for (u64 i = 0; i < PAD_LINE; i++)
+        line[i] = 'x';
+    while (n) {
+        u32 k = n < PAD_LINE ? n : PAD_LINE;
+        sol_log_((const char *)line, k);
+        n -= k;
+    }
+    return 0;
+}
+
 /* ===================== entrypoint ===================== */
 
 NOINLINE static void log_error(u64 code) {
@@ -884,6 +1484,33 @@ static u64 dispatch(const Ctx *c, const u8 *ix, u64 ix_len) {
     case IX_UPDATE_CONFIG:
         LOG("Instruction: UpdateConfig");
         return ix_singleton_update_config(c, &r);
+    case IX_INIT_QUEUE:
+        LOG("Instruction: InitQueue");
+        return ix_init_queue(c, &r);
+    case IX_RESERVE_SESSION:
+        LOG("Instruction: ReserveSession");
+        return ix_reserve_session(c, &r);
+    case IX_QUEUE_SESSION:
+        LOG("Instruction: QueueSession");
+        return ix_queue_session(c, &r);
+    case IX_INITIALIZE_FROM_QUEUE:
+        LOG("Instruction: InitializeFromQueue");
+        return ix_initialize_from_queue(c, &r);
+    case IX_PROCESS_QUEUE:
+        LOG("Instruction: ProcessQueue");
+        return ix_process_queue(c, &r);
+    case IX_MANUAL_INITIALIZE_SESSION:
+        LOG("Instruction: ManualInitializeSession");
+        return ix_manual_initialize_session(c, &r);
+    case IX_EMERGENCY_RESET_SESSION:
+        LOG("Instruction: EmergencyResetSession");
+        return ix_emergency_reset_session(c, &r);
+    case IX_PAD_LOGS:
+        LOG("Instruction: PadLogs");
+        return ix_pad_logs(&r);
+    case EVENT_IX_TAG:
+        /* an event self-CPI: no log line, it only carries data */
+        return ix_event_cpi(c);
     default:
         LOG("Unknown instruction discriminator");
         return E_UNKNOWN_INSTRUCTION;

@@ -229,12 +229,14 @@ async fn start_chain_duties(group: &mut Supervisor, state: &Arc<AppState>) {
         every: Duration::from_secs(lifecycle.poll_interval_secs),
         when_live: Duration::from_secs(lifecycle.live_poll_interval_secs),
     };
+    let clock = Arc::new(builder::PdaClock::default());
     let monitor = monitor::Monitor::new(
         chain.clone(),
         state.store.clone(),
         state.metrics.clone(),
         state.board.clone(),
         polling,
+        clock.clone(),
     );
     group
         .start(names::MONITOR, move |ctx| monitor.clone().run(ctx))
@@ -244,6 +246,7 @@ async fn start_chain_duties(group: &mut Supervisor, state: &Arc<AppState>) {
         state.store.clone(),
         state.metrics.clone(),
         &state.config,
+        clock,
     );
     let hub = state.hub.clone();
     group

@@ -97,7 +97,12 @@ impl AppState {
             Ok(s) => {
                 self.metrics.active_sessions.set(s.active_sessions);
                 self.metrics.active_accounts.set(s.accounts);
-                self.metrics.queue_size.set(s.pending_requests);
+                self.metrics
+                    .queue_size
+                    .get_or_create(&telemetry::metrics::QueueLabels {
+                        queue: "builder".into(),
+                    })
+                    .set(s.pending_requests);
             }
             Err(e) => tracing::warn!(error = %e, "could not refresh gauges from the store"),
         }

@@ -89,6 +89,10 @@ enum DevCommand {
         #[arg(long, default_value_t = 0)]
         nonce: u64,
     },
+    /// Play seed 001's session factory once with real transactions
+    /// (reserve, queue, initialize one and a batch, initialize by hand,
+    /// reset); prints each session and what became of it.
+    SessionFactory,
 }
 
 impl Cli {
@@ -170,6 +174,12 @@ async fn run_dev(command: DevCommand, config: &config::Config) -> anyhow::Result
                 dev::session(key, owner, &accounts, namespace, nonce)
             })
             .await?
+        }
+        DevCommand::SessionFactory => {
+            for (outcome, session) in dev::session_factory(&chain).await? {
+                println!("{session}  {outcome}");
+            }
+            return Ok(());
         }
     };
     println!("{key}");

@@ -334,6 +334,7 @@ impl Builder {
         self.metrics
             .account_initialization_duration
             .observe(started.elapsed().as_secs_f64());
+        self.clock.verified(&request.id, &self.metrics);
         tracing::info!(account = %record.id, %signature, sent, "account initialized");
     }
 
@@ -365,6 +366,7 @@ impl Builder {
     }
 
     async fn park(&self, request: &ClaimedRequest, attempts: u32, reason: &str) {
+        self.clock.forget(&request.id);
         self.record_failure(request, attempts, reason, true).await
     }
 

@@ -14,6 +14,7 @@
 //!   as FAILED until RetryAccountRequest puts them back.
 
 mod attempt;
+mod clock;
 pub mod placing;
 pub mod plan;
 
@@ -30,6 +31,8 @@ use tokio::{
     task::JoinSet,
 };
 use tokio_util::sync::CancellationToken;
+
+pub use clock::PdaClock;
 
 use crate::{
     chain::{Chain, RetryPolicy},
@@ -57,11 +60,19 @@ pub struct Builder {
     slots: Semaphore,
     max_claimed: usize,
     in_flight: AtomicU64,
+    /// PDAComputed's deadline clock, started by the monitor.
+    clock: Arc<PdaClock>,
 }
 
 impl Builder {
     /// A builder for `chain` with the `[service]` and `[retry]` settings.
-    pub fn new(chain: Chain, store: Store, metrics: Arc<Metrics>, config: &Config) -> Arc<Builder> {
+    pub fn new(
+        chain: Chain,
+        store: Store,
+        metrics: Arc<Metrics>,
+        config: &Config,
+        clock: Arc<PdaClock>,
+    ) -> Arc<Builder> {
         let limit = config.service.max_concurrent_creations;
         Arc::new(Builder {
             chain,
@@ -72,6 +83,7 @@ impl Builder {
             slots: Semaphore::new(limit),
             max_claimed: limit * CLAIMS_PER_SLOT,
             in_flight: AtomicU64::new(0),
+            clock,
         })
     }
 

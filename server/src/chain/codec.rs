@@ -13,7 +13,6 @@
 
 use std::{collections::HashMap, sync::LazyLock};
 
-use base64::Engine as _;
 use borsh::{BorshDeserialize, BorshSerialize};
 use sha2::{Digest, Sha256};
 
@@ -191,6 +190,41 @@ pub struct SingletonStateRecord {
     pub config: Vec<u8>,
 }
 
+/// `SessionQueue` record (seed 001's session factory): the chain's queue.
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct SessionQueueRecord {
+    /// Who may initialize manually and reset.
+    pub authority: Key,
+    /// The position the next queued session gets.
+    pub next_position: u64,
+    /// Sessions queued and not yet initialized or reset: the queue's size.
+    pub pending: u64,
+    /// Sessions initialized from the queue.
+    pub processed: u64,
+}
+
+/// `SessionReservation` record (seed 001): a session reserved (and perhaps
+/// queued) but not created; its Session record is later written over it.
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct SessionReservationRecord {
+    /// The session's address (the record's own).
+    pub session: Key,
+    /// Owner.
+    pub owner: Key,
+    /// The queue it belongs to.
+    pub queue: Key,
+    /// Namespace.
+    pub namespace: String,
+    /// 1 reserved, 2 queued, 3 reset.
+    pub status: u8,
+    /// Unix seconds after which it can no longer be queued.
+    pub expires_at: i64,
+    /// Position in the queue (0 until queued).
+    pub queue_position: u64,
+    /// Unix seconds by which it should be initialized (0 until queued).
+    pub deadline: i64,
+}
+
 /// Any record of the shard program.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
@@ -204,15 +238,21 @@ pub enum Record {
     SessionConsumption(SessionConsumptionRecord),
     /// A singleton's state.
     SingletonState(SingletonStateRecord),
+    /// The session factory's queue.
+    SessionQueue(SessionQueueRecord),
+    /// A session reservation.
+    SessionReservation(SessionReservationRecord),
 }
 
 /// Record names, in the order of [`Record`]'s variants.
-pub const RECORD_NAMES: [&str; 5] = [
+pub const RECORD_NAMES: [&str; 7] = [
     "AccountRequest",
     "Account",
     "Session",
     "SessionConsumption",
     "SingletonState",
+    "SessionQueue",
+    "SessionReservation",
 ];
 
 /// Discriminator of a record name.
@@ -236,6 +276,8 @@ impl Record {
             Record::Session(_) => "Session",
             Record::SessionConsumption(_) => "SessionConsumption",
             Record::SingletonState(_) => "SingletonState",
+            Record::SessionQueue(_) => "SessionQueue",
+            Record::SessionReservation(_) => "SessionReservation",
         }
     }
 
@@ -250,6 +292,8 @@ impl Record {
             "Account" => Record::Account(decode_body(name, body, true)?),
             "Session" => Record::Session(decode_body(name, body, true)?),
             "SessionConsumption" => Record::SessionConsumption(decode_body(name, body, true)?),
+            "SessionQueue" => Record::SessionQueue(decode_body(name, body, true)?),
+            "SessionReservation" => Record::SessionReservation(decode_body(name, body, true)?),
             _ => Record::SingletonState(decode_body(name, body, true)?),
         })
     }
@@ -263,6 +307,8 @@ impl Record {
             Record::Session(r) => r.serialize(&mut out),
             Record::SessionConsumption(r) => r.serialize(&mut out),
             Record::SingletonState(r) => r.serialize(&mut out),
+            Record::SessionQueue(r) => r.serialize(&mut out),
+            Record::SessionReservation(r) => r.serialize(&mut out),
         };
         written.expect("writing to a Vec cannot fail");
         out
@@ -453,6 +499,15 @@ pub enum ChainEvent {
     Other(&'static str),
 }
 
+/// Seed 001's maximum processing delay (milliseconds) of each event type
+/// that has one.
+pub const EVENT_DEADLINES_MS: [(&str, u64); 4] = [
+    ("PDAComputed", 5_000),
+    ("SessionReserved", 2_000),
+    ("SessionQueued", 1_000),
+    ("QueueProcessed", 500),
+];
+
 /// Event names, with PDAComputed spelled as the program spells it.
 pub(crate) const EVENT_NAMES: [&str; 18] = [
     "AccountRequested",
@@ -544,31 +599,7 @@ impl ChainEvent {
 /// (a CPI callee or caller) are not ours and are left out; the invoke/
 /// success/failed lines tell who is running.
 pub fn program_data(logs: &[String], program_id: &str) -> Vec<Vec<u8>> {
-    let mut stack: Vec<&str> = Vec::new();
-    let mut out = Vec::new();
-    for line in logs {
-        if let Some(rest) = line.strip_prefix("Program ") {
-            if let Some(data) = rest.strip_prefix("data: ") {
-                if stack.last() == Some(&program_id) {
-                    if let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(data.trim())
-                    {
-                        out.push(bytes);
-                    }
-                }
-                continue;
-            }
-            let mut words = rest.split_whitespace();
-            let (id, verb) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
-            match verb {
-                "invoke" => stack.push(id),
-                "success" | "failed:" => {
-                    stack.pop();
-                }
-                _ => {}
-            }
-        }
-    }
-    out
+    super::logs::summarize(logs, program_id).events
 }
 
 // ----------------------------------------------------------- instructions
@@ -617,6 +648,7 @@ pub fn consumption_space(created: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
 
     #[test]
     fn consume_session_golden_vector() {

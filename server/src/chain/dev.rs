@@ -4,7 +4,13 @@
 
 use anyhow::{bail, Context as _};
 use solana_client::{nonblocking::rpc_client::RpcClient, rpc_request::RpcRequest};
-use solana_sdk::pubkey::Pubkey;
+use solana_sdk::{
+    instruction::Instruction,
+    native_token::LAMPORTS_PER_SOL,
+    pubkey::Pubkey,
+    signature::{Keypair, Signer as _},
+    transaction::Transaction,
+};
 use valence_lifecycle_api::v1::{
     lifecycle_service_client::LifecycleServiceClient, ChainInfo, GetStatsRequest,
 };
@@ -41,21 +47,147 @@ pub async fn place(
 ) -> anyhow::Result<Pubkey> {
     let key = random_key();
     let program: Pubkey = chain.shard_program_id.parse().context("shard program id")?;
-    let data = record(key).encode();
+    let rpc = RpcClient::new(chain.rpc_url.clone());
+    set_account(&rpc, &key, LAMPORTS, &record(key).encode(), &program).await?;
+    Ok(key)
+}
+
+/// The `surfnet_setAccount` cheatcode.
+async fn set_account(
+    rpc: &RpcClient,
+    key: &Pubkey,
+    lamports: u64,
+    data: &[u8],
+    owner: &Pubkey,
+) -> anyhow::Result<()> {
     let params = serde_json::json!([
         key.to_string(),
-        { "lamports": LAMPORTS, "data": hex::encode(&data), "owner": program.to_string() }
+        { "lamports": lamports, "data": hex::encode(data), "owner": owner.to_string() }
     ]);
-    RpcClient::new(chain.rpc_url.clone())
-        .send::<serde_json::Value>(
-            RpcRequest::Custom {
-                method: "surfnet_setAccount",
-            },
-            params,
-        )
-        .await
-        .context("surfnet_setAccount")?;
-    Ok(key)
+    rpc.send::<serde_json::Value>(
+        RpcRequest::Custom {
+            method: "surfnet_setAccount",
+        },
+        params,
+    )
+    .await
+    .context("surfnet_setAccount")?;
+    Ok(())
+}
+
+/// Seed 001's session factory, played once with real transactions (a fresh
+/// payer funded by cheatcode): a queue; a session reserved, queued and
+/// initialized from the queue; two initialized in one batch (process_queue,
+/// events by self-CPI); one initialized by hand; one reset while queued.
+/// Returns what became of each session.
+pub async fn session_factory(chain: &ChainInfo) -> anyhow::Result<Vec<(&'static str, Pubkey)>> {
+    use super::factory as fx;
+    let program: Pubkey = chain.shard_program_id.parse().context("shard program id")?;
+    let rpc = RpcClient::new_with_commitment(
+        chain.rpc_url.clone(),
+        solana_commitment_config::CommitmentConfig::confirmed(),
+    );
+    let payer = Keypair::new();
+    let system = solana_system_interface::program::ID;
+    set_account(&rpc, &payer.pubkey(), 100 * LAMPORTS_PER_SOL, &[], &system).await?;
+    let tx = Sender {
+        rpc: &rpc,
+        payer: &payer,
+        program,
+    };
+    let queue = tx.fresh(fx::QUEUE_SPACE).await?;
+    let init = fx::init_queue(&program, &queue.pubkey(), &payer.pubkey());
+    tx.send(vec![init], &[]).await?;
+    let queue = queue.pubkey();
+    let reserve = async || -> anyhow::Result<Pubkey> {
+        let session = tx.fresh(fx::reservation_space("factory")).await?;
+        let ix = fx::reserve_session(
+            &program,
+            &session.pubkey(),
+            &queue,
+            &payer.pubkey(),
+            "factory",
+            600,
+        );
+        tx.send(vec![ix], &[]).await?;
+        Ok(session.pubkey())
+    };
+    let (a, b, c, d, e) = (
+        reserve().await?,
+        reserve().await?,
+        reserve().await?,
+        reserve().await?,
+        reserve().await?,
+    );
+    for s in [a, b, c, e] {
+        tx.send(vec![fx::queue_session(&program, &s, &queue, 60)], &[])
+            .await?;
+    }
+    tx.send(vec![fx::initialize_from_queue(&program, &a, &queue)], &[])
+        .await?;
+    tx.send(vec![fx::process_queue(&program, &queue, &[b, c])], &[])
+        .await?;
+    tx.send(
+        vec![fx::manual_initialize(&program, &d, &queue, &payer.pubkey())],
+        &[],
+    )
+    .await?;
+    let reset = fx::emergency_reset(
+        &program,
+        &e,
+        &queue,
+        &payer.pubkey(),
+        "demo: reset while queued",
+    );
+    tx.send(vec![reset], &[]).await?;
+    Ok(vec![
+        ("initialized from the queue", a),
+        ("initialized in a batch", b),
+        ("initialized in a batch", c),
+        ("initialized by hand", d),
+        ("reset while queued", e),
+    ])
+}
+
+/// Sends the demo's transactions, paid by its payer.
+struct Sender<'a> {
+    rpc: &'a RpcClient,
+    payer: &'a Keypair,
+    program: Pubkey,
+}
+
+impl Sender<'_> {
+    /// A fresh account of the program (created by a transaction of its own).
+    async fn fresh(&self, space: u64) -> anyhow::Result<Keypair> {
+        let account = Keypair::new();
+        let lamports = self
+            .rpc
+            .get_minimum_balance_for_rent_exemption(space as usize)
+            .await?;
+        let ix = solana_system_interface::instruction::create_account(
+            &self.payer.pubkey(),
+            &account.pubkey(),
+            lamports,
+            space,
+            &self.program,
+        );
+        self.send(vec![ix], &[&account]).await?;
+        Ok(account)
+    }
+
+    async fn send(&self, ixs: Vec<Instruction>, signers: &[&Keypair]) -> anyhow::Result<()> {
+        let mut all = vec![self.payer];
+        all.extend_from_slice(signers);
+        let blockhash = self.rpc.get_latest_blockhash().await?;
+        let mut tx = Transaction::new_with_payer(&ixs, Some(&self.payer.pubkey()));
+        tx.try_sign(&all, blockhash)
+            .context("signing a session factory transaction")?;
+        self.rpc
+            .send_and_confirm_transaction(&tx)
+            .await
+            .context("sending a session factory transaction")?;
+        Ok(())
+    }
 }
 
 /// An AccountRequest record.

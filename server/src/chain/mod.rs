@@ -9,6 +9,8 @@ pub mod codec;
 pub mod dev;
 #[cfg(feature = "embedded-chain")]
 pub mod embedded;
+pub mod factory;
+pub mod logs;
 pub mod pubsub;
 pub mod retry;
 pub mod tx;
@@ -20,10 +22,7 @@ use anyhow::{anyhow, Context as _};
 use solana_client::{
     nonblocking::rpc_client::RpcClient,
     rpc_client::GetConfirmedSignaturesForAddress2Config,
-    rpc_config::{
-        RpcAccountInfoConfig, RpcProgramAccountsConfig, RpcTransactionConfig, UiAccountEncoding,
-        UiTransactionEncoding,
-    },
+    rpc_config::{RpcAccountInfoConfig, RpcProgramAccountsConfig, UiAccountEncoding},
     rpc_filter::{Memcmp, RpcFilterType},
 };
 use solana_commitment_config::CommitmentConfig;
@@ -274,27 +273,6 @@ impl Chain {
         }
         out.reverse();
         Ok(out)
-    }
-
-    /// The log lines of a confirmed transaction.
-    pub async fn transaction_logs(&self, signature: &str) -> anyhow::Result<Vec<String>> {
-        let signature = signature.parse().context("signature")?;
-        let config = RpcTransactionConfig {
-            encoding: Some(UiTransactionEncoding::Json),
-            commitment: Some(self.commitment),
-            max_supported_transaction_version: Some(0),
-        };
-        let tx = self
-            .retry
-            .run(
-                "getTransaction",
-                || self.rpc.get_transaction_with_config(&signature, config),
-                |_| true,
-            )
-            .await
-            .context("getTransaction")?;
-        let logs: Option<Vec<String>> = tx.transaction.meta.and_then(|m| m.log_messages.into());
-        Ok(logs.unwrap_or_default())
     }
 }
 

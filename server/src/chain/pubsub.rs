@@ -72,6 +72,9 @@ pub enum Update {
         logs: Vec<String>,
         /// Whether the transaction failed (its events must be ignored).
         failed: bool,
+        /// When the notification arrived, Unix ms: the confirmation time
+        /// seed 001's deadlines are measured from.
+        received_at_ms: i64,
     },
 }
 
@@ -227,6 +230,7 @@ async fn logs(
             slot: notification.context.slot,
             logs: value.logs,
             failed: value.err.is_some(),
+            received_at_ms: crate::store::now_ms(),
         };
         if out.send(update).await.is_err() {
             break;

@@ -3,16 +3,15 @@
 use std::{hash::BuildHasher as _, time::Instant};
 
 use solana_sdk::pubkey::Pubkey;
-use valence_lifecycle_api::v1::{self as api, lifecycle_event::Payload};
 
 use super::{Monitor, Source};
 use crate::{
-    chain::codec::{self, base58, ChainEvent, DecodeError, Record},
+    chain::codec::{self, base58, DecodeError, Record},
     store::{
-        AccountRecord, AccountRequestRecord, ChainWrite, ConsumptionRecord, NewEvent,
-        SessionRecord, StoreResult,
+        AccountRecord, AccountRequestRecord, ChainWrite, ConsumptionRecord, LinearState,
+        ReservationRecord, SessionRecord,
     },
-    telemetry::metrics::{DecodeLabels, SourceLabels},
+    telemetry::metrics::{DecodeLabels, EventTypeLabels, QueueLabels, SourceLabels},
 };
 
 /// What an account's data asks of the store (see [`Monitor::prepare`]).
@@ -58,6 +57,7 @@ impl Monitor {
                 self.write_one(&write).await?;
                 self.metrics
                     .event_processing_duration
+                    .get_or_create(&record_label())
                     .observe(started.elapsed().as_secs_f64());
                 Ok(true)
             }
@@ -128,7 +128,7 @@ impl Monitor {
             ChainWrite::Request(r) => (&mut r.slot, &mut r.signature),
             ChainWrite::Session(s) => (&mut s.slot, &mut s.signature),
             ChainWrite::Account(a) => (&mut a.slot, &mut a.signature),
-            ChainWrite::Consumption(_) => return,
+            ChainWrite::Consumption(_) | ChainWrite::Reservation(_) => return,
         };
         if !signature.is_empty() {
             return;
@@ -171,7 +171,10 @@ impl Monitor {
                 let each = started.elapsed().as_secs_f64() / batch.len().max(1) as f64;
                 for pending in batch {
                     self.applied(pending);
-                    self.metrics.event_processing_duration.observe(each);
+                    self.metrics
+                        .event_processing_duration
+                        .get_or_create(&record_label())
+                        .observe(each);
                 }
                 Vec::new()
             }
@@ -260,6 +263,23 @@ impl Monitor {
             }
             // Singleton state belongs to singleton administration.
             Record::SingletonState(_) => return None,
+            Record::SessionQueue(q) => {
+                self.queue_seen(key, q.pending);
+                return None;
+            }
+            Record::SessionReservation(r) => ChainWrite::Reservation(ReservationRecord {
+                state: match r.status {
+                    1 => LinearState::ReservedSession,
+                    2 => LinearState::QueuedSession,
+                    _ => LinearState::ResetSession,
+                },
+                id,
+                owner: base58(&r.owner),
+                namespace: self.storable(r.namespace, &key.to_string()),
+                observed_at_ms: crate::store::now_ms(),
+                slot: Some(slot),
+                signature: String::new(),
+            }),
         })
     }
 
@@ -267,7 +287,7 @@ impl Monitor {
     /// program, but refused by PostgreSQL text columns) becomes U+FFFD, the
     /// Unicode replacement character, on every backend alike, so the
     /// session is still tracked and its namespace still filterable.
-    fn storable(&self, namespace: String, entity: &str) -> String {
+    pub(super) fn storable(&self, namespace: String, entity: &str) -> String {
         if !namespace.contains('\0') {
             return namespace;
         }
@@ -291,252 +311,23 @@ impl Monitor {
         tracing::warn!(account = %key, error = %error, "skipping undecodable account of the shard program");
     }
 
-    /// Applies the program's events in one transaction's logs.
-    pub(super) async fn apply_logs(
-        &self,
-        signature: &str,
-        slot: u64,
-        logs: &[String],
-        failed: bool,
-    ) {
-        let labels = SourceLabels {
-            source: "logs".into(),
-        };
+    /// Notes a SessionQueue record's size: `queue_size{queue=
+    /// "session_factory"}` is the sum over the program's queues.
+    pub(super) fn queue_seen(&self, queue: Pubkey, pending: u64) {
+        let mut queues = self.queues.lock().expect("queue sizes lock");
+        queues.insert(queue, pending);
+        let total = queues.values().sum();
         self.metrics
-            .chain_updates_received
-            .get_or_create(&labels)
-            .inc();
-        if failed {
-            // A failed transaction changed nothing, whatever it logged first.
-            return;
-        }
-        let program = self.chain.program_id.to_string();
-        for (index, data) in codec::program_data(logs, &program).into_iter().enumerate() {
-            match ChainEvent::decode(&data) {
-                Ok(event) => {
-                    if let Err(e) = self.apply_event(event, signature, slot, index as u32).await {
-                        tracing::warn!(signature, error = %e, "applying a chain event failed");
-                    }
-                }
-                Err(e) => {
-                    self.metrics
-                        .chain_decode_failures
-                        .get_or_create(&DecodeLabels {
-                            kind: format!("event_{}", e.label()),
-                        })
-                        .inc();
-                    tracing::warn!(signature, index, error = %e, "skipping undecodable program event");
-                }
-            }
-        }
-        self.metrics
-            .chain_updates_processed
-            .get_or_create(&labels)
-            .inc();
-    }
-
-    async fn apply_event(
-        &self,
-        event: ChainEvent,
-        signature: &str,
-        slot: u64,
-        index: u32,
-    ) -> StoreResult<()> {
-        let at = At {
-            signature,
-            slot,
-            index,
-        };
-        match event {
-            ChainEvent::AccountRequested(e) => self.account_requested(e, &at).await,
-            ChainEvent::PdaComputed(e) => self.pda_computed(e, &at).await,
-            ChainEvent::AccountInitialized(e) => self.account_initialized(e, &at).await,
-            ChainEvent::SessionCreated(e) => self.session_created(e, &at).await,
-            ChainEvent::SessionActivated(e) => self.session_activated(e, &at).await,
-            ChainEvent::SessionConsumed(e) => self.session_consumed(e, &at).await,
-            other => self.record_queue_event(other, signature, slot, index).await,
-        }
-    }
-
-    async fn account_requested(
-        &self,
-        e: codec::AccountRequestedEvent,
-        at: &At<'_>,
-    ) -> StoreResult<()> {
-        self.store
-            .upsert_account_request(&AccountRequestRecord {
-                id: base58(&e.request_id),
-                owner: base58(&e.owner),
-                capabilities: e.capabilities,
-                init_state_hash: hex::encode(e.init_state_hash),
-                created_at_ms: e.created_at.saturating_mul(1000),
-                slot: Some(at.slot),
-                signature: at.signature.to_string(),
-                account_id: None,
+            .queue_size
+            .get_or_create(&QueueLabels {
+                queue: "session_factory".into(),
             })
-            .await?;
-        Ok(())
-    }
-
-    async fn pda_computed(&self, e: codec::PdaComputedEvent, at: &At<'_>) -> StoreResult<()> {
-        let payload = Payload::PdaComputed(api::PdaComputedEvent {
-            request_id: base58(&e.request_id),
-            owner: base58(&e.owner),
-            account_space: e.account_space,
-            init_state_hash: hex::encode(e.init_state_hash),
-        });
-        self.record(at, at.event(&e.request_id, payload)).await
-    }
-
-    async fn account_initialized(
-        &self,
-        e: codec::AccountInitializedEvent,
-        at: &At<'_>,
-    ) -> StoreResult<()> {
-        self.store
-            .upsert_account(&AccountRecord {
-                id: base58(&e.account_id),
-                owner: base58(&e.owner),
-                capabilities: e.capabilities,
-                state_hash: hex::encode(e.state_hash),
-                is_active: true,
-                created_at_ms: e.created_at.saturating_mul(1000),
-                request_id: base58(&e.request_id),
-                slot: Some(at.slot),
-                signature: at.signature.to_string(),
-            })
-            .await?;
-        Ok(())
-    }
-
-    /// Recorded, then the new session is fetched so that its record
-    /// exists as soon as the event does.
-    async fn session_created(
-        &self,
-        mut e: codec::SessionCreatedEvent,
-        at: &At<'_>,
-    ) -> StoreResult<()> {
-        e.namespace = self.storable(e.namespace, &base58(&e.session_id));
-        let payload = Payload::ChainSessionCreated(api::SessionCreatedEvent {
-            session_id: base58(&e.session_id),
-            owner: base58(&e.owner),
-            accounts: e.accounts.iter().map(base58).collect(),
-            namespace: e.namespace.clone(),
-            nonce: e.nonce,
-            created_at: e.created_at,
-        });
-        let event = at.event(&e.session_id, payload).in_namespace(&e.namespace);
-        self.record(at, event).await?;
-        self.refresh(&[e.session_id]).await;
-        Ok(())
-    }
-
-    async fn session_activated(
-        &self,
-        e: codec::SessionActivatedEvent,
-        at: &At<'_>,
-    ) -> StoreResult<()> {
-        let payload = Payload::SessionActivated(api::SessionActivatedEvent {
-            session_id: base58(&e.session_id),
-            activated_at: e.activated_at,
-            owner: base58(&e.owner),
-        });
-        self.record(at, at.event(&e.session_id, payload)).await
-    }
-
-    /// The consumed session, its consumption record and its successors are
-    /// fetched at once; the signature is kept with the consumption.
-    async fn session_consumed(
-        &self,
-        e: codec::SessionConsumedEvent,
-        at: &At<'_>,
-    ) -> StoreResult<()> {
-        let mut keys = vec![e.consumption_record, e.consumed_session];
-        keys.extend(e.created_sessions.iter().copied());
-        self.refresh(&keys).await;
-        self.store
-            .set_consumption_signature(&base58(&e.consumed_session), at.signature)
-            .await?;
-        Ok(())
-    }
-
-    /// Records `event` once per (signature, index).
-    async fn record(&self, at: &At<'_>, event: NewEvent) -> StoreResult<()> {
-        self.store
-            .record_chain_event(at.signature, at.index, event)
-            .await?;
-        Ok(())
-    }
-
-    /// Seed 001's queue events, recorded as they are.
-    async fn record_queue_event(
-        &self,
-        event: ChainEvent,
-        signature: &str,
-        slot: u64,
-        index: u32,
-    ) -> StoreResult<()> {
-        let (entity, payload) = match event {
-            ChainEvent::SessionQueued(e) => (
-                base58(&e.session_id),
-                Payload::SessionQueued(api::SessionQueuedEvent {
-                    session_id: base58(&e.session_id),
-                    queue_position: e.queue_position,
-                    deadline: e.deadline,
-                }),
-            ),
-            ChainEvent::QueueProcessed(e) => (
-                self.chain.program_id.to_string(),
-                Payload::QueueProcessed(api::QueueProcessedEvent {
-                    processed: e.processed,
-                    succeeded: e.succeeded,
-                    failed: e.failed,
-                    remaining: e.remaining,
-                }),
-            ),
-            ChainEvent::SessionReserved(e) => (
-                base58(&e.session_id),
-                Payload::SessionReserved(api::SessionReservedEvent {
-                    session_id: base58(&e.session_id),
-                    owner: base58(&e.owner),
-                    expires_at: e.expires_at,
-                }),
-            ),
-            ChainEvent::SessionInitializedFromQueue(e) => (
-                base58(&e.session_id),
-                Payload::SessionInitializedFromQueue(api::SessionInitializedFromQueueEvent {
-                    session_id: base58(&e.session_id),
-                    queue_position: e.queue_position,
-                }),
-            ),
-            ChainEvent::ManualSessionInitialized(e) => (
-                base58(&e.session_id),
-                Payload::ManualSessionInitialized(api::ManualSessionInitializedEvent {
-                    session_id: base58(&e.session_id),
-                    initializer: base58(&e.initializer),
-                }),
-            ),
-            ChainEvent::EmergencySessionReset(e) => (
-                base58(&e.session_id),
-                Payload::EmergencySessionReset(api::EmergencySessionResetEvent {
-                    session_id: base58(&e.session_id),
-                    authority: base58(&e.authority),
-                    reason: e.reason,
-                }),
-            ),
-            // Bundle and singleton events belong to other components.
-            _ => return Ok(()),
-        };
-        let event = NewEvent::new(entity, payload).on_chain(Some(slot), signature);
-        self.store
-            .record_chain_event(signature, index, event)
-            .await
-            .map(|_| ())
+            .set(total);
     }
 
     /// Fetches accounts named by an event and applies them now, rather than
     /// waiting for their own notification or the next reconciliation.
-    async fn refresh(&self, keys: &[codec::Key]) {
+    pub(super) async fn refresh(&self, keys: &[codec::Key]) {
         let keys: Vec<Pubkey> = keys.iter().map(|k| Pubkey::new_from_array(*k)).collect();
         match self.chain.accounts(&keys).await {
             Ok((slot, data)) => {
@@ -561,17 +352,10 @@ impl Monitor {
     }
 }
 
-/// Where a program event sits: its transaction, slot and place in the logs.
-struct At<'a> {
-    signature: &'a str,
-    slot: u64,
-    index: u32,
-}
-
-impl At<'_> {
-    /// A chain event about `entity` at this place.
-    fn event(&self, entity: &codec::Key, payload: Payload) -> NewEvent {
-        NewEvent::new(base58(entity), payload).on_chain(Some(self.slot), self.signature)
+/// The label of account records in `event_processing_duration`.
+fn record_label() -> EventTypeLabels {
+    EventTypeLabels {
+        event_type: "record".into(),
     }
 }
 

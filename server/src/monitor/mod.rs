@@ -16,8 +16,10 @@
 //! API placed on chain reaches the store through here, once.
 
 mod apply;
-
+mod events;
 mod pass;
+
+pub(crate) use events::observe_between;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -26,6 +28,7 @@ use tokio::sync::{mpsc, Mutex};
 use valence_lifecycle_api::v1::ComponentState;
 
 use crate::{
+    builder::PdaClock,
     chain::{
         pubsub::{self, Feed, Update},
         Chain,
@@ -97,6 +100,12 @@ pub(crate) struct Monitor {
     fingerprint_keys: std::hash::RandomState,
     /// Passes that stored everything they found, since this process began.
     passes_done: std::sync::atomic::AtomicU64,
+    /// PDAComputed's deadline clock, which the builder stops.
+    clock: Arc<PdaClock>,
+    /// Size of each SessionQueue of the program, as last seen.
+    queues: std::sync::Mutex<HashMap<Pubkey, u64>>,
+    /// When events were last lost to log truncation.
+    last_gap: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl Monitor {
@@ -107,6 +116,7 @@ impl Monitor {
         metrics: Arc<Metrics>,
         board: Arc<StatusBoard>,
         polling: Polling,
+        clock: Arc<PdaClock>,
     ) -> Arc<Self> {
         Arc::new(Monitor {
             chain,
@@ -119,6 +129,9 @@ impl Monitor {
             fingerprints: std::sync::Mutex::new(HashMap::new()),
             fingerprint_keys: std::hash::RandomState::new(),
             passes_done: std::sync::atomic::AtomicU64::new(0),
+            clock,
+            queues: std::sync::Mutex::new(HashMap::new()),
+            last_gap: std::sync::Mutex::new(None),
         })
     }
 
@@ -139,6 +152,8 @@ impl Monitor {
             ));
         }
         drop(tx);
+        self.board.register(events::CHAIN_LOGS);
+        self.clear_gap_health().await;
         tracing::info!(program = %self.chain.program_id, rpc = %self.chain.rpc_url, "monitor started");
         let mut tick = tokio::time::interval(self.polling.every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -148,7 +163,9 @@ impl Monitor {
                 _ = beat.tick() => {}
                 _ = tick.tick() => {
                     if self.pass_due() {
+                        self.drain(&mut rx).await;
                         self.reconcile(&ctx).await;
+                        self.clear_gap_health().await;
                     }
                 }
                 Some(update) = rx.recv() => self.apply_update(update).await,
@@ -157,6 +174,19 @@ impl Monitor {
         }
         feeds.cancel();
         Ok(())
+    }
+
+    /// Applies the live updates already waiting (at most a buffer's worth)
+    /// before a pass: they are in chain order, and a pass that read newer
+    /// state first would make a session skip the steps in between (reserved
+    /// straight to created, its queueing recorded late).
+    async fn drain(&self, rx: &mut mpsc::Receiver<Update>) {
+        for _ in 0..UPDATE_BUFFER {
+            match rx.try_recv() {
+                Ok(update) => self.apply_update(update).await,
+                Err(_) => break,
+            }
+        }
     }
 
     /// The feeds' marks now.
@@ -217,7 +247,11 @@ impl Monitor {
                 slot,
                 logs,
                 failed,
-            } => self.apply_logs(&signature, slot, &logs, failed).await,
+                received_at_ms,
+            } => {
+                self.apply_logs(&signature, slot, &logs, failed, received_at_ms)
+                    .await
+            }
         }
     }
 
@@ -243,8 +277,8 @@ impl Monitor {
         };
         for tx in transactions {
             if !tx.failed {
-                match self.chain.transaction_logs(&tx.signature).await {
-                    Ok(logs) => self.apply_logs(&tx.signature, tx.slot, &logs, false).await,
+                match self.chain.transaction(&tx.signature).await {
+                    Ok(fetched) => self.apply_fetched(&tx.signature, tx.slot, &fetched).await,
                     Err(e) => {
                         // Keep the cursor here: the next pass retries from this one.
                         tracing::warn!(signature = %tx.signature, error = format!("{e:#}"), "reading transaction logs failed");

@@ -47,8 +47,11 @@ impl Monitor {
     pub(super) async fn reconcile(&self, ctx: &Ctx) {
         let started = Instant::now();
         let cpu_before = cpu_seconds();
-        let discriminators: Vec<[u8; 8]> = RECORD_NAMES[..4]
+        // Every record the monitor stores or reads (singleton state is
+        // singleton administration's).
+        let discriminators: Vec<[u8; 8]> = RECORD_NAMES
             .iter()
+            .filter(|n| **n != "SingletonState")
             .map(|n| record_discriminator(n))
             .collect();
         let (slot, accounts) = match self.chain.program_accounts(&discriminators).await {

@@ -119,6 +119,10 @@ pub struct ActionEnd<'a> {
 
 const LIVE_COLUMNS: &str =
     "id, owner, accounts, namespace, nonce, created_at, last_activity_at, metadata";
+
+/// Rows of the session factory's sessions that have no Session record yet
+/// (reserved, queued, reset): nothing a rule can act on.
+const CREATED: &str = "state NOT IN ('reserved_session', 'queued_session', 'reset_session')";
 const FACT_COLUMNS: &str =
     "id, owner, capabilities, state_hash, CAST(is_active AS INTEGER) AS is_active";
 const ACTION_COLUMNS: &str = "id, definition, session_id, state_key, action_kind, status, attempts, signature, blockhash, created_at, expires_at";
@@ -127,7 +131,7 @@ impl Store {
     /// Every live session.
     pub async fn live_sessions(&self) -> StoreResult<Vec<LiveSession>> {
         sqlx::query(&format!(
-            "SELECT {LIVE_COLUMNS} FROM sessions WHERE is_consumed = $1"
+            "SELECT {LIVE_COLUMNS} FROM sessions WHERE is_consumed = $1 AND {CREATED}"
         ))
         .bind(false)
         .fetch_all(&self.pool)
@@ -145,7 +149,7 @@ impl Store {
         limit: u32,
     ) -> StoreResult<Vec<LiveSession>> {
         sqlx::query(&format!(
-            "SELECT {LIVE_COLUMNS} FROM sessions WHERE is_consumed = $1 AND id > $2 ORDER BY id LIMIT $3"
+            "SELECT {LIVE_COLUMNS} FROM sessions WHERE is_consumed = $1 AND {CREATED} AND id > $2 ORDER BY id LIMIT $3"
         ))
         .bind(false)
         .bind(after)
@@ -181,7 +185,7 @@ impl Store {
     /// One session if it is live.
     pub async fn live_session(&self, id: &str) -> StoreResult<Option<LiveSession>> {
         sqlx::query(&format!(
-            "SELECT {LIVE_COLUMNS} FROM sessions WHERE id = $1 AND is_consumed = $2"
+            "SELECT {LIVE_COLUMNS} FROM sessions WHERE id = $1 AND is_consumed = $2 AND {CREATED}"
         ))
         .bind(id)
         .bind(false)
@@ -420,4 +424,21 @@ fn decode_action(row: &AnyRow) -> StoreResult<PendingAction> {
         created_at_ms: row.try_get("created_at")?,
         expires_at_ms: row.try_get("expires_at")?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::store::LinearState;
+
+    /// The states rules never see are spelled as the store spells them.
+    #[test]
+    fn sessions_without_a_record_are_named_by_their_stored_states() {
+        for state in [
+            LinearState::ReservedSession,
+            LinearState::QueuedSession,
+            LinearState::ResetSession,
+        ] {
+            assert!(super::CREATED.contains(&format!("'{}'", state.as_str())));
+        }
+    }
 }

@@ -12,6 +12,7 @@ use super::{
         ConsumptionRecord, FirstStep, SessionRecord,
     },
     error::StoreResult,
+    factory::ReservationRecord,
     rows::list_marks,
     Store, WriteTx,
 };
@@ -30,6 +31,8 @@ pub enum ChainWrite {
     Session(SessionRecord),
     /// A SessionConsumption record.
     Consumption(ConsumptionRecord),
+    /// A SessionReservation record (seed 001's session factory).
+    Reservation(ReservationRecord),
 }
 
 impl Store {
@@ -158,7 +161,9 @@ impl Store {
                     sessions.push(s);
                     (FirstStep::of_session(s), created_event(s))
                 }
-                ChainWrite::Consumption(_) => unreachable!("consumptions are never fresh"),
+                ChainWrite::Consumption(_) | ChainWrite::Reservation(_) => {
+                    unreachable!("consumptions and reservations are never fresh")
+                }
             };
             events.push(event);
             events.push(step.event());
@@ -181,6 +186,7 @@ impl Store {
             ChainWrite::Account(a) => self.upsert_account_in(tx, a).await,
             ChainWrite::Session(s) => self.upsert_session_in(tx, s).await,
             ChainWrite::Consumption(c) => self.record_consumption_in(tx, c).await,
+            ChainWrite::Reservation(r) => self.upsert_reservation_in(tx, r).await,
         }
     }
 }
@@ -198,7 +204,7 @@ impl<'w> Fresh<'w> {
             ChainWrite::Request(r) => r.account_id.is_none(),
             ChainWrite::Account(a) => a.request_id.is_empty(),
             ChainWrite::Session(s) => !s.is_consumed,
-            ChainWrite::Consumption(_) => false,
+            ChainWrite::Consumption(_) | ChainWrite::Reservation(_) => false,
         };
         simple.then_some(Fresh { write })
     }
@@ -209,6 +215,7 @@ impl<'w> Fresh<'w> {
             ChainWrite::Account(a) => &a.id,
             ChainWrite::Session(s) => &s.id,
             ChainWrite::Consumption(c) => &c.consumed_session,
+            ChainWrite::Reservation(r) => &r.id,
         }
     }
 }

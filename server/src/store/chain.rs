@@ -21,7 +21,7 @@ impl Store {
         self.finish(tx, appended).await
     }
 
-    async fn record_chain_event_in(
+    pub(super) async fn record_chain_event_in(
         &self,
         tx: &mut WriteTx<'_>,
         signature: &str,

@@ -182,10 +182,10 @@ const ROWS_PER_STATEMENT: usize = 500;
 
 /// What moved an entity: the chain's transaction and why.
 pub(super) struct Cause<'a> {
-    slot: Option<u64>,
-    signature: &'a str,
-    reason: &'a str,
-    namespace: &'a str,
+    pub(super) slot: Option<u64>,
+    pub(super) signature: &'a str,
+    pub(super) reason: &'a str,
+    pub(super) namespace: &'a str,
 }
 
 /// One row of `progression_transitions`.
@@ -201,7 +201,7 @@ pub(super) struct FirstStep<'a> {
     entity_id: &'a str,
     kind: EntityKind,
     to: LinearState,
-    cause: Cause<'a>,
+    pub(super) cause: Cause<'a>,
 }
 
 impl<'a> FirstStep<'a> {
@@ -705,13 +705,21 @@ impl Store {
     ) -> StoreResult<bool> {
         self.lock_entity(tx, &s.id).await?;
         let stored = sqlx::query(
-            "SELECT CAST(is_consumed AS INTEGER) AS is_consumed FROM sessions WHERE id = $1",
+            "SELECT CAST(is_consumed AS INTEGER) AS is_consumed, state FROM sessions WHERE id = $1",
         )
         .bind(&s.id)
         .fetch_optional(tx.conn())
         .await?;
         let changed = match stored {
             Some(row) => {
+                let reserved: LinearState = state(&row, "state")?;
+                if matches!(
+                    reserved,
+                    LinearState::ReservedSession | LinearState::QueuedSession
+                ) {
+                    self.promote_reservation(tx, s).await?;
+                    return Ok(true);
+                }
                 let consumed = flag(&row, "is_consumed")?;
                 if consumed || !s.is_consumed {
                     return Ok(false);
@@ -1005,7 +1013,7 @@ impl Store {
 
     /// Moves an entity's progression to `to` (no-op when already there),
     /// recording the transition and appending StateTransition.
-    async fn transition(
+    pub(super) async fn transition(
         &self,
         tx: &mut WriteTx<'_>,
         entity_id: &str,
@@ -1359,7 +1367,7 @@ impl Store {
                 .requests_in(&[RequestStatus::Pending, RequestStatus::Processing])
                 .await?,
             sessions: total("SELECT COUNT(*) FROM sessions").await?,
-            active_sessions: total("SELECT COUNT(*) FROM sessions WHERE is_consumed = FALSE")
+            active_sessions: total("SELECT COUNT(*) FROM sessions WHERE is_consumed = FALSE AND state IN ('session', 'active_session')")
                 .await?,
             rules: total("SELECT COUNT(*) FROM progression_rules").await?,
             events: total("SELECT COUNT(*) FROM lifecycle_events").await?,

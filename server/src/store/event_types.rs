@@ -43,6 +43,8 @@ pub(super) fn event_type_of(payload: &Payload) -> EventType {
         Payload::ComponentReconnectFailed(_) => EventType::ComponentReconnectFailed,
         Payload::ComponentError(_) => EventType::ComponentError,
         Payload::LeadershipChanged(_) => EventType::LeadershipChanged,
+        Payload::SessionAnomaly(_) => EventType::SessionAnomaly,
+        Payload::ChainGap(_) => EventType::ChainGap,
     }
 }
 
@@ -106,7 +108,9 @@ pub(crate) fn entities_of(entity_id: &str, payload: &Payload) -> Vec<String> {
                 add(&rule.id);
             }
         }
+        Payload::SessionAnomaly(p) => add(&p.session_id),
         Payload::QueueProcessed(_)
+        | Payload::ChainGap(_)
         | Payload::SingletonOperation(_)
         | Payload::ComponentStarted(_)
         | Payload::ComponentStopped(_)

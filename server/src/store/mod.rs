@@ -16,6 +16,7 @@ mod entities;
 mod error;
 mod event_types;
 mod events;
+mod factory;
 mod leader_lock;
 mod leadership;
 pub mod postgres;
@@ -42,6 +43,7 @@ pub use entities::{
 };
 pub use error::{StoreError, StoreResult};
 pub use events::{EventQuery, NewEvent};
+pub use factory::{FactoryStep, ReservationRecord, StepOutcome};
 pub use leader_lock::{LockConnection, LockFuture};
 pub use records::{
     CreatedKey, StoredAccount, StoredProgression, StoredRequest, StoredSession, StoredTransition,

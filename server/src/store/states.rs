@@ -94,6 +94,12 @@ stored_enum! {
         ConsumedSession => "consumed_session",
         /// An account request whose initialization failed.
         Failed => "failed",
+        /// A session reserved on chain, not queued or created yet (seed 001).
+        ReservedSession => "reserved_session",
+        /// A reserved session in the chain's initialization queue.
+        QueuedSession => "queued_session",
+        /// A reservation released by an emergency reset (terminal).
+        ResetSession => "reset_session",
     }
 }
 
@@ -201,6 +207,9 @@ impl From<LinearState> for proto::LinearState {
             LinearState::ActiveSession => proto::LinearState::ActiveSession,
             LinearState::ConsumedSession => proto::LinearState::ConsumedSession,
             LinearState::Failed => proto::LinearState::Failed,
+            LinearState::ReservedSession => proto::LinearState::ReservedSession,
+            LinearState::QueuedSession => proto::LinearState::QueuedSession,
+            LinearState::ResetSession => proto::LinearState::ResetSession,
         }
     }
 }

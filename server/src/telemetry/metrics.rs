@@ -55,6 +55,22 @@ pub struct ComponentLabels {
     pub component: String,
 }
 
+/// Labels naming a chain event type (as the program spells it), or
+/// `record` for an account record written by the monitor.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventTypeLabels {
+    /// PDAComputed, SessionQueued, ... or record.
+    pub event_type: String,
+}
+
+/// Labels naming a queue.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabels {
+    /// builder (account requests waiting) or session_factory (the chain's
+    /// session queue).
+    pub queue: String,
+}
+
 /// Labels naming where a chain update came from.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SourceLabels {
@@ -169,14 +185,21 @@ pub struct Metrics {
     pub accounts_created: Counter,
     /// Account creations failed (seed 001).
     pub accounts_failed: Counter,
-    /// Time to process one chain update (seed 001).
-    pub event_processing_duration: Histogram,
+    /// Seconds from a chain event's confirmation to its recording (for
+    /// PDAComputed, to its account verified on chain), by event type (seed 001).
+    pub event_processing_duration: Family<EventTypeLabels, Histogram>,
+    /// Events recorded later than seed 001's maximum delay for their type.
+    pub event_deadline_missed: Family<EventTypeLabels, Counter>,
+    /// Factory events the session state machine refused.
+    pub session_anomalies: Family<EventTypeLabels, Counter>,
+    /// Truncated transactions whose events could not all be recovered.
+    pub chain_gaps: Counter,
     /// 1 when the chain RPC answers, 0 otherwise (seed 001).
     pub rpc_connection_status: GaugeU64,
     /// Seconds since start (seed 001).
     pub service_uptime_seconds: GaugeU64,
-    /// Account requests waiting for the builder (seed 001).
-    pub queue_size: GaugeU64,
+    /// Queue sizes (seed 001): the builder's backlog and the chain's session queue.
+    pub queue_size: Family<QueueLabels, GaugeU64>,
     /// Service wallet balance (seed 001).
     pub wallet_balance_lamports: GaugeU64,
     /// Account creations talking to the chain now.
@@ -288,10 +311,13 @@ impl Metrics {
             session_lifetime: Histogram::new(exponential_buckets(1.0, 2.0, 20)),
             accounts_created: Counter::default(),
             accounts_failed: Counter::default(),
-            event_processing_duration: latency_histogram(),
+            event_processing_duration: Family::new_with_constructor(latency_histogram),
+            event_deadline_missed: Family::default(),
+            session_anomalies: Family::default(),
+            chain_gaps: Counter::default(),
             rpc_connection_status: Gauge::default(),
             service_uptime_seconds: Gauge::default(),
-            queue_size: Gauge::default(),
+            queue_size: Family::default(),
             wallet_balance_lamports: Gauge::default(),
             builder_in_flight: Gauge::default(),
             builder_in_flight_peak: Gauge::default(),
@@ -343,6 +369,30 @@ impl Metrics {
     /// the alerts find the series, and `rate()`/`increase()` see the first
     /// event (a series born at 1 shows no increase).
     fn zero_known_labels(&self) {
+        // Seed 001's deadline types, the factory's events and both queues.
+        for (event_type, _) in crate::chain::codec::EVENT_DEADLINES_MS {
+            let labels = EventTypeLabels {
+                event_type: event_type.to_string(),
+            };
+            let _ = self.event_processing_duration.get_or_create(&labels);
+            let _ = self.event_deadline_missed.get_or_create(&labels);
+        }
+        for event_type in [
+            "SessionReserved",
+            "SessionQueued",
+            "SessionInitializedFromQueue",
+            "ManualSessionInitialized",
+            "EmergencySessionReset",
+        ] {
+            let _ = self.session_anomalies.get_or_create(&EventTypeLabels {
+                event_type: event_type.to_string(),
+            });
+        }
+        for queue in ["builder", "session_factory"] {
+            let _ = self.queue_size.get_or_create(&QueueLabels {
+                queue: queue.to_string(),
+            });
+        }
         for outcome in [
             "initialized",
             "already_initialized",
@@ -406,10 +456,13 @@ impl Metrics {
             session_lifetime => ("valence_session_lifetime_seconds", "Session creation to consumption"),
             accounts_created => ("accounts_created", "Accounts created by this service"),
             accounts_failed => ("accounts_failed", "Account creations that failed"),
-            event_processing_duration => ("event_processing_duration", "Seconds to process one chain update"),
+            event_processing_duration => ("event_processing_duration", "Seconds from a chain event's confirmation to its recording (PDAComputed: to its account verified), by event type; event_type=record for account records"),
+            event_deadline_missed => ("event_deadline_missed", "Chain events recorded later than seed 001's maximum delay for their type"),
+            session_anomalies => ("valence_session_anomalies", "Session factory events the session state machine did not allow (recorded, not applied)"),
+            chain_gaps => ("valence_chain_gaps", "Truncated transactions of the shard program whose events could not all be recovered"),
             rpc_connection_status => ("rpc_connection_status", "1 when the Solana RPC answers"),
             service_uptime_seconds => ("service_uptime_seconds", "Seconds since the server started"),
-            queue_size => ("queue_size", "Account requests waiting for the builder"),
+            queue_size => ("queue_size", "Queue sizes: queue=builder, account requests waiting for the builder; queue=session_factory, sessions in the chain's queue"),
             wallet_balance_lamports => ("wallet_balance_lamports", "Service wallet balance"),
             builder_in_flight => ("valence_builder_in_flight", "Account creations talking to the chain now"),
             builder_in_flight_peak => ("valence_builder_in_flight_peak", "Most account creations in flight at once since start"),

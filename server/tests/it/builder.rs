@@ -1086,3 +1086,83 @@ backend_tests! {
         assert!(server.stop().await);
     }
 }
+
+backend_tests! {
+    /// Seed 001's critical path under a crash: a real request_account
+    /// transaction emits PDAComputed; the server acting on it is SIGKILLed
+    /// right after it sent the account's creation; a second server with
+    /// another wallet (same database) finishes the request without sending
+    /// anything. One account, the one the request record on chain names,
+    /// verified and recorded once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_pda_computed_event_yields_one_verified_account_across_a_sigkill_and_a_second_wallet(db: Db) {
+        let net = Net::start().await;
+        let (first_wallet, second_wallet) = (Wallet::funded(&net), Wallet::funded(&net));
+        let proxy = KillingProxy::start(net.surfnet.rpc_url().to_string()).await;
+        let Some(test_db) = TestDb::new(db).await else { return };
+        let program = net.program.to_string();
+        let (first_path, second_path) = (
+            first_wallet.path.display().to_string(),
+            second_wallet.path.display().to_string(),
+        );
+        let ws = net.surfnet.ws_url().to_string();
+        let env = |path: &str| {
+            vec![
+                ("RPC_URL", proxy.url.clone()),
+                ("WS_URL", ws.clone()),
+                ("SHARD_PROGRAM_ID", program.clone()),
+                ("WALLET_PATH", path.to_string()),
+                ("POLL_INTERVAL", "1".to_string()),
+            ]
+        };
+        let first_env = env(&first_path);
+        let first_env: Vec<(&str, &str)> = first_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let first = ServerProcess::start(&test_db.url, &first_env).await;
+        *proxy.victim.lock().unwrap() = first.child.id();
+        let mut first = first;
+
+        let (request, placed) = crate::chain::request_account(&net, caps(&["transfer"]));
+        let request = request.pubkey();
+        let exit = tokio::time::timeout(Duration::from_secs(60), first.child.wait())
+            .await
+            .expect("the server was killed after sending")
+            .unwrap();
+        assert!(!exit.success());
+        let named = || {
+            let data = chain_account(&net, &request)?.data;
+            match Record::decode(&data) {
+                Ok(Record::AccountRequest(r)) => r.initialized_account().map(Pubkey::new_from_array),
+                _ => None,
+            }
+        };
+        eventually(Duration::from_secs(30), "the sent initialization landed", || async { named().is_some() }).await;
+        let account = named().unwrap();
+        assert_eq!(proxy.sends.load(Ordering::SeqCst), 1);
+
+        let second_env = env(&second_path);
+        let second_env: Vec<(&str, &str)> = second_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let second = ServerProcess::start(&test_db.url, &second_env).await;
+        let client = LifecycleServiceClient::connect(format!("http://{}", second.grpc)).await.unwrap();
+        wait_status(&client, &request, AccountRequestStatus::Initialized, Duration::from_secs(30)).await;
+        let mut client = client;
+        assert_eq!(proxy.sends.load(Ordering::SeqCst), 1, "{db:?}: nothing sent again");
+        let stored = client
+            .get_account(valence_lifecycle_api::v1::GetAccountRequest { id: account.to_string() })
+            .await
+            .unwrap()
+            .into_inner()
+            .account
+            .unwrap();
+        assert_eq!(stored.request_id, request.to_string(), "{db:?}: the account the chain names is the one stored");
+        let elsewhere = Plan::new(request, &caps(&["transfer"]), net.program, second_wallet.pubkey());
+        assert!(chain_account(&net, &elsewhere.address).is_none(), "{db:?}: the second wallet created nothing");
+        let pda = client
+            .list_events(ListEventsRequest { event_type: EventType::PdaComputed as i32, limit: 100, ..Default::default() })
+            .await
+            .unwrap()
+            .into_inner()
+            .events;
+        assert_eq!(pda.iter().filter(|e| e.signature == placed).count(), 1, "{db:?}: PDAComputed recorded once");
+        assert_eq!(second.terminate().await, Some(0));
+    }
+}

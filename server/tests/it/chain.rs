@@ -450,7 +450,7 @@ async fn faults_between_server_and_chain_degrade_health_then_heal_and_lose_nothi
 }
 
 /// A record-target account created by a real system-program transaction.
-fn create_owned(net: &Net, space: u64) -> (Keypair, Instruction) {
+pub(crate) fn create_owned(net: &Net, space: u64) -> (Keypair, Instruction) {
     let account = Keypair::new();
     let rpc = net.surfnet.rpc_client();
     let lamports = rpc
@@ -466,12 +466,12 @@ fn create_owned(net: &Net, space: u64) -> (Keypair, Instruction) {
     (account, ix)
 }
 
-fn send(net: &Net, instructions: &[Instruction], signers: &[&Keypair]) -> String {
+pub(crate) fn send(net: &Net, instructions: &[Instruction], signers: &[&Keypair]) -> String {
     try_send(net, instructions, signers).unwrap()
 }
 
 /// Sends a transaction; the error (with the program's logs) as text.
-fn try_send(
+pub(crate) fn try_send(
     net: &Net,
     instructions: &[Instruction],
     signers: &[&Keypair],
@@ -553,7 +553,7 @@ async fn the_program_initializes_a_request_once_and_the_request_names_its_accoun
 
 /// Sends a real request_account transaction; returns the request record's
 /// keypair and the transaction's signature.
-fn request_account(net: &Net, capabilities: Vec<String>) -> (Keypair, String) {
+pub(crate) fn request_account(net: &Net, capabilities: Vec<String>) -> (Keypair, String) {
     #[derive(borsh::BorshSerialize)]
     struct RequestArgs {
         owner: [u8; 32],
@@ -804,9 +804,48 @@ async fn with_no_rpc_configured_the_server_runs_an_embedded_chain_that_dev_comma
         later_at > first_at,
         "created_at {later_at} after {first_at}"
     );
+    // Seed 001's session factory, played with real transactions.
+    let played = dev(&["dev", "session-factory"], None).await;
+    let lines: Vec<(&str, &str)> = played.lines().filter_map(|l| l.split_once("  ")).collect();
+    assert_eq!(lines.len(), 5, "{played}");
+    let reset = lines
+        .iter()
+        .find(|(_, what)| *what == "reset while queued")
+        .unwrap()
+        .0;
+    let by_hand = lines
+        .iter()
+        .find(|(_, what)| *what == "initialized by hand")
+        .unwrap()
+        .0;
+    for (id, state) in [(reset, "RESET_SESSION"), (by_hand, "LINEAR_STATE_SESSION")] {
+        eventually(
+            Duration::from_secs(10),
+            &format!("{id} {state} over REST"),
+            || {
+                let url = format!("{api}/progressions/{id}");
+                async move {
+                    let body = reqwest::get(url).await.unwrap().text().await.unwrap();
+                    body.to_uppercase().contains(state)
+                }
+            },
+        )
+        .await;
+    }
     // lifecyclectl shows where the embedded network is.
     let ctl = std::path::Path::new(env!("CARGO_BIN_EXE_valence-lifecycle"))
         .with_file_name("lifecyclectl");
+    let out = tokio::process::Command::new(&ctl)
+        .args(["progression", reset])
+        .env("VALENCE_ENDPOINT", format!("http://{}", server.grpc))
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    assert!(
+        text.contains("reset"),
+        "lifecyclectl progression shows the reset: {text}"
+    );
     let out = tokio::process::Command::new(ctl)
         .arg("stats")
         .env("VALENCE_ENDPOINT", format!("http://{}", server.grpc))

@@ -12,6 +12,8 @@ mod cli;
 mod common;
 mod deploy;
 mod events;
+#[cfg(feature = "embedded-chain")]
+mod factory;
 mod grpc_api;
 mod limits;
 mod orchestrator;
