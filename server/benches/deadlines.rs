@@ -41,7 +41,6 @@ use solana_client::{
 use solana_commitment_config::CommitmentConfig;
 use solana_sdk::{
     instruction::Instruction, pubkey::Pubkey, signature::Keypair, signer::Signer as _,
-    transaction::Transaction,
 };
 use tokio_util::sync::CancellationToken;
 use valence_lifecycle_api::v1::{
@@ -273,41 +272,22 @@ struct Sender {
 }
 
 impl Sender {
-    async fn send(&self, ixs: &[Instruction], signers: &[&Keypair]) -> anyhow::Result<String> {
-        let mut all = vec![&self.payer];
-        all.extend_from_slice(signers);
-        let blockhash = self.rpc.get_latest_blockhash().await?;
-        let tx =
-            Transaction::new_signed_with_payer(ixs, Some(&self.payer.pubkey()), &all, blockhash);
-        Ok(self
-            .rpc
-            .send_and_confirm_transaction(&tx)
-            .await?
-            .to_string())
+    fn payer(&self) -> fx::Payer<'_> {
+        fx::Payer {
+            rpc: &self.rpc,
+            payer: &self.payer,
+            program: self.program,
+        }
     }
 
-    /// A fresh program-owned account of `space` bytes: its keypair and the
-    /// instruction that creates it.
-    async fn fresh(&self, space: u64) -> anyhow::Result<(Keypair, Instruction)> {
-        let account = Keypair::new();
-        let lamports = self
-            .rpc
-            .get_minimum_balance_for_rent_exemption(space as usize)
-            .await?;
-        let ix = solana_system_interface::instruction::create_account(
-            &self.payer.pubkey(),
-            &account.pubkey(),
-            lamports,
-            space,
-            &self.program,
-        );
-        Ok((account, ix))
+    async fn send(&self, ixs: &[Instruction], signers: &[&Keypair]) -> anyhow::Result<String> {
+        self.payer().send(ixs.to_vec(), signers).await
     }
 
     async fn queue(&self) -> anyhow::Result<Pubkey> {
-        let (queue, create) = self.fresh(fx::QUEUE_SPACE).await?;
+        let queue = self.payer().fresh(fx::QUEUE_SPACE).await?;
         let init = fx::init_queue(&self.program, &queue.pubkey(), &self.payer.pubkey());
-        self.send(&[create, init], &[&queue]).await?;
+        self.send(&[init], &[]).await?;
         Ok(queue.pubkey())
     }
 
@@ -318,7 +298,7 @@ impl Sender {
             capabilities: Vec<String>,
             init_state_hash: [u8; 32],
         }
-        let (request, create) = self.fresh(256).await?;
+        let request = self.payer().fresh(256).await?;
         let args = Args {
             owner: [7; 32],
             capabilities: vec!["transfer".into()],
@@ -332,12 +312,12 @@ impl Sender {
             )],
             data: codec::instruction_data("request_account", &args),
         };
-        let signature = self.send(&[create, ix], &[&request]).await?;
+        let signature = self.send(&[ix], &[]).await?;
         Ok((request.pubkey(), signature))
     }
 
     async fn reserve(&self, queue: &Pubkey) -> anyhow::Result<(Pubkey, String)> {
-        let (session, create) = self.fresh(fx::reservation_space("bench")).await?;
+        let session = self.payer().fresh(fx::reservation_space("bench")).await?;
         let ix = fx::reserve_session(
             &self.program,
             &session.pubkey(),
@@ -346,7 +326,7 @@ impl Sender {
             "bench",
             600,
         );
-        let signature = self.send(&[create, ix], &[&session]).await?;
+        let signature = self.send(&[ix], &[]).await?;
         Ok((session.pubkey(), signature))
     }
 }

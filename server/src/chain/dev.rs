@@ -5,11 +5,9 @@
 use anyhow::{bail, Context as _};
 use solana_client::{nonblocking::rpc_client::RpcClient, rpc_request::RpcRequest};
 use solana_sdk::{
-    instruction::Instruction,
     native_token::LAMPORTS_PER_SOL,
     pubkey::Pubkey,
     signature::{Keypair, Signer as _},
-    transaction::Transaction,
 };
 use valence_lifecycle_api::v1::{
     lifecycle_service_client::LifecycleServiceClient, ChainInfo, GetStatsRequest,
@@ -90,7 +88,7 @@ pub async fn session_factory(chain: &ChainInfo) -> anyhow::Result<Vec<(&'static 
     let payer = Keypair::new();
     let system = solana_system_interface::program::ID;
     set_account(&rpc, &payer.pubkey(), 100 * LAMPORTS_PER_SOL, &[], &system).await?;
-    let tx = Sender {
+    let tx = fx::Payer {
         rpc: &rpc,
         payer: &payer,
         program,
@@ -147,47 +145,6 @@ pub async fn session_factory(chain: &ChainInfo) -> anyhow::Result<Vec<(&'static 
         ("initialized by hand", d),
         ("reset while queued", e),
     ])
-}
-
-/// Sends the demo's transactions, paid by its payer.
-struct Sender<'a> {
-    rpc: &'a RpcClient,
-    payer: &'a Keypair,
-    program: Pubkey,
-}
-
-impl Sender<'_> {
-    /// A fresh account of the program (created by a transaction of its own).
-    async fn fresh(&self, space: u64) -> anyhow::Result<Keypair> {
-        let account = Keypair::new();
-        let lamports = self
-            .rpc
-            .get_minimum_balance_for_rent_exemption(space as usize)
-            .await?;
-        let ix = solana_system_interface::instruction::create_account(
-            &self.payer.pubkey(),
-            &account.pubkey(),
-            lamports,
-            space,
-            &self.program,
-        );
-        self.send(vec![ix], &[&account]).await?;
-        Ok(account)
-    }
-
-    async fn send(&self, ixs: Vec<Instruction>, signers: &[&Keypair]) -> anyhow::Result<()> {
-        let mut all = vec![self.payer];
-        all.extend_from_slice(signers);
-        let blockhash = self.rpc.get_latest_blockhash().await?;
-        let mut tx = Transaction::new_with_payer(&ixs, Some(&self.payer.pubkey()));
-        tx.try_sign(&all, blockhash)
-            .context("signing a session factory transaction")?;
-        self.rpc
-            .send_and_confirm_transaction(&tx)
-            .await
-            .context("sending a session factory transaction")?;
-        Ok(())
-    }
 }
 
 /// An AccountRequest record.

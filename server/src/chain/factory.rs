@@ -4,10 +4,14 @@
 //! self-CPI), initialize manually, reset. For tests, benchmarks and
 //! operators' scripts; the server itself only reads what they emit.
 
+use anyhow::Context as _;
 use borsh::BorshSerialize;
+use solana_client::nonblocking::rpc_client::RpcClient;
 use solana_sdk::{
     instruction::{AccountMeta, Instruction},
     pubkey::Pubkey,
+    signature::{Keypair, Signer as _},
+    transaction::Transaction,
 };
 
 use super::{codec::instruction_data, logs::event_authority};
@@ -152,6 +156,57 @@ pub fn emergency_reset(
 /// `pad_logs(bytes)`: filler log lines (to overflow the log limit in tests).
 pub fn pad_logs(program: &Pubkey, bytes: u32) -> Instruction {
     instruction(program, "pad_logs", &bytes, vec![])
+}
+
+/// Sends transactions to the program, paid by `payer`.
+pub struct Payer<'a> {
+    /// The node.
+    pub rpc: &'a RpcClient,
+    /// Pays and signs every transaction.
+    pub payer: &'a Keypair,
+    /// The shard program.
+    pub program: Pubkey,
+}
+
+impl Payer<'_> {
+    /// A fresh account of the program, created by a transaction of its own.
+    pub async fn fresh(&self, space: u64) -> anyhow::Result<Keypair> {
+        let account = Keypair::new();
+        let lamports = self
+            .rpc
+            .get_minimum_balance_for_rent_exemption(space as usize)
+            .await?;
+        let ix = solana_system_interface::instruction::create_account(
+            &self.payer.pubkey(),
+            &account.pubkey(),
+            lamports,
+            space,
+            &self.program,
+        );
+        self.send(vec![ix], &[&account]).await?;
+        Ok(account)
+    }
+
+    /// Sends `ixs` signed by the payer and `signers`; the signature once
+    /// confirmed.
+    pub async fn send(
+        &self,
+        ixs: Vec<Instruction>,
+        signers: &[&Keypair],
+    ) -> anyhow::Result<String> {
+        let mut all = vec![self.payer];
+        all.extend_from_slice(signers);
+        let blockhash = self.rpc.get_latest_blockhash().await?;
+        let mut tx = Transaction::new_with_payer(&ixs, Some(&self.payer.pubkey()));
+        tx.try_sign(&all, blockhash)
+            .context("signing a transaction")?;
+        let signature = self
+            .rpc
+            .send_and_confirm_transaction(&tx)
+            .await
+            .context("sending a transaction")?;
+        Ok(signature.to_string())
+    }
 }
 
 #[cfg(test)]
