@@ -927,7 +927,7 @@ impl Store {
         Ok(true)
     }
 
-    async fn mark_consumed(
+    pub(super) async fn mark_consumed(
         &self,
         tx: &mut WriteTx<'_>,
         session_id: &str,

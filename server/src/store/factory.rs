@@ -331,7 +331,12 @@ impl Store {
             &step.cause,
         )
         .await?;
-        self.take_into_session(tx, s).await
+        self.take_into_session(tx, s).await?;
+        if s.is_consumed {
+            // First seen already consumed (it went by between two passes).
+            self.mark_consumed(tx, &s.id, &[], "", s.slot).await?;
+        }
+        Ok(())
     }
 
     /// Where a session's progression stands (None: not known).

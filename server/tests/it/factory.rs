@@ -460,5 +460,18 @@ backend_tests! {
         assert_eq!(outcome, StepOutcome::Late, "{db:?}");
         let history: Vec<Stored> = store.get_progression(other).await.unwrap().history.iter().map(|t| t.to).collect();
         assert_eq!(history, vec![Stored::QueuedSession, Stored::Session], "{db:?}");
+
+        // A reservation whose Session record is first seen consumed (it
+        // went by between two passes) ends consumed.
+        let third = "Session3333333333333333333333333333333333333";
+        store.write_chain(&valence_lifecycle_server::store::ChainWrite::Reservation(reservation(third))).await.unwrap();
+        let consumed = valence_lifecycle_server::store::SessionRecord {
+            id: third.into(),
+            is_consumed: true,
+            ..crate::common::session_record(8, &[], "ns")
+        };
+        assert!(store.upsert_session(&consumed).await.unwrap());
+        let progression = store.get_progression(third).await.unwrap();
+        assert_eq!(progression.current_state, Stored::ConsumedSession, "{db:?}");
     }
 }
