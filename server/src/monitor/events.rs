@@ -407,6 +407,15 @@ impl Monitor {
             _ => None,
         };
         let event = at.event(&session, payload);
+        let initializes = matches!(
+            step,
+            FactoryStep::InitializedFromQueue | FactoryStep::ManualInitialized
+        );
+        if initializes {
+            // The Session record written over the reservation first: the
+            // event then names the step the record made (store::factory).
+            self.refresh(&[session]).await;
+        }
         let outcome = self
             .store
             .record_factory_event(at.signature, at.index, step, reservation.as_ref(), event)
@@ -421,8 +430,8 @@ impl Monitor {
                 .inc();
             tracing::warn!(session = %id, signature = at.signature, event_type, why, "a session factory event the state machine does not allow: recorded, not applied");
         }
-        if step != FactoryStep::Reserved {
-            // The record the event changed (the reservation, or the Session
+        if matches!(step, FactoryStep::Queued | FactoryStep::Reset) {
+            // The record the event changed (perhaps already the Session
             // written over it), so the store has it with the event.
             self.refresh(&[session]).await;
         }

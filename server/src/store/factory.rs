@@ -18,8 +18,9 @@
 //! Session written over it). Records are the chain's state, so they only
 //! ever move a session forward; events are checked against the machine. An
 //! event that the session has already gone past (its record came first, or
-//! a cold start stored the records before replaying the logs) is recorded
-//! and changes nothing; one the machine does not allow is recorded with a
+//! a cold start stored the records before replaying the logs) is recorded,
+//! changes no state and gives the step the record made its signature; one
+//! the machine does not allow is recorded with a
 //! SessionAnomaly beside it, counted, and changes nothing.
 
 use valence_lifecycle_api::v1::{self as proto, lifecycle_event::Payload, EventType};
@@ -88,6 +89,18 @@ impl FactoryStep {
                 rank(current) == 3
             }
             FactoryStep::Reset => current == Some(LinearState::ResetSession),
+        }
+    }
+
+    /// The state a session is in once this step is done.
+    fn leads_to(self) -> LinearState {
+        match self {
+            FactoryStep::Reserved => LinearState::ReservedSession,
+            FactoryStep::Queued => LinearState::QueuedSession,
+            FactoryStep::InitializedFromQueue | FactoryStep::ManualInitialized => {
+                LinearState::Session
+            }
+            FactoryStep::Reset => LinearState::ResetSession,
         }
     }
 
@@ -211,6 +224,7 @@ impl Store {
             return Ok(StepOutcome::Applied);
         }
         if step.is_late(current) {
+            self.name_step(tx, &id, step, slot, signature).await?;
             return Ok(StepOutcome::Late);
         }
         let reason = anomaly_reason(step, current);
@@ -225,6 +239,32 @@ impl Store {
             .on_chain(slot, signature);
         self.append_event(tx, anomaly).await?;
         Ok(StepOutcome::Anomaly(reason))
+    }
+
+    /// A late event names the step its record made first (which knew no
+    /// transaction): the step takes the event's signature, slot and reason,
+    /// so the history says which transaction moved the session whichever
+    /// of the two was seen first.
+    async fn name_step(
+        &self,
+        tx: &mut WriteTx<'_>,
+        id: &str,
+        step: FactoryStep,
+        slot: Option<u64>,
+        signature: &str,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE progression_transitions SET signature = $1, slot = $2, reason = $3 \
+             WHERE entity_id = $4 AND to_state = $5 AND signature = ''",
+        )
+        .bind(signature)
+        .bind(slot.map(|s| s as i64))
+        .bind(step.reason())
+        .bind(id)
+        .bind(step.leads_to().as_str())
+        .execute(tx.conn())
+        .await?;
+        Ok(())
     }
 
     /// Stores a reservation as the chain's record shows it: a new one gets

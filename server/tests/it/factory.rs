@@ -256,6 +256,23 @@ backend_tests! {
         wait_history(&server, &d, &[LinearState::ReservedSession, LinearState::Session], "d initialized by hand").await;
         let reset = [LinearState::ReservedSession, LinearState::QueuedSession, LinearState::ResetSession];
         wait_history(&server, &e, &reset, "e reset").await;
+        // Every step names its transaction, whether its event or its record
+        // was seen first.
+        for (id, what) in [(&a, "a"), (&b, "b"), (&d, "d"), (&e, "e")] {
+            eventually(Duration::from_secs(20), &format!("{db:?}: every step of {what} signed"), || async {
+                let p = server
+                    .lifecycle()
+                    .await
+                    .get_progression(GetProgressionRequest { entity_id: id.to_string() })
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .progression
+                    .unwrap();
+                p.history.iter().all(|t| !t.signature.is_empty() && t.slot.is_some())
+            })
+            .await;
+        }
         assert_eq!(session_state(&server, &a).await, LinearState::Session as i32, "{db:?}");
         assert_eq!(session_state(&server, &e).await, LinearState::ResetSession as i32, "{db:?}");
         let stored = server
@@ -458,8 +475,11 @@ backend_tests! {
             .await
             .unwrap();
         assert_eq!(outcome, StepOutcome::Late, "{db:?}");
-        let history: Vec<Stored> = store.get_progression(other).await.unwrap().history.iter().map(|t| t.to).collect();
+        let steps = store.get_progression(other).await.unwrap().history;
+        let history: Vec<Stored> = steps.iter().map(|t| t.to).collect();
         assert_eq!(history, vec![Stored::QueuedSession, Stored::Session], "{db:?}");
+        // The late event names the step its record made.
+        assert_eq!((steps[1].signature.as_str(), steps[1].reason.as_str(), steps[1].slot), ("sig-late", "initialized from the queue", Some(2)), "{db:?}");
 
         // A reservation whose Session record is first seen consumed (it
         // went by between two passes) ends consumed.
