@@ -567,30 +567,45 @@ impl ChainEvent {
         })
     }
 
+    /// The event's name as the program spells it (PDAComputed so).
+    pub fn name(&self) -> &'static str {
+        match self {
+            ChainEvent::AccountRequested(_) => "AccountRequested",
+            ChainEvent::PdaComputed(_) => "PDAComputed",
+            ChainEvent::AccountInitialized(_) => "AccountInitialized",
+            ChainEvent::SessionCreated(_) => "SessionCreated",
+            ChainEvent::SessionActivated(_) => "SessionActivated",
+            ChainEvent::SessionConsumed(_) => "SessionConsumed",
+            ChainEvent::SessionQueued(_) => "SessionQueued",
+            ChainEvent::QueueProcessed(_) => "QueueProcessed",
+            ChainEvent::SessionReserved(_) => "SessionReserved",
+            ChainEvent::SessionInitializedFromQueue(_) => "SessionInitializedFromQueue",
+            ChainEvent::ManualSessionInitialized(_) => "ManualSessionInitialized",
+            ChainEvent::EmergencySessionReset(_) => "EmergencySessionReset",
+            ChainEvent::Other(name) => name,
+        }
+    }
+
     /// Encodes the event as its `sol_log_data` slice (tests and dev tools).
     pub fn encode(&self) -> Vec<u8> {
-        fn with<T: BorshSerialize>(name: &str, value: &T) -> Vec<u8> {
-            let mut out = discriminator("event", name).to_vec();
-            value
-                .serialize(&mut out)
-                .expect("writing to a Vec cannot fail");
-            out
-        }
-        match self {
-            ChainEvent::AccountRequested(e) => with("AccountRequested", e),
-            ChainEvent::PdaComputed(e) => with("PDAComputed", e),
-            ChainEvent::AccountInitialized(e) => with("AccountInitialized", e),
-            ChainEvent::SessionCreated(e) => with("SessionCreated", e),
-            ChainEvent::SessionActivated(e) => with("SessionActivated", e),
-            ChainEvent::SessionConsumed(e) => with("SessionConsumed", e),
-            ChainEvent::SessionQueued(e) => with("SessionQueued", e),
-            ChainEvent::QueueProcessed(e) => with("QueueProcessed", e),
-            ChainEvent::SessionReserved(e) => with("SessionReserved", e),
-            ChainEvent::SessionInitializedFromQueue(e) => with("SessionInitializedFromQueue", e),
-            ChainEvent::ManualSessionInitialized(e) => with("ManualSessionInitialized", e),
-            ChainEvent::EmergencySessionReset(e) => with("EmergencySessionReset", e),
-            ChainEvent::Other(name) => discriminator("event", name).to_vec(),
-        }
+        let mut out = discriminator("event", self.name()).to_vec();
+        let written = match self {
+            ChainEvent::AccountRequested(e) => e.serialize(&mut out),
+            ChainEvent::PdaComputed(e) => e.serialize(&mut out),
+            ChainEvent::AccountInitialized(e) => e.serialize(&mut out),
+            ChainEvent::SessionCreated(e) => e.serialize(&mut out),
+            ChainEvent::SessionActivated(e) => e.serialize(&mut out),
+            ChainEvent::SessionConsumed(e) => e.serialize(&mut out),
+            ChainEvent::SessionQueued(e) => e.serialize(&mut out),
+            ChainEvent::QueueProcessed(e) => e.serialize(&mut out),
+            ChainEvent::SessionReserved(e) => e.serialize(&mut out),
+            ChainEvent::SessionInitializedFromQueue(e) => e.serialize(&mut out),
+            ChainEvent::ManualSessionInitialized(e) => e.serialize(&mut out),
+            ChainEvent::EmergencySessionReset(e) => e.serialize(&mut out),
+            ChainEvent::Other(_) => Ok(()),
+        };
+        written.expect("writing to a Vec cannot fail");
+        out
     }
 }
 

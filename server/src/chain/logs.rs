@@ -230,11 +230,6 @@ impl Chain {
             program_instructions,
         })
     }
-
-    /// A transaction's logs (getTransaction).
-    pub async fn transaction_logs(&self, signature: &str) -> anyhow::Result<Vec<String>> {
-        Ok(self.transaction(signature).await?.logs)
-    }
 }
 
 /// The PDA that signs `program`'s event self-CPIs.

@@ -165,7 +165,7 @@ impl Monitor {
     async fn apply_event_data(&self, data: &[u8], at: &At<'_>) {
         match ChainEvent::decode(data) {
             Ok(event) => {
-                let name = event_name(&event);
+                let name = event.name();
                 match self.apply_event(event, at).await {
                     Ok(true) => {
                         if name != "PDAComputed" {
@@ -207,7 +207,7 @@ impl Monitor {
             ChainEvent::QueueProcessed(e) => self.queue_processed(e, at).await,
             ChainEvent::Other(_) => Ok(false),
             factory => {
-                let name = event_name(&factory);
+                let name = factory.name();
                 self.factory_event(factory, name, at).await
             }
         }
@@ -579,25 +579,6 @@ pub(crate) fn observe_between(
                 "a chain event was processed after its deadline"
             );
         }
-    }
-}
-
-/// The event's name as the program spells it.
-fn event_name(event: &ChainEvent) -> &'static str {
-    match event {
-        ChainEvent::AccountRequested(_) => "AccountRequested",
-        ChainEvent::PdaComputed(_) => "PDAComputed",
-        ChainEvent::AccountInitialized(_) => "AccountInitialized",
-        ChainEvent::SessionCreated(_) => "SessionCreated",
-        ChainEvent::SessionActivated(_) => "SessionActivated",
-        ChainEvent::SessionConsumed(_) => "SessionConsumed",
-        ChainEvent::SessionQueued(_) => "SessionQueued",
-        ChainEvent::QueueProcessed(_) => "QueueProcessed",
-        ChainEvent::SessionReserved(_) => "SessionReserved",
-        ChainEvent::SessionInitializedFromQueue(_) => "SessionInitializedFromQueue",
-        ChainEvent::ManualSessionInitialized(_) => "ManualSessionInitialized",
-        ChainEvent::EmergencySessionReset(_) => "EmergencySessionReset",
-        ChainEvent::Other(name) => name,
     }
 }
 
