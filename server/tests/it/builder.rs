@@ -969,7 +969,9 @@ backend_tests! {
         let initialized = listed
             .iter()
             .find(|e| e.event_type == EventType::AccountInitialized as i32)
-            .expect("ListEvents(entity_id = request) includes the initialization");
+            .unwrap_or_else(|| {
+                panic!("ListEvents(entity_id = request) includes the initialization: {kinds:?}")
+            });
         assert_eq!(initialized.entity_id, account);
         assert_eq!(initialized.entity_ids, [account.clone(), id.to_string()]);
         assert!(listed.iter().all(|e| e.entity_ids.contains(&id.to_string())));
