@@ -380,8 +380,10 @@ mod tests {
             start: StartPosition::Now as i32,
             from_sequence: 0,
             heartbeat_interval_seconds: 7,
+            shard: "alpha".into(),
         };
         let resumed = resume_request(&original, Some(41));
+        assert_eq!(resumed.shard, "alpha");
         assert_eq!(resumed.start, StartPosition::FromSequence as i32);
         assert_eq!(resumed.from_sequence, 42);
         assert_eq!(resumed.event_types, original.event_types);

@@ -1,6 +1,7 @@
 //! Which components run, in which order (seed 004): the store check and
-//! the event log first, then leadership and the leader's chain work, then
-//! the listeners. Shutdown runs the other way round.
+//! the event log first, then leadership and the leader's work, the shard
+//! leases and each held shard's chain work, then the listeners. Shutdown
+//! runs the other way round.
 
 use std::{sync::Arc, time::Duration};
 
@@ -9,7 +10,7 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 
 use crate::{
-    builder, chain, events, gateway, grpc, leader, monitor, orchestrator,
+    chain, events, gateway, grpc, leader, orchestrator, shards,
     supervisor::{
         health::{self, Check},
         Ctx, Policy, Supervisor,
@@ -25,6 +26,7 @@ pub(crate) mod names {
     pub(crate) const RETENTION: &str = "retention";
     pub(crate) const LEADER_ELECTION: &str = "leader-election";
     pub(crate) const LEADER_DUTIES: &str = "leader-duties";
+    pub(crate) const SHARD_LEASES: &str = "shard-leases";
     pub(crate) const MONITOR: &str = "monitor";
     pub(crate) const BUILDER: &str = "builder";
     pub(crate) const ORCHESTRATOR: &str = "orchestrator";
@@ -70,6 +72,14 @@ pub(crate) async fn start(
             leader_duties(s.clone(), ctx)
         })
         .await;
+    if state.chain.is_some() {
+        let s = state.clone();
+        supervisor
+            .start(names::SHARD_LEASES, move |ctx| {
+                shards::leases::run(s.clone(), ctx)
+            })
+            .await;
+    }
     start_listeners(supervisor, state, grpc_listener, api_listener).await
 }
 
@@ -182,8 +192,9 @@ async fn start_chain_checks(supervisor: &mut Supervisor, state: &Arc<AppState>) 
     }
 }
 
-/// While this replica leads, runs the chain work (monitor, builder) under
-/// its own supervisor; stops it when leadership ends.
+/// While this replica leads, runs the work of no shard (the orchestrator)
+/// under its own supervisor; stops it when leadership ends. Each shard's
+/// chain work follows its lease instead (see `shards::leases`).
 async fn leader_duties(state: Arc<AppState>, ctx: Ctx) -> anyhow::Result<()> {
     let mut leading = state.leadership.watch();
     let mut duties: Option<Supervisor> = None;
@@ -191,7 +202,7 @@ async fn leader_duties(state: Arc<AppState>, ctx: Ctx) -> anyhow::Result<()> {
     loop {
         let lead = *leading.borrow_and_update();
         if lead && duties.is_none() {
-            tracing::info!("leading: starting the monitor, the builder and the orchestrator");
+            tracing::info!("leading: starting the orchestrator");
             let mut group =
                 Supervisor::new(state.board.clone(), Policy::from(&state.config.supervision));
             start_duties(&mut group, &state).await;
@@ -215,45 +226,7 @@ async fn leader_duties(state: Arc<AppState>, ctx: Ctx) -> anyhow::Result<()> {
 }
 
 async fn start_duties(group: &mut Supervisor, state: &Arc<AppState>) {
-    start_chain_duties(group, state).await;
     start_orchestrator(group, state).await;
-}
-
-/// The monitor and the builder, when there is a chain.
-async fn start_chain_duties(group: &mut Supervisor, state: &Arc<AppState>) {
-    let Some(chain) = &state.chain else {
-        return;
-    };
-    let lifecycle = &state.config.lifecycle;
-    let polling = monitor::Polling {
-        every: Duration::from_secs(lifecycle.poll_interval_secs),
-        when_live: Duration::from_secs(lifecycle.live_poll_interval_secs),
-    };
-    let clock = Arc::new(builder::PdaClock::default());
-    let monitor = monitor::Monitor::new(
-        chain.clone(),
-        state.store.clone(),
-        state.metrics.clone(),
-        state.board.clone(),
-        polling,
-        clock.clone(),
-    );
-    group
-        .start(names::MONITOR, move |ctx| monitor.clone().run(ctx))
-        .await;
-    let builder = builder::Builder::new(
-        chain.clone(),
-        state.store.clone(),
-        state.metrics.clone(),
-        &state.config,
-        clock,
-    );
-    let hub = state.hub.clone();
-    group
-        .start(names::BUILDER, move |ctx| {
-            builder.clone().run(hub.watch_head(), ctx)
-        })
-        .await;
 }
 
 /// The orchestrator runs with or without a chain (without one, rules are
@@ -287,9 +260,7 @@ async fn start_orchestrator(group: &mut Supervisor, state: &Arc<AppState>) {
 /// Stops the leader's components and takes them off the board: on a
 /// follower they are not failed, just not here.
 async fn stop_duties(group: Supervisor, state: &Arc<AppState>) {
-    let mut names = group.names();
-    // The websockets the monitor keeps while it runs.
-    names.extend(chain::pubsub::Feed::ALL.map(|feed| feed.component().to_string()));
+    let names = group.names();
     let grace = Duration::from_secs(state.config.server.shutdown_grace_secs);
     if !group.shutdown(grace).await {
         // Already logged and in the event log; it does not run here any more.

@@ -274,6 +274,7 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound { kind, id } => ApiError::NotFound { kind, id },
             StoreError::AlreadyExists { kind, id } => ApiError::AlreadyExists { kind, id },
             StoreError::Conflict(message) => ApiError::FailedPrecondition(message),
+            fenced @ StoreError::Fenced { .. } => ApiError::FailedPrecondition(fenced.to_string()),
             StoreError::Invalid { field, message } => ApiError::InvalidArgument { field, message },
             StoreError::Unavailable(cause) => {
                 tracing::warn!(error = %cause, "store unavailable");

@@ -21,6 +21,7 @@ pub mod orchestrator;
 #[cfg(test)]
 mod proptests;
 pub(crate) mod service;
+pub(crate) mod shards;
 pub mod singletons;
 pub mod store;
 pub mod supervisor;
@@ -71,8 +72,10 @@ pub(crate) struct AppState {
     pub chain: Option<Chain>,
     /// Singleton administration.
     pub singletons: Arc<singletons::Singletons>,
-    /// Whether this replica leads (runs the chain work).
+    /// Whether this replica leads (runs the work of no shard).
     pub leadership: Arc<leader::Leadership>,
+    /// The shard programs watched.
+    pub shards: Arc<shards::ShardSet>,
     pub(crate) started: Instant,
     pub(crate) started_at_ms: i64,
 }
@@ -277,10 +280,13 @@ async fn run(
         .context("the store is required at start (database.url / DATABASE_URL)")?;
     tracing::info!(backend = store.backend().name(), "store ready");
     let (chain, embedded) = connect_chain(&config).await?;
+    let shards =
+        shards::ShardSet::new(&config.shard_list()?, chain.as_ref().map(|c| c.program_id))?;
+    adopt_unsharded_rows(&store, &shards).await?;
     let singletons = singletons::Setup::resolve(&config, embedded.is_some())?;
     let auth = Arc::new(Auth::new(&config.auth)?);
     let tls = connections::Tls::load(&config.tls)?;
-    let state = build_state(config, store.clone(), chain, singletons, auth, tls);
+    let state = build_state(config, store.clone(), chain, singletons, auth, tls, shards);
     // The store answered (connect ran the migrations), so the services can
     // serve as soon as the listener is up; the store watcher turns this
     // NotServing whenever the store stops answering.
@@ -320,6 +326,22 @@ async fn run(
     Ok(clean)
 }
 
+/// Rows stored before shards existed belong to the only shard, when there
+/// is one (with several, which shard held them is not known: they stay
+/// unassigned, listed under no shard filter).
+async fn adopt_unsharded_rows(store: &Store, shards: &shards::ShardSet) -> anyhow::Result<()> {
+    if let [only] = shards.all() {
+        let moved = store
+            .assign_unsharded_rows(&only.id)
+            .await
+            .context("assigning rows stored before shards existed to the only shard")?;
+        if moved > 0 {
+            tracing::info!(shard = %only.name, rows = moved, "rows stored before shards existed assigned to the only shard");
+        }
+    }
+    Ok(())
+}
+
 /// The embedded network, when the server started one (kept alive until shutdown).
 #[cfg(feature = "embedded-chain")]
 type Embedded = Option<chain::embedded::EmbeddedChain>;
@@ -329,13 +351,12 @@ type Embedded = Option<()>;
 /// The chain to watch: the configured RPC, the embedded network when no
 /// RPC is configured, or none (`rpc.embedded = false`).
 async fn connect_chain(config: &Config) -> anyhow::Result<(Option<Chain>, Embedded)> {
-    let configured_program = (!config.lifecycle.shard_program_id.is_empty())
-        .then(|| {
-            config
-                .lifecycle
-                .shard_program_id
-                .parse::<solana_sdk::pubkey::Pubkey>()
-        })
+    // The chain watches the first shard program; each shard's work gets a
+    // copy for its own program (Chain::for_program).
+    let listed = config.shard_list()?;
+    let configured_program = listed
+        .first()
+        .map(|s| s.id.parse::<solana_sdk::pubkey::Pubkey>())
         .transpose()
         .context("lifecycle.shard_program_id (SHARD_PROGRAM_ID)")?;
     if !config.rpc.url.is_empty() {
@@ -371,6 +392,10 @@ async fn start_embedded(
 ) -> anyhow::Result<(Option<Chain>, Embedded)> {
     let program = program.unwrap_or_else(chain::embedded::default_program_id);
     let embedded = chain::embedded::EmbeddedChain::start(program).await?;
+    // Every further configured shard gets the stand-in too.
+    for shard in config.shard_list()?.iter().skip(1) {
+        embedded.deploy_stand_in(shard.id.parse()?)?;
+    }
     for singleton in singletons::Setup::embedded_programs(config)? {
         embedded.deploy_stand_in(singleton)?;
     }
@@ -417,8 +442,10 @@ fn build_state(
     singletons: singletons::Setup,
     auth: Arc<Auth>,
     tls: Option<Arc<connections::Tls>>,
+    shards: shards::ShardSet,
 ) -> Arc<AppState> {
     let metrics = Arc::new(Metrics::new());
+    metrics.set_shard_names(shards.all().iter().map(|s| (s.id.clone(), s.name.clone())));
     let singletons = Arc::new(singletons::Singletons::new(
         singletons,
         store.clone(),
@@ -446,6 +473,7 @@ fn build_state(
         chain,
         singletons,
         leadership: leader::Leadership::new(&config_leader, metrics_for_leader),
+        shards: Arc::new(shards),
         started: Instant::now(),
         started_at_ms: now_ms(),
     })

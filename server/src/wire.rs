@@ -27,6 +27,7 @@ impl From<StoredRequest> for proto::AccountRequest {
             updated_at: Some(timestamp(r.updated_at_ms)),
             signature: r.signature,
             account_id: r.account_id,
+            shard: r.shard,
         }
     }
 }
@@ -42,6 +43,7 @@ impl From<StoredAccount> for proto::Account {
             created_at: Some(timestamp(a.created_at_ms)),
             state: state(a.state),
             request_id: a.request_id,
+            shard: a.shard,
         }
     }
 }
@@ -61,6 +63,7 @@ impl From<StoredSession> for proto::Session {
             last_activity_at: Some(timestamp(s.last_activity_at_ms)),
             consumed_at: s.consumed_at_ms.map(timestamp),
             created_sessions: s.created_sessions,
+            shard: s.shard,
         }
     }
 }

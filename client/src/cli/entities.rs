@@ -19,6 +19,9 @@ pub(crate) enum AccountsCommand {
         /// Only accounts of this owner (base58).
         #[arg(long)]
         owner: Option<String>,
+        /// Only records of this shard program (its id or configured name).
+        #[arg(long)]
+        shard: Option<String>,
         #[command(flatten)]
         page: Page,
     },
@@ -37,6 +40,9 @@ pub(crate) enum AccountRequestsCommand {
         /// Only requests with this status: pending, processing, initialized, failed.
         #[arg(long, value_parser = enum_value::<v1::AccountRequestStatus>)]
         status: Option<i32>,
+        /// Only records of this shard program (its id or configured name).
+        #[arg(long)]
+        shard: Option<String>,
         #[command(flatten)]
         page: Page,
     },
@@ -54,6 +60,9 @@ pub(crate) enum AccountRequestsCommand {
         /// Makes the command safe to repeat: the same key returns the same request.
         #[arg(long, default_value = "")]
         idempotency_key: String,
+        /// The shard program to place it on (id or name); default the first configured.
+        #[arg(long, default_value = "")]
+        shard: String,
     },
     /// Put a failed (parked) request back in the builder's queue (operator role).
     Retry {
@@ -76,6 +85,9 @@ pub(crate) enum SessionsCommand {
         /// Only sessions in this namespace.
         #[arg(long)]
         namespace: Option<String>,
+        /// Only records of this shard program (its id or configured name).
+        #[arg(long)]
+        shard: Option<String>,
         #[command(flatten)]
         page: Page,
     },
@@ -89,7 +101,9 @@ pub(crate) enum SessionsCommand {
 /// Runs an `accounts` subcommand.
 pub(crate) async fn accounts(ctx: &Context, command: AccountsCommand) -> Result<(), ClientError> {
     match command {
-        AccountsCommand::List { owner, page } => list_accounts(ctx, owner, page).await,
+        AccountsCommand::List { owner, shard, page } => {
+            list_accounts(ctx, owner, shard, page).await
+        }
         AccountsCommand::Get { id } => get_account(ctx, id).await,
     }
 }
@@ -97,6 +111,7 @@ pub(crate) async fn accounts(ctx: &Context, command: AccountsCommand) -> Result<
 async fn list_accounts(
     ctx: &Context,
     owner: Option<String>,
+    shard: Option<String>,
     page: Page,
 ) -> Result<(), ClientError> {
     let (page_size, page_token) = page.parts();
@@ -104,6 +119,7 @@ async fn list_accounts(
         page_size,
         page_token,
         owner: owner.unwrap_or_default(),
+        shard: shard.unwrap_or_default(),
     };
     let response = ctx
         .client()
@@ -164,19 +180,25 @@ pub(crate) async fn account_requests(
     ctx: &Context,
     command: AccountRequestsCommand,
 ) -> Result<(), ClientError> {
-    let (status, page) = match command {
-        AccountRequestsCommand::List { status, page } => (status, page),
+    let (status, shard, page) = match command {
+        AccountRequestsCommand::List {
+            status,
+            shard,
+            page,
+        } => (status, shard, page),
         AccountRequestsCommand::Create {
             owner,
             capabilities,
             init_state_hash,
             idempotency_key,
+            shard,
         } => {
             let request = v1::RequestAccountRequest {
                 owner,
                 capabilities,
                 init_state_hash,
                 idempotency_key,
+                shard,
             };
             return create_account_request(ctx, request).await;
         }
@@ -187,6 +209,7 @@ pub(crate) async fn account_requests(
         page_size,
         page_token,
         status: status.unwrap_or_default(),
+        shard: shard.unwrap_or_default(),
     };
     let response = ctx
         .client()
@@ -278,6 +301,7 @@ pub(crate) async fn sessions(ctx: &Context, command: SessionsCommand) -> Result<
             all,
             owner,
             namespace,
+            shard,
             page,
         } => {
             let (page_size, page_token) = page.parts();
@@ -287,6 +311,7 @@ pub(crate) async fn sessions(ctx: &Context, command: SessionsCommand) -> Result<
                 include_consumed: all,
                 owner: owner.unwrap_or_default(),
                 namespace: namespace.unwrap_or_default(),
+                shard: shard.unwrap_or_default(),
             };
             list_sessions(ctx, request).await
         }

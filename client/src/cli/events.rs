@@ -48,6 +48,9 @@ pub(crate) struct ListArgs {
     /// Only events about this entity.
     #[arg(long, value_name = "ID")]
     entity: Option<String>,
+    /// Only events of this shard program (its id or configured name).
+    #[arg(long, value_name = "SHARD")]
+    shard: Option<String>,
 }
 
 /// Flags of `events watch`.
@@ -63,6 +66,9 @@ pub(crate) struct WatchArgs {
     /// Only events in these namespaces (repeatable).
     #[arg(long = "namespace", value_name = "NS")]
     namespaces: Vec<String>,
+    /// Only events of this shard program (its id or configured name).
+    #[arg(long, value_name = "SHARD")]
+    shard: Option<String>,
     /// Start at this sequence (inclusive) instead of at new events.
     #[arg(long, value_name = "SEQUENCE")]
     from: Option<u64>,
@@ -89,6 +95,7 @@ impl WatchArgs {
             start: start as i32,
             from_sequence: self.from.unwrap_or_default(),
             heartbeat_interval_seconds: self.heartbeat.unwrap_or_default(),
+            shard: self.shard.clone().unwrap_or_default(),
         }
     }
 }
@@ -112,6 +119,7 @@ async fn list(ctx: &Context, args: ListArgs) -> Result<(), ClientError> {
         event_type: args.event_type.unwrap_or_default(),
         after_sequence: args.after,
         entity_id: args.entity.unwrap_or_default(),
+        shard: args.shard.unwrap_or_default(),
     };
     let response = ctx
         .client()
@@ -357,11 +365,13 @@ mod tests {
             event_types: vec![4],
             entities: vec!["e".into()],
             namespaces: vec![],
+            shard: Some("alpha".into()),
             from: Some(9),
             oldest: false,
             heartbeat: Some(5),
         };
         let request = args.request();
+        assert_eq!(request.shard, "alpha");
         assert_eq!(request.start, StartPosition::FromSequence as i32);
         assert_eq!(request.from_sequence, 9);
         assert_eq!(request.heartbeat_interval_seconds, 5);

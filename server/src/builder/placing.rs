@@ -105,16 +105,19 @@ pub async fn place(chain: &Chain, new: NewRequest) -> ApiResult<Placed> {
         .await
         .map_err(|e| ApiError::Unavailable(format!("reading the chain: {e:#}")))?;
     if let Some(account) = existing {
-        return repeat(&new, address, &account.data);
+        let mut placed = repeat(&new, address, &account.data)?;
+        placed.request.shard = chain.program_id.to_string();
+        return Ok(placed);
     }
     let signature = send(chain, &new, &seed, address).await?;
-    let request = pending_request(
+    let mut request = pending_request(
         address,
         new.owner.to_string(),
         new.capabilities,
         new.init_state_hash,
         now_ms(),
     );
+    request.shard = chain.program_id.to_string();
     Ok(Placed { request, signature })
 }
 
@@ -138,6 +141,7 @@ fn pending_request(
         updated_at_ms: created_at_ms,
         signature: String::new(),
         account_id: String::new(),
+        shard: String::new(),
     }
 }
 

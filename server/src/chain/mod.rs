@@ -107,6 +107,15 @@ impl Chain {
         }
     }
 
+    /// The same cluster, connection and wallet, watching `program` (one
+    /// shard program of several).
+    pub fn for_program(&self, program: Pubkey) -> Chain {
+        Chain {
+            program_id: program,
+            ..self.clone()
+        }
+    }
+
     /// Sets the service wallet.
     pub fn with_wallet(mut self, wallet: solana_sdk::signature::Keypair) -> Chain {
         self.wallet = Some(Arc::new(wallet));

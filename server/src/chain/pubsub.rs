@@ -109,17 +109,18 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 pub async fn run<S: FeedStatus>(
     chain: Chain,
     feed: Feed,
+    name: String,
     out: mpsc::Sender<Update>,
     board: Arc<S>,
     cancel: CancellationToken,
 ) {
-    let name = feed.component();
+    let name = name.as_str();
     board.register(name);
     let mut failures = 0u32;
     while !cancel.is_cancelled() {
         let outcome = tokio::select! {
             _ = cancel.cancelled() => break,
-            r = session(&chain, feed, &out, board.as_ref()) => r,
+            r = session(&chain, feed, name, &out, board.as_ref()) => r,
         };
         let message = match outcome {
             Ok(()) => "the subscription ended".to_string(),
@@ -150,6 +151,7 @@ pub async fn run<S: FeedStatus>(
 async fn session(
     chain: &Chain,
     feed: Feed,
+    name: &str,
     out: &mpsc::Sender<Update>,
     board: &impl FeedStatus,
 ) -> anyhow::Result<()> {
@@ -157,8 +159,8 @@ async fn session(
         .await
         .map_err(|_| anyhow::anyhow!("connecting to {} timed out", chain.ws_url))??;
     let result = match feed {
-        Feed::Accounts => accounts(chain, &client, out, board).await,
-        Feed::Logs => logs(chain, &client, out, board).await,
+        Feed::Accounts => accounts(chain, &client, name, out, board).await,
+        Feed::Logs => logs(chain, &client, name, out, board).await,
     };
     let _ = tokio::time::timeout(Duration::from_secs(2), client.shutdown()).await;
     result
@@ -167,6 +169,7 @@ async fn session(
 async fn accounts(
     chain: &Chain,
     client: &PubsubClient,
+    name: &str,
     out: &mpsc::Sender<Update>,
     board: &impl FeedStatus,
 ) -> anyhow::Result<()> {
@@ -186,9 +189,7 @@ async fn accounts(
     )
     .await
     .map_err(|_| anyhow::anyhow!("programSubscribe timed out"))??;
-    board
-        .reconnected(Feed::Accounts.component(), "subscribed")
-        .await;
+    board.reconnected(name, "subscribed").await;
     while let Some(notification) = stream.next().await {
         let slot = notification.context.slot;
         let keyed = notification.value;
@@ -209,6 +210,7 @@ async fn accounts(
 async fn logs(
     chain: &Chain,
     client: &PubsubClient,
+    name: &str,
     out: &mpsc::Sender<Update>,
     board: &impl FeedStatus,
 ) -> anyhow::Result<()> {
@@ -220,9 +222,7 @@ async fn logs(
         tokio::time::timeout(CONNECT_TIMEOUT, client.logs_subscribe(filter, config))
             .await
             .map_err(|_| anyhow::anyhow!("logsSubscribe timed out"))??;
-    board
-        .reconnected(Feed::Logs.component(), "subscribed")
-        .await;
+    board.reconnected(name, "subscribed").await;
     while let Some(notification) = stream.next().await {
         let value = notification.value;
         let update = Update::Logs {

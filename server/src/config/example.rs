@@ -51,6 +51,10 @@ const SECTIONS: &[(&str, &str)] = &[
         "leader",
         "Leader election among replicas sharing one PostgreSQL.",
     ),
+    (
+        "leases",
+        "How replicas sharing one PostgreSQL split the shards' chain work (fenced leases).",
+    ),
 ];
 
 /// A key (`section.name`), its meaning, and for a key with no default
@@ -110,6 +114,8 @@ const KEYS: &[Key] = &[
     key("monitoring.console", "Serve the operator console (a browser UI over the REST gateway) at /console."),
     key("monitoring.explorer_url", "Where the console links a transaction; {signature} is replaced by its signature (empty: no links)."),
     key("lifecycle.shard_program_id", "Shard program (base58); required with rpc.url, empty: the stand-in on the embedded network."),
+    key("lifecycle.shard_program_ids", "Several shard programs, comma-separated, each <id> or <name>=<id>; wins over shards and shard_program_id."),
+    key("lifecycle.shards", "Several shard programs as [[lifecycle.shards]] tables (below); win over shard_program_id."),
     key("lifecycle.poll_interval_secs", "Reconciliation interval."),
     key("lifecycle.live_poll_interval_secs", "Reconciliation interval while both websocket feeds are healthy (at least poll_interval_secs)."),
     key("lifecycle.max_accounts_per_session", "Largest session; also bounds rule template indices."),
@@ -146,6 +152,9 @@ const KEYS: &[Key] = &[
     key("leader.replica_id", "This replica's name; empty: <hostname>-<pid>."),
     key("leader.retry_interval_ms", "How often a follower tries to take the lead."),
     key("leader.check_interval_ms", "How often the leader checks its lock connection."),
+    key("leases.ttl_ms", "How long a shard lease lasts unless renewed; a silent replica counts as live this long."),
+    key("leases.renew_interval_ms", "How often a replica renews its leases and rebalances; well under ttl_ms."),
+    key("leases.rebalance", "Hand shards over when a replica joins; false: only free or expired shards move."),
 ];
 
 /// The commented example config (`--print-example-config`).
@@ -192,6 +201,15 @@ pub fn example_toml() -> anyhow::Result<String> {
                 (None, Some(example)) => writeln!(out, "#{field} = {example}")?,
                 (None, None) => bail!("{} is documented but not in Config", doc.key),
             }
+        }
+        if *name == "lifecycle" {
+            out.push_str(
+                "\n# One table per shard program: its id (base58) and a short name for metrics,\n\
+                 # logs and filters (letters, digits, '-', '_', '.'; empty: the id).\n\
+                 # [[lifecycle.shards]]\n\
+                 # id = \"<base58 program id>\"\n\
+                 # name = \"alpha\"\n",
+            );
         }
         if *name == "auth" {
             out.push_str(

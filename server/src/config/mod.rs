@@ -9,6 +9,7 @@ mod dump;
 pub(crate) mod env;
 mod example;
 mod sections;
+mod shards;
 mod validation;
 
 use std::{
@@ -29,10 +30,11 @@ pub use self::{
     env::ENV_PREFIX,
     example::example_toml,
     sections::{
-        DatabaseConfig, EventsConfig, LeaderConfig, LifecycleConfig, MonitoringConfig, RetryConfig,
-        RpcConfig, ServerConfig, ServiceConfig, SingletonsConfig, SupervisionConfig,
-        TelemetryConfig, TlsConfig,
+        DatabaseConfig, EventsConfig, LeaderConfig, LeasesConfig, LifecycleConfig,
+        MonitoringConfig, RetryConfig, RpcConfig, ServerConfig, ServiceConfig, ShardConfig,
+        SingletonsConfig, SupervisionConfig, TelemetryConfig, TlsConfig,
     },
+    shards::MAX_SHARDS,
 };
 
 /// The whole server configuration.
@@ -67,6 +69,8 @@ pub struct Config {
     pub supervision: SupervisionConfig,
     /// Leader election among replicas sharing one PostgreSQL.
     pub leader: LeaderConfig,
+    /// How replicas share the shards' chain work.
+    pub leases: LeasesConfig,
 }
 
 impl Config {

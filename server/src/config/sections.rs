@@ -54,6 +54,44 @@ pub struct LeaderConfig {
     pub check_interval_ms: u64,
 }
 
+/// One `[[lifecycle.shards]]` table: a shard program to watch.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ShardConfig {
+    /// Base58 program id.
+    pub id: String,
+    /// Short name for metrics, logs and filters; empty means the id.
+    #[serde(default)]
+    pub name: String,
+}
+
+/// `[leases]`: how replicas on one PostgreSQL share the shards' chain work.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LeasesConfig {
+    /// How long a lease lasts unless renewed (env LEASE_TTL_MS); also how
+    /// long a silent replica still counts as live.
+    pub ttl_ms: u64,
+    /// How often a replica renews its leases, beats its heartbeat and
+    /// rebalances (env LEASE_RENEW_INTERVAL_MS); well under `ttl_ms`.
+    pub renew_interval_ms: u64,
+    /// Hand shards over when a replica joins (each replica keeps its
+    /// quota: shards ÷ live replicas, the first `shards % live` by replica
+    /// id one more). False: replicas keep what they hold and only take
+    /// free or expired shards, up to shards ÷ live rounded up.
+    pub rebalance: bool,
+}
+
+impl Default for LeasesConfig {
+    fn default() -> Self {
+        LeasesConfig {
+            ttl_ms: 10_000,
+            renew_interval_ms: 2_000,
+            rebalance: true,
+        }
+    }
+}
+
 impl Default for LeaderConfig {
     fn default() -> Self {
         LeaderConfig {
@@ -270,6 +308,13 @@ impl Default for MonitoringConfig {
 pub struct LifecycleConfig {
     /// Base58 id of the shard program (env SHARD_PROGRAM_ID); empty means the stand-in on the embedded chain.
     pub shard_program_id: String,
+    /// Several shard programs, comma-separated, each `<id>` or
+    /// `<name>=<id>` (env SHARD_PROGRAM_IDS); when set it wins over
+    /// `shards` and `shard_program_id`.
+    pub shard_program_ids: String,
+    /// Several shard programs as `[[lifecycle.shards]]` tables (id, name);
+    /// when set they win over `shard_program_id`.
+    pub shards: Vec<ShardConfig>,
     /// Seconds between reconciliation passes (env POLL_INTERVAL).
     pub poll_interval_secs: u64,
     /// Seconds between passes while both websocket feeds are healthy and
@@ -296,6 +341,8 @@ impl Default for LifecycleConfig {
     fn default() -> Self {
         LifecycleConfig {
             shard_program_id: String::new(),
+            shard_program_ids: String::new(),
+            shards: Vec::new(),
             poll_interval_secs: 5,
             live_poll_interval_secs: 60,
             max_accounts_per_session: 10,

@@ -106,6 +106,7 @@ impl Config {
                 crate::validate::pubkey(key, value).map_err(|e| anyhow::anyhow!("{e}"))?;
             }
         }
+        self.shard_list()?;
         let l = &self.lifecycle;
         if !l.shard_program_id.is_empty() {
             crate::validate::pubkey(
@@ -177,6 +178,17 @@ impl Config {
             (0.0..1.0).contains(&v.restart_jitter),
             "supervision.restart_jitter",
             &v.restart_jitter,
+        )?;
+        let leases = &self.leases;
+        check(
+            leases.ttl_ms >= 1_000,
+            "leases.ttl_ms (LEASE_TTL_MS, at least 1000)",
+            &leases.ttl_ms,
+        )?;
+        check(
+            leases.renew_interval_ms >= 50 && leases.renew_interval_ms * 2 <= leases.ttl_ms,
+            "leases.renew_interval_ms (LEASE_RENEW_INTERVAL_MS, 50 to half of leases.ttl_ms)",
+            &leases.renew_interval_ms,
         )?;
         let l = &self.leader;
         check(

@@ -33,6 +33,9 @@ pub(crate) struct Filter {
     event_types: HashSet<i32>,
     entity_ids: HashSet<String>,
     namespaces: HashSet<String>,
+    /// The program id of the one shard wanted (resolved from a name by the
+    /// service layer); None: every shard, and events of none.
+    shard: Option<String>,
 }
 
 impl Filter {
@@ -46,6 +49,7 @@ impl Filter {
                     .iter()
                     .any(|id| self.entity_ids.contains(id)))
             && (self.namespaces.is_empty() || self.namespaces.contains(&event.namespace))
+            && self.shard.as_ref().is_none_or(|s| *s == event.shard)
     }
 }
 
@@ -166,10 +170,12 @@ fn parse_filter(request: &SubscribeRequest) -> ApiResult<Filter> {
     for (i, namespace) in request.namespaces.iter().enumerate() {
         crate::validate::text(&format!("namespaces[{i}]"), namespace)?;
     }
+    crate::validate::text("shard", &request.shard)?;
     Ok(Filter {
         event_types: request.event_types.iter().copied().collect(),
         entity_ids: request.entity_ids.iter().cloned().collect(),
         namespaces: request.namespaces.iter().cloned().collect(),
+        shard: (!request.shard.is_empty()).then(|| request.shard.clone()),
     })
 }
 

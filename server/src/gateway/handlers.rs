@@ -92,6 +92,8 @@ pub(super) struct ListQuery {
     include_consumed: bool,
     #[serde(default)]
     status: String,
+    #[serde(default)]
+    shard: String,
 }
 
 impl ListQuery {
@@ -143,7 +145,7 @@ pub(super) async fn list_accounts(
     q: QueryResult<ListQuery>,
 ) -> ApiResult<Json<ListAccountsResponse>> {
     let q = query(q)?;
-    let page = accounts::list(&state, &q.owner, &q.page()).await?;
+    let page = accounts::list(&state, &q.owner, &q.shard, &q.page()).await?;
     Ok(Json(ListAccountsResponse {
         accounts: wire::all(page.items),
         next_page_token: page.next_page_token,
@@ -157,7 +159,7 @@ pub(super) async fn list_account_requests(
 ) -> ApiResult<Json<ListAccountRequestsResponse>> {
     let q = query(q)?;
     let status = accounts::status_from_name(&q.status)?;
-    let page = accounts::list_requests(&state, status, &q.page()).await?;
+    let page = accounts::list_requests(&state, status, &q.shard, &q.page()).await?;
     Ok(Json(ListAccountRequestsResponse {
         requests: wire::all(page.items),
         next_page_token: page.next_page_token,
@@ -186,6 +188,7 @@ pub(super) async fn list_sessions(
         owner: q.owner.clone(),
         namespace: q.namespace.clone(),
         include_consumed: q.include_consumed,
+        shard: q.shard.clone(),
     };
     let page = sessions::list(&state, &filter, &q.page()).await?;
     Ok(Json(ListSessionsResponse {
@@ -211,6 +214,7 @@ pub(super) struct EventsQuery {
     event_type: Option<String>,
     after_sequence: Option<u64>,
     entity_id: Option<String>,
+    shard: Option<String>,
 }
 
 /// `GET /events?limit=100&offset=0&event_type=session_created`: a
@@ -227,6 +231,7 @@ pub(super) async fn list_events(
         event_type: events::event_type_from_name("event_type", event_type)?,
         after_sequence: q.after_sequence,
         entity_id: q.entity_id.unwrap_or_default(),
+        shard: q.shard.unwrap_or_default(),
     };
     let page = events::list(&state, &request).await?;
     Ok(Json(ListEventsResponse {

@@ -11,6 +11,7 @@ use valence_lifecycle_api::{
     rule_json::SeedRule,
     v1::{
         ChainInfo, ComponentState, ComponentStatus, GetStatsResponse, LeaderInfo, ProgressionRule,
+        ShardStatus,
     },
     Timestamp,
 };
@@ -58,6 +59,20 @@ pub(super) fn stats(s: &GetStatsResponse) -> Value {
         "store_backend": s.store_backend,
         "chain": s.chain.as_ref().map(chain),
         "leader": s.leader.as_ref().map(leader),
+        "shards": s.shards.iter().map(shard).collect::<Vec<_>>(),
+    })
+}
+
+fn shard(s: &ShardStatus) -> Value {
+    json!({
+        "shard": s.shard,
+        "name": s.name,
+        "owner_replica_id": s.owner_replica_id,
+        "epoch": s.epoch,
+        "lease_expires_at": time(s.lease_expires_at.as_ref()),
+        "last_processed_slot": s.last_processed_slot,
+        "lag_slots": s.lag_slots,
+        "owned_here": s.owned_here,
     })
 }
 
@@ -147,10 +162,15 @@ mod tests {
             last_heartbeat: at,
             ..Default::default()
         };
+        let shard = ShardStatus {
+            lease_expires_at: at,
+            ..Default::default()
+        };
         let stats = GetStatsResponse {
             chain: Some(ChainInfo::default()),
             leader: Some(leader.clone()),
             components: vec![component.clone()],
+            shards: vec![shard.clone()],
             started_at: at,
             ..Default::default()
         };
@@ -159,6 +179,7 @@ mod tests {
         assert_eq!(keys(&shown["chain"]), proto_keys(&ChainInfo::default()));
         assert_eq!(keys(&shown["leader"]), proto_keys(&leader));
         assert_eq!(keys(&shown["components"][0]), proto_keys(&component));
+        assert_eq!(keys(&shown["shards"][0]), proto_keys(&shard));
         assert_eq!(shown["started_at"], "1970-01-01T00:00:00Z");
         assert_eq!(shown["components"][0]["state"], "unspecified");
         assert_eq!(shown["rules"], 0, "numbers, as seed 001 shows");

@@ -44,6 +44,7 @@ pub(super) fn subscribe_request(
             }
             "entity_ids" | "entity_id" => request.entity_ids.extend(items().map(String::from)),
             "namespaces" | "namespace" => request.namespaces.extend(items().map(String::from)),
+            "shard" => request.shard = value.trim().to_string(),
             "start" => start = Some(start_from_name(&value)?),
             "from_sequence" => request.from_sequence = number("from_sequence", &value)?,
             "heartbeat_interval_seconds" => {

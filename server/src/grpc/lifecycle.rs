@@ -59,7 +59,8 @@ impl LifecycleService for LifecycleApi {
         request: Request<ListAccountsRequest>,
     ) -> Result<Response<ListAccountsResponse>, Status> {
         let r = request.into_inner();
-        let found = accounts::list(&self.state, &r.owner, &page(r.page_size, r.page_token)).await?;
+        let page = page(r.page_size, r.page_token);
+        let found = accounts::list(&self.state, &r.owner, &r.shard, &page).await?;
         Ok(Response::new(ListAccountsResponse {
             accounts: wire::all(found.items),
             next_page_token: found.next_page_token,
@@ -72,8 +73,8 @@ impl LifecycleService for LifecycleApi {
     ) -> Result<Response<ListAccountRequestsResponse>, Status> {
         let r = request.into_inner();
         let status = accounts::status_from_number(r.status)?;
-        let found =
-            accounts::list_requests(&self.state, status, &page(r.page_size, r.page_token)).await?;
+        let page = page(r.page_size, r.page_token);
+        let found = accounts::list_requests(&self.state, status, &r.shard, &page).await?;
         Ok(Response::new(ListAccountRequestsResponse {
             requests: wire::all(found.items),
             next_page_token: found.next_page_token,
@@ -120,6 +121,7 @@ impl LifecycleService for LifecycleApi {
             owner: r.owner,
             namespace: r.namespace,
             include_consumed: r.include_consumed,
+            shard: r.shard,
         };
         let found = sessions::list(&self.state, &query, &page(r.page_size, r.page_token)).await?;
         Ok(Response::new(ListSessionsResponse {
@@ -149,6 +151,7 @@ impl LifecycleService for LifecycleApi {
             event_type: events::event_type_from_number("event_type", r.event_type)?,
             after_sequence: r.after_sequence,
             entity_id: r.entity_id,
+            shard: r.shard,
         };
         let found = events::list(&self.state, &query).await?;
         Ok(Response::new(ListEventsResponse {

@@ -203,6 +203,9 @@ impl Monitor {
         self.metrics
             .last_processed_slot
             .set(self.metrics.last_processed_slot.get().max(pending.slot));
+        self.view
+            .applied_slot
+            .fetch_max(pending.slot, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn last_applied(&self, key: &Pubkey) -> Option<u64> {

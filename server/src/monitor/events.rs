@@ -511,7 +511,7 @@ impl Monitor {
                 tracing::error!(signature, slot, instructions = ?lost, recovered, "events lost to log truncation");
                 self.board
                     .set(
-                        CHAIN_LOGS,
+                        &self.view.names.chain_logs(),
                         ComponentState::Degraded,
                         format!("events lost to log truncation in {signature} (slot {slot})"),
                     )
@@ -529,7 +529,7 @@ impl Monitor {
         if last.is_none_or(|at| at.elapsed() >= GAP_HEALTH_WINDOW) {
             self.board
                 .set(
-                    CHAIN_LOGS,
+                    &self.view.names.chain_logs(),
                     ComponentState::Running,
                     "every event of the program's transactions was read",
                 )

@@ -19,7 +19,7 @@ mod apply;
 mod events;
 mod pass;
 
-pub(crate) use events::observe_between;
+pub(crate) use events::{observe_between, CHAIN_LOGS};
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -33,6 +33,7 @@ use crate::{
         pubsub::{self, Feed, Update},
         Chain,
     },
+    shards::ComponentNames,
     store::Store,
     supervisor::{Ctx, StatusBoard},
     telemetry::Metrics,
@@ -81,9 +82,20 @@ pub(crate) struct Polling {
 /// the same and Running, nothing was missed.
 type FeedMarks = Vec<Option<(i32, i64)>>;
 
+/// What one shard's monitor reports beyond the store: its board names
+/// and the highest slot it applied (read by the lease runner).
+#[derive(Clone)]
+pub(crate) struct ShardView {
+    /// Its components' names on the status board.
+    pub(crate) names: ComponentNames,
+    /// Highest slot applied.
+    pub(crate) applied_slot: Arc<std::sync::atomic::AtomicU64>,
+}
+
 /// The monitor component.
 pub(crate) struct Monitor {
     chain: Chain,
+    view: ShardView,
     store: Store,
     metrics: Arc<Metrics>,
     board: Arc<StatusBoard>,
@@ -117,9 +129,11 @@ impl Monitor {
         board: Arc<StatusBoard>,
         polling: Polling,
         clock: Arc<PdaClock>,
+        view: ShardView,
     ) -> Arc<Self> {
         Arc::new(Monitor {
             chain,
+            view,
             store,
             metrics,
             board,
@@ -146,13 +160,14 @@ impl Monitor {
             tokio::spawn(pubsub::run(
                 self.chain.clone(),
                 feed,
+                self.view.names.feed(feed),
                 tx.clone(),
                 self.board.clone(),
                 feeds.clone(),
             ));
         }
         drop(tx);
-        self.board.register(events::CHAIN_LOGS);
+        self.board.register(&self.view.names.chain_logs());
         self.clear_gap_health().await;
         tracing::info!(program = %self.chain.program_id, rpc = %self.chain.rpc_url, "monitor started");
         let mut tick = tokio::time::interval(self.polling.every);
@@ -193,7 +208,7 @@ impl Monitor {
     fn feed_marks(&self) -> FeedMarks {
         Feed::ALL
             .iter()
-            .map(|f| self.board.state_since(f.component()))
+            .map(|f| self.board.state_since(&self.view.names.feed(*f)))
             .collect()
     }
 

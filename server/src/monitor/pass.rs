@@ -153,7 +153,7 @@ impl Monitor {
     /// Degraded, naming a record and the cause, while a pass leaves records
     /// unstored, and Running again after a pass that stores everything.
     async fn report_unstored(&self, unstored: &[(Pubkey, String)]) {
-        let name = crate::components::names::MONITOR;
+        let name = &self.view.names.monitor();
         match (unstored.first(), self.board.state(name)) {
             (Some((key, why)), ComponentState::Running) => {
                 let message = format!(

@@ -61,39 +61,63 @@ pub(crate) async fn get_with_progression(state: &AppState, id: &str) -> ApiResul
     })
 }
 
-/// Accounts, newest first, optionally of one owner ("" = any).
+/// Accounts, newest first, optionally of one owner and one shard ("" = any).
 pub(crate) async fn list(
     state: &AppState,
     owner: &str,
+    shard: &str,
     page: &PageParams,
 ) -> ApiResult<Page<StoredAccount>> {
     let owner = given(owner);
     if let Some(owner) = owner {
         validate::pubkey("owner", owner)?;
     }
-    let listing = Listing::new("ListAccounts", &[owner.unwrap_or_default()]);
+    let shard = state.shards.filter("shard", shard)?;
+    let listing = Listing::new(
+        "ListAccounts",
+        &[
+            owner.unwrap_or_default(),
+            shard.as_deref().unwrap_or_default(),
+        ],
+    );
     let request = PageRequest::parse(page, listing)?;
     let accounts = state
         .store
-        .list_accounts(owner, request.after.as_ref(), request.fetch())
+        .list_accounts(
+            owner,
+            shard.as_deref(),
+            request.after.as_ref(),
+            request.fetch(),
+        )
         .await?;
     Ok(request.page(accounts, StoredAccount::key))
 }
 
-/// Account requests, newest first, optionally in one status.
+/// Account requests, newest first, optionally in one status and of one
+/// shard ("" = any).
 pub(crate) async fn list_requests(
     state: &AppState,
     status: Option<RequestStatus>,
+    shard: &str,
     page: &PageParams,
 ) -> ApiResult<Page<StoredRequest>> {
+    let shard = state.shards.filter("shard", shard)?;
     let listing = Listing::new(
         "ListAccountRequests",
-        &[status.map(RequestStatus::as_str).unwrap_or_default()],
+        &[
+            status.map(RequestStatus::as_str).unwrap_or_default(),
+            shard.as_deref().unwrap_or_default(),
+        ],
     );
     let request = PageRequest::parse(page, listing)?;
     let requests = state
         .store
-        .list_account_requests(status, request.after.as_ref(), request.fetch())
+        .list_account_requests(
+            status,
+            shard.as_deref(),
+            request.after.as_ref(),
+            request.fetch(),
+        )
         .await?;
     Ok(request.page(requests, StoredRequest::key))
 }
@@ -110,7 +134,12 @@ pub(crate) async fn request_account(
             "this server watches no chain (rpc.url empty and rpc.embedded false)".into(),
         )
     })?;
-    let placed = placing::place(chain, new).await?;
+    // On the named shard's program, or the first shard's.
+    let chain = match state.shards.resolve("shard", &r.shard)? {
+        Some(shard) => chain.for_program(shard.program),
+        None => chain.clone(),
+    };
+    let placed = placing::place(&chain, new).await?;
     // A repeat of a request the leader already recorded answers with the
     // record (its status may have moved on); reading is not writing.
     let request = match state.store.get_account_request(&placed.request.id).await {

@@ -27,6 +27,8 @@ pub(crate) struct EventListQuery {
     pub after_sequence: Option<u64>,
     /// Only events of this entity ("" = any).
     pub entity_id: String,
+    /// Only events of this shard, by program id or name ("" = any).
+    pub shard: String,
 }
 
 /// A page of events with the log's bounds.
@@ -52,6 +54,7 @@ pub(crate) async fn list(state: &AppState, q: &EventListQuery) -> ApiResult<Even
     let query = EventQuery {
         event_type: q.event_type,
         entity_id: given(&q.entity_id).map(str::to_string),
+        shard: state.shards.filter("shard", &q.shard)?,
     };
     let events = state
         .store
@@ -71,7 +74,13 @@ pub(crate) async fn subscribe(
     state: &Arc<AppState>,
     request: &SubscribeRequest,
 ) -> ApiResult<mpsc::Receiver<StreamItem>> {
-    let subscription = state.hub.subscribe(request).await?;
+    // A shard named by its name filters by its program id, as events carry it.
+    let mut request = request.clone();
+    request.shard = state
+        .shards
+        .filter("shard", &request.shard)?
+        .unwrap_or_default();
+    let subscription = state.hub.subscribe(&request).await?;
     let (tx, rx) = mpsc::channel(state.config.events.subscriber_buffer);
     tokio::spawn(subscription.run(tx, state.streams.clone()));
     Ok(rx)

@@ -29,6 +29,8 @@ pub(crate) struct SessionQuery {
     pub namespace: String,
     /// Consumed sessions too.
     pub include_consumed: bool,
+    /// Only sessions of this shard (program id or name; "" = any).
+    pub shard: String,
 }
 
 /// One session.
@@ -57,6 +59,7 @@ pub(crate) async fn list(
         validate::pubkey("owner", owner)?;
     }
     validate::text("namespace", &query.namespace)?;
+    let shard = state.shards.filter("shard", &query.shard)?;
     let listing = Listing::new(
         "ListSessions",
         &[
@@ -67,6 +70,7 @@ pub(crate) async fn list(
             },
             &query.owner,
             &query.namespace,
+            shard.as_deref().unwrap_or_default(),
         ],
     );
     let request = PageRequest::parse(page, listing)?;
@@ -74,6 +78,7 @@ pub(crate) async fn list(
         include_consumed: query.include_consumed,
         owner: given(&query.owner).map(str::to_string),
         namespace: given(&query.namespace).map(str::to_string),
+        shard,
     };
     let sessions = state
         .store

@@ -1,7 +1,7 @@
 //! Statistics for GetStats and `/stats`: store counts, component states,
 //! the leader and the chain watched.
 
-use valence_lifecycle_api::v1::{ChainInfo, GetStatsResponse};
+use valence_lifecycle_api::v1::{ChainInfo, GetStatsResponse, ShardStatus};
 
 use crate::{error::ApiResult, store::timestamp, AppState};
 
@@ -25,7 +25,34 @@ pub(crate) async fn get(state: &AppState) -> ApiResult<GetStatsResponse> {
         started_at: Some(timestamp(state.started_at_ms)),
         store_backend: state.store.backend().name().to_string(),
         chain: chain_info(state),
+        shards: shards(state).await?,
     })
+}
+
+/// Every configured shard with its lease as stored (any replica answers
+/// for all: the lease table is shared).
+pub(crate) async fn shards(state: &AppState) -> ApiResult<Vec<ShardStatus>> {
+    let rows = state.store.leases().await?;
+    let me = state.leadership.replica_id();
+    Ok(state
+        .shards
+        .all()
+        .iter()
+        .map(|shard| {
+            let row = rows.iter().find(|r| r.shard == shard.id);
+            let live = row.filter(|r| r.is_live());
+            ShardStatus {
+                shard: shard.id.clone(),
+                name: shard.name.clone(),
+                owner_replica_id: live.map(|r| r.owner.clone()).unwrap_or_default(),
+                epoch: row.map_or(0, |r| r.epoch.max(0) as u64),
+                lease_expires_at: live.map(|r| timestamp(r.expires_at)),
+                last_processed_slot: row.map_or(0, |r| r.last_slot),
+                lag_slots: row.map_or(0, |r| r.head_slot.saturating_sub(r.last_slot)),
+                owned_here: live.is_some_and(|r| r.owner == me),
+            }
+        })
+        .collect())
 }
 
 fn chain_info(state: &AppState) -> Option<ChainInfo> {

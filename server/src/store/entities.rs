@@ -13,7 +13,7 @@
 
 use sqlx::{any::AnyRow, Row as _};
 use valence_lifecycle_api::v1::{
-    self as proto, lifecycle_event::Payload, AccountInitialized, AccountRequested,
+    self as proto, lifecycle_event::Payload, AccountInitialized, AccountRequested, EventType,
     ProgressionChanged, SessionConsumed, SessionCreated, StateTransition,
 };
 
@@ -124,6 +124,8 @@ pub struct SessionFilter {
     pub owner: Option<String>,
     /// Only this namespace.
     pub namespace: Option<String>,
+    /// Only this shard (program id).
+    pub shard: Option<String>,
 }
 
 /// Counts for GetStats and /stats.
@@ -366,8 +368,8 @@ impl Store {
         let now = now_ms();
         for chunk in requests.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
-                "INSERT INTO account_requests (id, owner, capabilities, init_state_hash, status, created_at, updated_at, slot) VALUES {}",
-                value_rows(self.backend, chunk.len(), 8)
+                "INSERT INTO account_requests (id, owner, capabilities, init_state_hash, status, created_at, updated_at, slot, shard) VALUES {}",
+                value_rows(self.backend, chunk.len(), 9)
             );
             let mut insert = sqlx::query(&sql);
             for r in chunk {
@@ -379,7 +381,8 @@ impl Store {
                     .bind(RequestStatus::Pending.as_str())
                     .bind(r.created_at_ms)
                     .bind(now)
-                    .bind(r.slot.map(|s| s as i64));
+                    .bind(r.slot.map(|s| s as i64))
+                    .bind(self.shard_tag().to_string());
             }
             insert.execute(tx.conn()).await?;
         }
@@ -531,8 +534,8 @@ impl Store {
         let now = now_ms();
         for chunk in accounts.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
-                "INSERT INTO accounts (id, owner, capabilities, state_hash, is_active, created_at, updated_at, state, request_id, slot) VALUES {}",
-                value_rows(self.backend, chunk.len(), 10)
+                "INSERT INTO accounts (id, owner, capabilities, state_hash, is_active, created_at, updated_at, state, request_id, slot, shard) VALUES {}",
+                value_rows(self.backend, chunk.len(), 11)
             );
             let mut insert = sqlx::query(&sql);
             for a in chunk {
@@ -546,7 +549,8 @@ impl Store {
                     .bind(now)
                     .bind(LinearState::Account.as_str())
                     .bind(a.request_id.clone())
-                    .bind(a.slot.map(|s| s as i64));
+                    .bind(a.slot.map(|s| s as i64))
+                    .bind(self.shard_tag().to_string());
             }
             insert.execute(tx.conn()).await?;
         }
@@ -651,6 +655,30 @@ impl Store {
             namespace: "",
         };
         self.mark_request_initialized(tx, a, &cause).await?;
+        self.relate_initialization(tx, a).await
+    }
+
+    /// The AccountInitialized appended when the account was recorded
+    /// without its request is about that request too: the log is never
+    /// rewritten, so the relation is added for the entity filters
+    /// (`ListEvents(entity_id = request)` must show the initialization).
+    async fn relate_initialization(
+        &self,
+        tx: &mut WriteTx<'_>,
+        a: &AccountRecord,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO event_entities (entity_id, sequence) \
+             SELECT $1, sequence FROM lifecycle_events WHERE entity_id = $2 AND event_type = $3 \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&a.request_id)
+        .bind(&a.id)
+        .bind(valence_lifecycle_api::json::short_name::<EventType>(
+            EventType::AccountInitialized as i32,
+        ))
+        .execute(tx.conn())
+        .await?;
         Ok(())
     }
 
@@ -678,15 +706,18 @@ impl Store {
         session: &str,
         signature: &str,
     ) -> StoreResult<bool> {
+        // A transaction of its own, so a stale chain-work writer is fenced.
+        let mut tx = self.begin().await?;
         let changed = sqlx::query(
             "UPDATE session_consumptions SET transaction_signature = $1 WHERE consumed_session = $2 AND transaction_signature = ''",
         )
         .bind(signature)
         .bind(session)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        Ok(changed > 0)
+        .execute(tx.conn())
+        .await
+        .map(|done| done.rows_affected() > 0)
+        .map_err(Into::into);
+        self.finish(tx, changed).await
     }
 
     /// Records a session; new ones move their accounts InSession and append
@@ -757,8 +788,8 @@ impl Store {
         let now = now_ms();
         for chunk in sessions.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
-                "INSERT INTO sessions (id, owner, accounts, namespace, is_consumed, nonce, created_at, metadata, state, last_activity_at, slot) VALUES {}",
-                value_rows(self.backend, chunk.len(), 11)
+                "INSERT INTO sessions (id, owner, accounts, namespace, is_consumed, nonce, created_at, metadata, state, last_activity_at, slot, shard) VALUES {}",
+                value_rows(self.backend, chunk.len(), 12)
             );
             let mut insert = sqlx::query(&sql);
             for s in chunk {
@@ -773,7 +804,8 @@ impl Store {
                     .bind(s.metadata.clone())
                     .bind(LinearState::Session.as_str())
                     .bind(now)
-                    .bind(s.slot.map(|v| v as i64));
+                    .bind(s.slot.map(|v| v as i64))
+                    .bind(self.shard_tag().to_string());
             }
             insert.execute(tx.conn()).await?;
         }
@@ -812,8 +844,8 @@ impl Store {
         let now = now_ms();
         for chunk in steps.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
-                "INSERT INTO linear_progressions (current_state, updated_at, entity_id, kind) VALUES {}",
-                value_rows(self.backend, chunk.len(), 4)
+                "INSERT INTO linear_progressions (current_state, updated_at, entity_id, kind, shard) VALUES {}",
+                value_rows(self.backend, chunk.len(), 5)
             );
             let mut insert = sqlx::query(&sql);
             for step in chunk {
@@ -821,7 +853,8 @@ impl Store {
                     .bind(step.to.as_str())
                     .bind(now)
                     .bind(step.entity_id.to_string())
-                    .bind(step.kind.as_str());
+                    .bind(step.kind.as_str())
+                    .bind(self.shard_tag().to_string());
             }
             insert.execute(tx.conn()).await?;
             let rows: Vec<TransitionRow> = chunk
@@ -1053,15 +1086,17 @@ impl Store {
         let upsert = if current.is_some() {
             "UPDATE linear_progressions SET current_state = $1, updated_at = $2 WHERE entity_id = $3 AND kind = $4"
         } else {
-            "INSERT INTO linear_progressions (current_state, updated_at, entity_id, kind) VALUES ($1, $2, $3, $4)"
+            "INSERT INTO linear_progressions (current_state, updated_at, entity_id, kind, shard) VALUES ($1, $2, $3, $4, $5)"
         };
-        sqlx::query(upsert)
+        let mut query = sqlx::query(upsert)
             .bind(to.as_str())
             .bind(now)
             .bind(entity_id)
-            .bind(kind.as_str())
-            .execute(tx.conn())
-            .await?;
+            .bind(kind.as_str());
+        if current.is_none() {
+            query = query.bind(self.shard_tag());
+        }
+        query.execute(tx.conn()).await?;
         let row = TransitionRow {
             entity_id,
             from,
@@ -1090,11 +1125,11 @@ fn where_all(clauses: &[String]) -> String {
     format!("WHERE {}", clauses.join(" AND "))
 }
 
-const REQUEST_COLUMNS: &str = "id, owner, capabilities, init_state_hash, status, failure_reason, attempts, created_at, updated_at, signature, account_id";
+const REQUEST_COLUMNS: &str = "id, owner, capabilities, init_state_hash, status, failure_reason, attempts, created_at, updated_at, signature, account_id, shard";
 const ACCOUNT_COLUMNS: &str =
-    "id, owner, capabilities, state_hash, CAST(is_active AS INTEGER) AS is_active, created_at, state, request_id";
+    "id, owner, capabilities, state_hash, CAST(is_active AS INTEGER) AS is_active, created_at, state, request_id, shard";
 const SESSION_COLUMNS: &str =
-    "s.id, s.owner, s.accounts, s.namespace, CAST(s.is_consumed AS INTEGER) AS is_consumed, s.nonce, s.created_at, s.metadata, s.state, s.last_activity_at, s.consumed_at, c.created_sessions";
+    "s.id, s.owner, s.accounts, s.namespace, CAST(s.is_consumed AS INTEGER) AS is_consumed, s.nonce, s.created_at, s.metadata, s.state, s.last_activity_at, s.consumed_at, c.created_sessions, s.shard";
 
 impl Store {
     /// How many requests are in one of `statuses`.
@@ -1128,10 +1163,11 @@ impl Store {
     pub async fn list_accounts(
         &self,
         owner: Option<&str>,
+        shard: Option<&str>,
         after: Option<&CreatedKey>,
         limit: u32,
     ) -> StoreResult<Vec<StoredAccount>> {
-        let filter = owner.map(|o| ("owner", o.to_string()));
+        let filter = [("shard", shard), ("owner", owner)];
         self.newest_first(
             ACCOUNT_COLUMNS,
             "accounts",
@@ -1160,10 +1196,11 @@ impl Store {
     pub async fn list_account_requests(
         &self,
         status: Option<RequestStatus>,
+        shard: Option<&str>,
         after: Option<&CreatedKey>,
         limit: u32,
     ) -> StoreResult<Vec<StoredRequest>> {
-        let filter = status.map(|st| ("status", st.as_str().to_string()));
+        let filter = [("shard", shard), ("status", status.map(|st| st.as_str()))];
         self.newest_first(
             REQUEST_COLUMNS,
             "account_requests",
@@ -1175,32 +1212,38 @@ impl Store {
         .await
     }
 
-    /// A page of `table`, newest first, optionally where `column = value`,
-    /// starting after `after`. The `(column,) created_at, id` indexes
-    /// (migration 0006) make it a range scan.
+    /// A page of `table`, newest first, where each `column = value` of the
+    /// filter that has a value, starting after `after`. The `(shard,)
+    /// (column,) created_at, id` indexes (migrations 0006, 0008) make it a
+    /// range scan.
     async fn newest_first<T>(
         &self,
         columns: &str,
         table: &str,
-        filter: Option<(&str, String)>,
+        filter: [(&str, Option<&str>); 2],
         after: Option<&CreatedKey>,
         limit: u32,
         decode: fn(&AnyRow) -> StoreResult<T>,
     ) -> StoreResult<Vec<T>> {
-        let mut clauses = Vec::new();
-        if let Some((column, _)) = &filter {
-            clauses.push(format!("{column} = $2"));
-        }
+        let set: Vec<(&str, &str)> = filter
+            .iter()
+            .filter_map(|(column, value)| value.map(|v| (*column, v)))
+            .collect();
+        let mut clauses: Vec<String> = set
+            .iter()
+            .enumerate()
+            .map(|(i, (column, _))| format!("{column} = ${}", i + 2))
+            .collect();
         if after.is_some() {
-            clauses.push(after_key("", 2 + usize::from(filter.is_some())));
+            clauses.push(after_key("", 2 + set.len()));
         }
         let sql = format!(
             "SELECT {columns} FROM {table} {} ORDER BY created_at DESC, id DESC LIMIT $1",
             where_all(&clauses)
         );
         let mut query = sqlx::query(&sql).bind(i64::from(limit));
-        if let Some((_, value)) = filter {
-            query = query.bind(value);
+        for (_, value) in set {
+            query = query.bind(value.to_string());
         }
         if let Some(key) = after {
             query = query.bind(key.created_at_ms).bind(key.id.clone());
@@ -1247,6 +1290,9 @@ impl Store {
         if filter.namespace.is_some() {
             clauses.push(format!("s.namespace = {}", param()));
         }
+        if filter.shard.is_some() {
+            clauses.push(format!("s.shard = {}", param()));
+        }
         if after.is_some() {
             clauses.push(after_key("s.", n + 1));
         }
@@ -1264,6 +1310,9 @@ impl Store {
         }
         if let Some(namespace) = &filter.namespace {
             query = query.bind(namespace.clone());
+        }
+        if let Some(shard) = &filter.shard {
+            query = query.bind(shard.clone());
         }
         if let Some(key) = after {
             query = query.bind(key.created_at_ms).bind(key.id.clone());
@@ -1386,6 +1435,7 @@ fn decode_account(row: &AnyRow) -> StoreResult<StoredAccount> {
         created_at_ms: row.try_get("created_at")?,
         state: state(row, "state")?,
         request_id: row.try_get("request_id")?,
+        shard: row.try_get("shard")?,
     })
 }
 
@@ -1402,6 +1452,7 @@ fn decode_request(row: &AnyRow) -> StoreResult<StoredRequest> {
         updated_at_ms: row.try_get("updated_at")?,
         signature: row.try_get("signature")?,
         account_id: row.try_get("account_id")?,
+        shard: row.try_get("shard")?,
     })
 }
 
@@ -1419,5 +1470,6 @@ fn decode_session(row: &AnyRow) -> StoreResult<StoredSession> {
         last_activity_at_ms: row.try_get("last_activity_at")?,
         consumed_at_ms: row.try_get("consumed_at")?,
         created_sessions: optional_list(row, "created_sessions")?,
+        shard: row.try_get("shard")?,
     })
 }

@@ -37,6 +37,17 @@ pub enum StoreError {
         /// What is wrong with it.
         message: String,
     },
+    /// A write of a shard's chain work made under a lease epoch that has
+    /// moved on: another replica owns the shard now, and nothing was written.
+    #[error("shard {shard}: lease epoch {held} is stale (the shard is at epoch {current}); nothing was written")]
+    Fenced {
+        /// The shard's program id.
+        shard: String,
+        /// The epoch this writer was granted.
+        held: i64,
+        /// The shard's epoch in the store (0: no lease row).
+        current: i64,
+    },
     /// The database does not answer (pool timed out or closed, I/O).
     #[error("the store is unavailable; retry later")]
     Unavailable(#[source] sqlx::Error),

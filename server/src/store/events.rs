@@ -58,11 +58,13 @@ pub struct EventQuery {
     pub event_type: Option<EventType>,
     /// Only this entity.
     pub entity_id: Option<String>,
+    /// Only events of this shard (program id).
+    pub shard: Option<String>,
 }
 
 const COLUMNS: &str = "sequence, created_at, payload";
 
-/// Rows of one multi-row INSERT into the log: 7 parameters each, well
+/// Rows of one multi-row INSERT into the log: 8 parameters each, well
 /// under SQLite's 32,766 and PostgreSQL's 65,535 per statement.
 const EVENTS_PER_STATEMENT: usize = 500;
 
@@ -137,9 +139,9 @@ impl Store {
         others: &mut Vec<(String, i64)>,
     ) -> StoreResult<Vec<i64>> {
         let sql = format!(
-            "INSERT INTO lifecycle_events (event_type, entity_id, namespace, slot, signature, created_at, payload) \
+            "INSERT INTO lifecycle_events (event_type, entity_id, namespace, slot, signature, created_at, payload, shard) \
              VALUES {} RETURNING sequence",
-            value_rows(self.backend, events.len(), 7)
+            value_rows(self.backend, events.len(), 8)
         );
         let now = now_ms();
         let mut concerns = Vec::with_capacity(events.len());
@@ -162,6 +164,7 @@ impl Store {
                 event_type: event_type as i32,
                 // Derived from the payload when read, never stored twice.
                 entity_ids: Vec::new(),
+                shard: self.shard_tag().to_string(),
                 payload: Some(event.payload),
             };
             insert = insert
@@ -173,7 +176,8 @@ impl Store {
                 .bind(event.slot.map(|s| s as i64))
                 .bind(event.signature)
                 .bind(now)
-                .bind(body.encode_to_vec());
+                .bind(body.encode_to_vec())
+                .bind(self.shard_tag().to_string());
         }
         let rows = insert.fetch_all(tx.conn()).await?;
         let mut sequences = rows
@@ -239,6 +243,9 @@ impl Store {
                  (SELECT sequence FROM event_entities WHERE entity_id = {other}))"
             );
         }
+        if query.shard.is_some() {
+            sql += &format!(" AND shard = {}", next());
+        }
         if after.is_some() {
             sql += &format!(
                 " AND sequence > {} ORDER BY sequence ASC LIMIT {}",
@@ -256,6 +263,9 @@ impl Store {
         }
         if let Some(e) = &query.entity_id {
             q = q.bind(e.clone()).bind(e.clone());
+        }
+        if let Some(shard) = &query.shard {
+            q = q.bind(shard.clone());
         }
         q = match after {
             Some(a) => q.bind(a as i64).bind(limit as i64),

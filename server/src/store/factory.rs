@@ -301,8 +301,8 @@ impl Store {
         r: &ReservationRecord,
     ) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO sessions (id, owner, accounts, namespace, is_consumed, nonce, created_at, metadata, state, last_activity_at, slot) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (id) DO NOTHING",
+            "INSERT INTO sessions (id, owner, accounts, namespace, is_consumed, nonce, created_at, metadata, state, last_activity_at, slot, shard) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (id) DO NOTHING",
         )
         .bind(r.id.clone())
         .bind(r.owner.clone())
@@ -315,6 +315,7 @@ impl Store {
         .bind(LinearState::ReservedSession.as_str())
         .bind(now_ms())
         .bind(r.slot.map(|v| v as i64))
+        .bind(self.shard_tag())
         .execute(tx.conn())
         .await?;
         Ok(())

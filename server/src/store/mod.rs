@@ -19,6 +19,7 @@ mod events;
 mod factory;
 mod leader_lock;
 mod leadership;
+mod leases;
 pub mod postgres;
 mod records;
 mod requests;
@@ -45,6 +46,7 @@ pub use error::{StoreError, StoreResult};
 pub use events::{EventQuery, NewEvent};
 pub use factory::{FactoryStep, ReservationRecord, StepOutcome};
 pub use leader_lock::{LockConnection, LockFuture};
+pub use leases::{LeaseRow, ShardFence};
 pub use records::{
     CreatedKey, StoredAccount, StoredProgression, StoredRequest, StoredSession, StoredTransition,
 };
@@ -101,6 +103,10 @@ pub struct Store {
     /// The last counts and the log bounds they were taken at (see
     /// [`Store::stats`]).
     stats_cache: Arc<tokio::sync::Mutex<Option<(LogBounds, StoreStats)>>>,
+    /// For a shard's chain work: the shard its rows are tagged with and the
+    /// lease epoch every write transaction must still hold (see
+    /// [`Store::for_shard`]). None: writes of no shard, unfenced.
+    fence: Option<Arc<ShardFence>>,
 }
 
 /// Newest and oldest sequence of the event log: every change to what
@@ -131,6 +137,8 @@ impl Store {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
                         conn.execute(sqlite::CONNECTION_PRAGMAS).await?;
+                    } else {
+                        conn.execute(postgres::CONNECTION_SETTINGS).await?;
                     }
                     Ok(())
                 })
@@ -145,6 +153,7 @@ impl Store {
             write_lock: (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(()))),
             appended: Arc::new(Notify::new()),
             stats_cache: Arc::default(),
+            fence: None,
         };
         store.migrate().await?;
         Ok(store)
@@ -191,11 +200,20 @@ impl Store {
             None => None,
         };
         let tx = self.pool.begin().await?;
-        Ok(WriteTx {
+        let mut tx = WriteTx {
             tx,
             _turn: turn,
             appended_events: false,
-        })
+        };
+        if let Some(fence) = &self.fence {
+            if let Err(e) = self.check_fence(&mut tx, fence, false).await {
+                if let Err(rollback) = tx.tx.rollback().await {
+                    tracing::debug!(error = %rollback, "rolling back a fenced write failed");
+                }
+                return Err(e);
+            }
+        }
+        Ok(tx)
     }
 
     /// Makes writers of entity `id` take turns until `tx` ends (PostgreSQL;
@@ -262,8 +280,22 @@ impl Store {
         }
     }
 
-    /// Commits, then wakes the event tailer if events were appended.
-    pub(crate) async fn commit(&self, tx: WriteTx<'_>) -> StoreResult<()> {
+    /// Commits, then wakes the event tailer if events were appended. A
+    /// shard's chain work checks its fence once more first, holding the
+    /// lease row until the commit (see `leases`).
+    pub(crate) async fn commit(&self, mut tx: WriteTx<'_>) -> StoreResult<()> {
+        if let Some(fence) = self
+            .fence
+            .as_ref()
+            .filter(|_| self.backend == Backend::Postgres)
+        {
+            if let Err(e) = self.check_fence(&mut tx, fence, true).await {
+                if let Err(rollback) = tx.tx.rollback().await {
+                    tracing::debug!(error = %rollback, "rolling back a fenced write failed");
+                }
+                return Err(e);
+            }
+        }
         let appended = tx.appended_events;
         tx.tx.commit().await?;
         if appended {

@@ -2,6 +2,11 @@
 
 use sqlx::AnyPool;
 
+/// Run on every pooled connection. A transaction left open by a frozen
+/// process (SIGSTOP, a stalled VM) would hold its shard lease row's shared
+/// lock and keep a successor from taking over; the server ends it instead.
+pub const CONNECTION_SETTINGS: &str = "SET idle_in_transaction_session_timeout = '5s'";
+
 /// Channel on which every commit that appends events notifies, so that
 /// subscribers of every replica wake up promptly.
 pub const EVENTS_CHANNEL: &str = "valence_lifecycle_events";

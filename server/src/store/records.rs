@@ -30,6 +30,8 @@ pub struct StoredRequest {
     pub signature: String,
     /// The account initialized for it, when known.
     pub account_id: String,
+    /// Program id of its shard ('' for rows stored before shards existed).
+    pub shard: String,
 }
 
 /// A stored account.
@@ -51,6 +53,8 @@ pub struct StoredAccount {
     pub state: LinearState,
     /// The request it came from; empty when not known.
     pub request_id: String,
+    /// Program id of its shard.
+    pub shard: String,
 }
 
 /// A stored session.
@@ -80,6 +84,8 @@ pub struct StoredSession {
     pub consumed_at_ms: Option<i64>,
     /// Sessions its consumption created.
     pub created_sessions: Vec<String>,
+    /// Program id of its shard.
+    pub shard: String,
 }
 
 /// One step of a linear progression.

@@ -45,21 +45,47 @@ pub struct AttemptFailure<'a> {
     pub parked: bool,
 }
 
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
 impl Store {
+    /// ` AND shard = $n` for a shard's chain work: its builder takes only
+    /// its own shard's requests (each is initialized by its own program).
+    fn shard_clause(&self, n: usize) -> String {
+        if self.shard_tag().is_empty() {
+            String::new()
+        } else {
+            format!(" AND shard = ${n}")
+        }
+    }
+
+    /// Binds the shard of [`Self::shard_clause`], when there is one.
+    fn bind_shard<'q>(&'q self, query: AnyQuery<'q>) -> AnyQuery<'q> {
+        if self.shard_tag().is_empty() {
+            query
+        } else {
+            query.bind(self.shard_tag())
+        }
+    }
+
     /// Requests left PROCESSING by a run that stopped (or crashed) go back
     /// to PENDING. The builder re-checks the chain before sending anything,
     /// so an attempt that was in flight is never repeated blindly.
     pub async fn requeue_interrupted(&self) -> StoreResult<u64> {
         let mut tx = self.begin().await?;
-        let done = sqlx::query(
-            "UPDATE account_requests SET status = $1, updated_at = $2 WHERE status = $3",
-        )
-        .bind(RequestStatus::Pending.as_str())
-        .bind(now_ms())
-        .bind(RequestStatus::Processing.as_str())
-        .execute(tx.conn())
-        .await?
-        .rows_affected();
+        let sql = format!(
+            "UPDATE account_requests SET status = $1, updated_at = $2 WHERE status = $3{}",
+            self.shard_clause(4)
+        );
+        let done = self
+            .bind_shard(
+                sqlx::query(&sql)
+                    .bind(RequestStatus::Pending.as_str())
+                    .bind(now_ms())
+                    .bind(RequestStatus::Processing.as_str()),
+            )
+            .execute(tx.conn())
+            .await?
+            .rows_affected();
         self.commit(tx).await?;
         Ok(done)
     }
@@ -68,14 +94,19 @@ impl Store {
     /// PROCESSING.
     pub async fn claim_pending(&self, limit: usize) -> StoreResult<Vec<ClaimedRequest>> {
         let mut tx = self.begin().await?;
-        let rows = sqlx::query(
+        let sql = format!(
             "SELECT id, owner, capabilities, init_state_hash, attempts, signature FROM account_requests \
-             WHERE status = $1 ORDER BY created_at, id LIMIT $2",
-        )
-        .bind(RequestStatus::Pending.as_str())
-        .bind(limit as i64)
-        .fetch_all(tx.conn())
-        .await?;
+             WHERE status = $1{} ORDER BY created_at, id LIMIT $2",
+            self.shard_clause(3)
+        );
+        let rows = self
+            .bind_shard(
+                sqlx::query(&sql)
+                    .bind(RequestStatus::Pending.as_str())
+                    .bind(limit as i64),
+            )
+            .fetch_all(tx.conn())
+            .await?;
         let mut claimed = Vec::with_capacity(rows.len());
         for row in rows {
             let id: String = row.try_get("id")?;

@@ -48,6 +48,23 @@ pub struct HttpLabels {
     pub status: u16,
 }
 
+/// Labels naming a shard program (its configured name; the program id
+/// when none is configured).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShardLabels {
+    /// Shard name.
+    pub shard: String,
+}
+
+/// Labels of lease changes: the shard and what happened to its lease here.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LeaseChangeLabels {
+    /// Shard name.
+    pub shard: String,
+    /// acquired, released (handed over) or lost (taken or expired).
+    pub change: String,
+}
+
 /// Labels naming a component.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ComponentLabels {
@@ -264,6 +281,24 @@ pub struct Metrics {
     pub chain_strings_replaced: Counter,
     /// Highest slot the monitor applied.
     pub last_processed_slot: GaugeU64,
+    /// 1 for each shard whose lease this replica holds, 0 for the others.
+    pub shard_owned: Family<ShardLabels, GaugeU64>,
+    /// Each shard's lease epoch, as last read.
+    pub shard_epoch: Family<ShardLabels, GaugeU64>,
+    /// Highest slot each shard's monitor applied, as its owner last reported.
+    pub shard_last_slot: Family<ShardLabels, GaugeU64>,
+    /// Each shard's lag: the chain's slot minus its last applied slot.
+    pub shard_lag: Family<ShardLabels, GaugeU64>,
+    /// Writes of a shard's chain work refused because its epoch moved on.
+    pub fenced_writes: Family<ShardLabels, Counter>,
+    /// Lease changes on this replica, by shard and change.
+    pub lease_changes: Family<LeaseChangeLabels, Counter>,
+    /// Events appended, by the shard whose chain work produced them.
+    pub shard_events: Family<ShardLabels, Counter>,
+    /// Replicas with a fresh heartbeat, as this replica last counted.
+    pub live_replicas: GaugeU64,
+    /// Shard program id to name, for labelling events by shard.
+    shard_names: std::sync::Arc<std::sync::RwLock<std::collections::HashMap<String, String>>>,
     /// Component state (the ComponentState enum number).
     pub component_state: Family<ComponentLabels, GaugeU64>,
     /// Component restarts.
@@ -350,6 +385,15 @@ impl Metrics {
             chain_store_failures: Counter::default(),
             chain_strings_replaced: Counter::default(),
             last_processed_slot: Gauge::default(),
+            shard_owned: Family::default(),
+            shard_epoch: Family::default(),
+            shard_last_slot: Family::default(),
+            shard_lag: Family::default(),
+            fenced_writes: Family::default(),
+            lease_changes: Family::default(),
+            shard_events: Family::default(),
+            live_replicas: Gauge::default(),
+            shard_names: Default::default(),
             component_state: Family::default(),
             component_restarts: Family::default(),
             component_last_heartbeat: Family::default(),
@@ -495,6 +539,14 @@ impl Metrics {
             chain_store_failures => ("chain_store_failures", "Chain records the store refused (retried at the next reconciliation)"),
             chain_strings_replaced => ("chain_strings_replaced", "On-chain strings stored with NUL characters replaced by U+FFFD"),
             last_processed_slot => ("last_processed_slot", "Highest slot the monitor applied"),
+            shard_owned => ("valence_shard_owned", "1 for each shard program whose lease this replica holds (runs its monitor and builder), else 0"),
+            shard_epoch => ("valence_shard_epoch", "Fencing epoch of each shard's lease; grows on every change of owner"),
+            shard_last_slot => ("valence_shard_last_processed_slot", "Highest slot each shard's monitor applied, as its owner last reported"),
+            shard_lag => ("valence_shard_lag_slots", "Chain slot minus the shard's last applied slot, as its owner last reported"),
+            fenced_writes => ("valence_fenced_writes", "Writes of a shard's chain work refused because the shard's lease epoch had moved on (another replica owns it)"),
+            lease_changes => ("valence_shard_lease_changes", "Shard lease changes on this replica: acquired, released (handed over) or lost"),
+            shard_events => ("valence_shard_events", "Events appended by each shard's chain work"),
+            live_replicas => ("valence_live_replicas", "Replicas with a fresh heartbeat, sharing the shards"),
             component_state => ("component_state", "Component state (ComponentState number)"),
             component_restarts => ("component_restarts", "Component restarts"),
             component_last_heartbeat => ("component_last_heartbeat_seconds", "When the component last reported a heartbeat, Unix seconds"),
@@ -515,9 +567,28 @@ impl Metrics {
             .set(status.max(0) as u64);
     }
 
+    /// Names shards in labels: program id to name.
+    pub fn set_shard_names(&self, names: impl IntoIterator<Item = (String, String)>) {
+        let mut map = self.shard_names.write().expect("shard names lock");
+        map.extend(names);
+    }
+
+    /// A shard's label: its name, or the id when it is not configured here.
+    pub fn shard_label(&self, shard: &str) -> ShardLabels {
+        let map = self.shard_names.read().expect("shard names lock");
+        ShardLabels {
+            shard: map.get(shard).cloned().unwrap_or_else(|| shard.to_string()),
+        }
+    }
+
     /// Counts an event of the log in the lifecycle counters it feeds.
     pub fn observe_event(&self, event: &LifecycleEvent) {
         self.events_appended.inc();
+        if !event.shard.is_empty() {
+            self.shard_events
+                .get_or_create(&self.shard_label(&event.shard))
+                .inc();
+        }
         match &event.payload {
             Some(Payload::AccountRequested(_)) => {
                 self.account_requests.inc();

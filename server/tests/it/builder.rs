@@ -288,6 +288,7 @@ async fn valid_requests_become_initialized_accounts_on_chain_and_in_the_store() 
     // A request the server places itself (RequestAccount), idempotent per key.
     let rpc_caps = caps(&["admin"]);
     let ask = RequestAccountRequest {
+        shard: Default::default(),
         owner: Pubkey::new_from_array([9; 32]).to_string(),
         capabilities: rpc_caps.clone(),
         init_state_hash: String::new(),
@@ -790,6 +791,7 @@ async fn fifty_requests_at_once_never_exceed_the_concurrency_limit() {
         async move {
             client
                 .request_account(RequestAccountRequest {
+                    shard: Default::default(),
                     owner: Pubkey::new_from_array([i as u8 + 1; 32]).to_string(),
                     capabilities: caps(&["transfer"]),
                     init_state_hash: String::new(),
@@ -1042,6 +1044,7 @@ backend_tests! {
             }
             let answer = client
                 .request_account(RequestAccountRequest {
+                    shard: Default::default(),
                     owner: Pubkey::new_unique().to_string(),
                     capabilities: caps(&["transfer"]),
                     init_state_hash: String::new(),

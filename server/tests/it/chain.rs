@@ -38,27 +38,48 @@ pub(crate) const STAND_IN: &[u8] = include_bytes!("../../shard-program/shard_pro
 pub(crate) struct Net {
     pub(crate) surfnet: Surfnet,
     pub(crate) program: Pubkey,
+    /// Every deployed copy of the stand-in (one per shard); `programs[0]`
+    /// is `program`.
+    pub(crate) programs: Vec<Pubkey>,
 }
 
 impl Net {
     pub(crate) async fn start() -> Net {
+        Self::start_with_programs(1).await
+    }
+
+    /// A Surfnet with the stand-in deployed `n` times, at `n` program ids:
+    /// the shard programs of a multi-shard deployment.
+    pub(crate) async fn start_with_programs(n: usize) -> Net {
+        assert!(n >= 1, "at least one program");
         let surfnet = Surfnet::start().await.unwrap();
-        let program = Pubkey::new_unique();
+        let programs: Vec<Pubkey> = (0..n).map(|_| Pubkey::new_unique()).collect();
         tokio::task::block_in_place(|| {
-            surfnet
-                .cheatcodes()
-                .deploy(DeployProgram::new(program).so_bytes(STAND_IN.to_vec()))
-                .unwrap();
+            for program in &programs {
+                surfnet
+                    .cheatcodes()
+                    .deploy(DeployProgram::new(*program).so_bytes(STAND_IN.to_vec()))
+                    .unwrap();
+            }
         });
-        Net { surfnet, program }
+        Net {
+            surfnet,
+            program: programs[0],
+            programs,
+        }
     }
 
     /// Places `data` at `key`, owned by the program (the cheatcode).
     pub(crate) fn place(&self, key: &Pubkey, data: &[u8]) {
+        self.place_on(&self.program, key, data);
+    }
+
+    /// Places `data` at `key`, owned by `program` (one of `programs`).
+    pub(crate) fn place_on(&self, program: &Pubkey, key: &Pubkey, data: &[u8]) {
         tokio::task::block_in_place(|| {
             self.surfnet
                 .cheatcodes()
-                .set_account(key, 10_000_000, data, &self.program)
+                .set_account(key, 10_000_000, data, program)
                 .unwrap();
         });
     }

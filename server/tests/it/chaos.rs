@@ -67,6 +67,8 @@ pub(crate) fn server_env(net: &Net, wallet: &Wallet, replica: &str) -> Vec<(Stri
         ("WALLET_PATH", wallet.path.display().to_string()),
         ("POLL_INTERVAL", "1".to_string()),
         ("REPLICA_ID", replica.to_string()),
+        ("LEASE_TTL_MS", "3000".to_string()),
+        ("LEASE_RENEW_INTERVAL_MS", "500".to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))

@@ -121,6 +121,9 @@ pub(crate) fn test_config(db_url: &str) -> Config {
     c.monitoring.health_check_interval_secs = 1;
     // No chain unless a test brings one (each Surfnet costs time and memory).
     c.rpc.embedded = false;
+    // Shard leases that move within seconds when a test kills a replica.
+    c.leases.ttl_ms = 3_000;
+    c.leases.renew_interval_ms = 500;
     c
 }
 

@@ -454,6 +454,7 @@ backend_tests! {
         let progression = store.get_progression(id).await.unwrap();
         assert_eq!(progression.current_state, Stored::ResetSession, "{db:?}");
         let query = valence_lifecycle_server::store::EventQuery {
+            shard: Default::default(),
             event_type: Some(EventType::SessionAnomaly),
             entity_id: None,
         };

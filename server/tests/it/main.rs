@@ -15,6 +15,7 @@ mod events;
 #[cfg(feature = "embedded-chain")]
 mod factory;
 mod grpc_api;
+mod leases;
 mod limits;
 mod orchestrator;
 mod paging;
@@ -25,6 +26,8 @@ mod python;
 mod replicas;
 mod rest;
 mod shard_program;
+#[cfg(feature = "embedded-chain")]
+mod shards;
 #[cfg(feature = "embedded-chain")]
 mod singletons;
 mod sse;

@@ -323,6 +323,7 @@ backend_tests!(
         use valence_lifecycle_api::v1::AccountRequestStatus::{Failed, Pending};
 
         let requests = |status: i32, page_token: String| ListAccountRequestsRequest {
+            shard: Default::default(),
             page_size: 1,
             page_token,
             status,
@@ -361,6 +362,7 @@ backend_tests!(
         assert_refused_token(&format!("{db:?} a request token on ListAccounts"), err);
 
         let accounts = |owner: String, page_token: String| ListAccountsRequest {
+            shard: Default::default(),
             page_size: 1,
             page_token,
             owner,
@@ -394,6 +396,7 @@ backend_tests!(
 
         let sessions =
             |namespace: &str, include_consumed, page_token: String| ListSessionsRequest {
+                shard: Default::default(),
                 page_size: 1,
                 page_token,
                 include_consumed,

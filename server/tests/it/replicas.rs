@@ -66,6 +66,7 @@ async fn a_request_taken_by_the_follower_is_recorded_once_by_the_leader_postgres
         .unwrap();
     let mut client = LifecycleServiceClient::new(channel);
     let ask = RequestAccountRequest {
+        shard: Default::default(),
         owner: Pubkey::new_unique().to_string(),
         capabilities: caps(&["transfer"]),
         init_state_hash: String::new(),

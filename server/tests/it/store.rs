@@ -134,6 +134,7 @@ backend_tests!(
         assert_eq!(events[3].slot, Some(11));
         // Page queries: newest first, filtered by type and entity.
         let q = EventQuery {
+            shard: Default::default(),
             event_type: Some(EventType::StateTransition),
             entity_id: Some(pubkey(1)),
         };
@@ -369,6 +370,7 @@ async fn steps(store: &Store, id: &str) -> Vec<(Option<LinearState>, LinearState
 async fn transition_events_from(store: &Store, id: &str) -> Vec<i32> {
     use valence_lifecycle_api::v1::lifecycle_event::Payload;
     let q = EventQuery {
+        shard: Default::default(),
         event_type: Some(EventType::StateTransition),
         entity_id: Some(id.to_string()),
     };
@@ -511,5 +513,29 @@ backend_tests!(
             0,
             "{db:?}"
         );
+    }
+);
+
+backend_tests!(
+    async fn an_account_linked_to_its_request_late_is_in_the_requests_history(db: Db) {
+        let Some((store, _db)) = fresh_store(db).await else {
+            return;
+        };
+        // The account is recorded before anything names its request (as a
+        // pass may see it), then the link arrives.
+        store.upsert_account_request(&request(1)).await.unwrap();
+        store.upsert_account(&account_record(11)).await.unwrap();
+        assert!(store.upsert_account(&account(11, 1)).await.unwrap());
+        let query = EventQuery {
+            entity_id: Some(pubkey(1)),
+            ..Default::default()
+        };
+        let history = event_types(&store.list_events(&query, Some(0), 100, 0).await.unwrap());
+        assert!(
+            history.contains(&EventType::AccountInitialized),
+            "{db:?}: the request's history holds its initialization: {history:?}"
+        );
+        let req = store.get_account_request(&pubkey(1)).await.unwrap();
+        assert_eq!(req.status, RequestStatus::Initialized, "{db:?}");
     }
 );

@@ -35,6 +35,7 @@ impl Executor {
                     .into(),
             ));
         }
+        let chain = &self.session_chain(chain, action).await;
         let mut unreachable = 0;
         loop {
             let step = match &work {
@@ -124,6 +125,19 @@ impl Executor {
                 action.blockhash.clear();
                 Err(Step::SendFailed(brief(format!("{e:#}"))))
             }
+        }
+    }
+
+    /// The chain as seen by the action's session's own shard program: with
+    /// several shards, each session lives in (and is consumed through) one.
+    async fn session_chain(&self, chain: &Chain, action: &PendingAction) -> Chain {
+        let shard = match self.store.get_session(&action.session_id).await {
+            Ok(session) => session.shard,
+            Err(_) => return chain.clone(),
+        };
+        match shard.parse() {
+            Ok(program) => chain.for_program(program),
+            Err(_) => chain.clone(),
         }
     }
 
