@@ -285,6 +285,8 @@ fn baseline_event(sequence: u64, rule: ProgressionRule) -> SubscribeResponse {
             entity_ids: vec![rule.id.clone()],
             namespace: String::new(),
             event_type: EventType::RuleCreated as i32,
+            // Rules belong to no shard.
+            shard: String::new(),
             payload: Some(Payload::RuleCreated(RuleChanged { rule: Some(rule) })),
         })),
     }

@@ -33,7 +33,6 @@ use std::{
 use anyhow::Context as _;
 use solana_sdk::pubkey::Pubkey;
 use sqlx::{Connection as _, Executor as _};
-use tokio::process::{Child, Command};
 use valence_lifecycle_api::v1::{
     lifecycle_service_client::LifecycleServiceClient, GetStatsRequest,
 };
@@ -101,12 +100,12 @@ async fn measure(
     idle_url: &str,
 ) -> anyhow::Result<()> {
     let raw = raw_insert_rate(raw_url, records, "raw").await?;
-    let idle = Server::start(idle_url, &net.rpc_url, &net.ws_url, &Pubkey::new_unique()).await?;
+    let idle = start_server(idle_url, &net.rpc_url, &net.ws_url, &Pubkey::new_unique()).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let idle_rss = idle.rss_kb()?;
     drop(idle);
 
-    let server = Server::start(url, &net.rpc_url, &net.ws_url, &net.program).await?;
+    let server = start_server(url, &net.rpc_url, &net.ws_url, &net.program).await?;
     let started = Instant::now();
     server
         .wait_stored(records, Duration::from_secs(600))
@@ -212,61 +211,34 @@ async fn raw_insert_rate(url: &str, rows: usize, table: &str) -> anyhow::Result<
     Ok(rows as f64 / started.elapsed().as_secs_f64())
 }
 
-/// The server binary as a child process, killed when dropped.
-struct Server {
-    child: Child,
-    grpc: u16,
-    api: u16,
-}
+/// The server measured: the binary as its own process.
+type Server = support::ServerProcess;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
+/// Starts the server on `url`, watching `program` at `rpc`/`ws`.
+async fn start_server(url: &str, rpc: &str, ws: &str, program: &Pubkey) -> anyhow::Result<Server> {
+    // BENCH_SERVER_LOG=<file>: the server's info log (its pass lines say
+    // where a pass's time goes) is appended there.
+    let log = match std::env::var_os("BENCH_SERVER_LOG") {
+        Some(path) => Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)?,
+        ),
+        None => None,
+    };
+    let env = [
+        ("DATABASE_URL", url.to_string()),
+        ("RPC_URL", rpc.to_string()),
+        ("WS_URL", ws.to_string()),
+        ("SHARD_PROGRAM_ID", program.to_string()),
+        ("LIVE_POLL_INTERVAL", "5".to_string()),
+    ];
+    let level = if log.is_some() { "info" } else { "warn" };
+    Server::start(&env, level, log.map_or_else(Stdio::null, Stdio::from)).await
 }
 
 impl Server {
-    async fn start(url: &str, rpc: &str, ws: &str, program: &Pubkey) -> anyhow::Result<Server> {
-        let (grpc, api) = (free_port(), free_port());
-        // BENCH_SERVER_LOG=<file>: the server's info log (its pass lines
-        // say where a pass's time goes) is appended there.
-        let log = match std::env::var_os("BENCH_SERVER_LOG") {
-            Some(path) => Some(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)?,
-            ),
-            None => None,
-        };
-        let child = Command::new(env!("CARGO_BIN_EXE_valence-lifecycle"))
-            .env_clear()
-            .env("DATABASE_URL", url)
-            .env("RPC_URL", rpc)
-            .env("WS_URL", ws)
-            .env("SHARD_PROGRAM_ID", program.to_string())
-            .env("LIVE_POLL_INTERVAL", "5")
-            .env("GRPC_PORT", grpc.to_string())
-            .env("API_PORT", api.to_string())
-            .env("RUST_LOG", if log.is_some() { "info" } else { "warn" })
-            .stdout(log.map_or_else(Stdio::null, Stdio::from))
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting valence-lifecycle")?;
-        let server = Server { child, grpc, api };
-        let health = format!("http://127.0.0.1:{api}/health");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while reqwest::get(&health).await.is_err() {
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "the server did not answer at {health}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Ok(server)
-    }
-
     async fn wait_stored(&self, records: usize, within: Duration) -> anyhow::Result<()> {
         let mut client =
             LifecycleServiceClient::connect(format!("http://127.0.0.1:{}", self.grpc)).await?;
@@ -311,22 +283,6 @@ impl Server {
 
     fn pid(&self) -> anyhow::Result<u32> {
         self.child.id().context("the server exited")
-    }
-
-    /// User + system CPU seconds of the server process (Linux /proc).
-    fn cpu_seconds(&self) -> anyhow::Result<f64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()?))?;
-        // Fields after the command name (which may hold spaces) start at ')'.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .context("odd /proc stat")?
-            .1
-            .split_whitespace()
-            .collect();
-        let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
-        // SAFETY: sysconf reads a constant.
-        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-        Ok(ticks / per_second)
     }
 
     /// Resident set size in KiB (Linux /proc).

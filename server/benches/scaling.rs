@@ -26,13 +26,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::Context as _;
 use futures::StreamExt as _;
 use solana_client::{nonblocking::rpc_client::RpcClient, rpc_request::RpcRequest};
 use solana_sdk::pubkey::Pubkey;
 use sqlx::Connection as _;
 use surfpool_sdk::cheatcodes::builders::DeployProgram;
-use tokio::process::{Child, Command};
 use valence_lifecycle_api::v1::{
     lifecycle_service_client::LifecycleServiceClient, GetStatsRequest,
 };
@@ -128,7 +126,7 @@ async fn round(server: &str, replicas: usize, records: usize) -> anyhow::Result<
     let ids: Vec<String> = (1..=replicas).map(|i| format!("bench-{i}")).collect();
     let mut started = Vec::new();
     for id in &ids {
-        started.push(Replica::start(&url, &net, &programs, id).await?);
+        started.push(start_replica(&url, &net, &programs, id).await?);
     }
     wait_balanced(&started[0], &ids).await?;
     for replica in &started {
@@ -283,57 +281,33 @@ fn cpu_seconds(replicas: &[Replica]) -> anyhow::Result<f64> {
     replicas.iter().map(Replica::cpu_seconds).sum()
 }
 
-/// The server binary as a child process, killed when dropped.
-struct Replica {
-    child: Child,
-    grpc: u16,
-    api: u16,
-}
+/// A replica: the server binary as its own process.
+type Replica = support::ServerProcess;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
+/// Starts replica `id` of every program in `programs` on `url` and waits
+/// until its /health answers.
+async fn start_replica(
+    url: &str,
+    net: &Net,
+    programs: &[Pubkey],
+    id: &str,
+) -> anyhow::Result<Replica> {
+    let ids: Vec<String> = programs.iter().map(ToString::to_string).collect();
+    let env = [
+        ("DATABASE_URL", url.to_string()),
+        ("RPC_URL", net.rpc_url.clone()),
+        ("WS_URL", net.ws_url.clone()),
+        ("SHARD_PROGRAM_ID", ids[0].clone()),
+        ("SHARD_PROGRAM_IDS", ids.join(",")),
+        ("REPLICA_ID", id.to_string()),
+        // Passes every second until the websocket feeds are up, so a
+        // record placed before they subscribed is not left for a minute.
+        ("POLL_INTERVAL", "1".to_string()),
+    ];
+    Replica::start(&env, "warn", Stdio::null()).await
 }
 
 impl Replica {
-    /// Starts replica `id` of every program in `programs` on `url` and
-    /// waits until its /health answers.
-    async fn start(url: &str, net: &Net, programs: &[Pubkey], id: &str) -> anyhow::Result<Replica> {
-        let (grpc, api) = (free_port(), free_port());
-        let ids: Vec<String> = programs.iter().map(ToString::to_string).collect();
-        let child = Command::new(env!("CARGO_BIN_EXE_valence-lifecycle"))
-            .env_clear()
-            .env("DATABASE_URL", url)
-            .env("RPC_URL", &net.rpc_url)
-            .env("WS_URL", &net.ws_url)
-            .env("SHARD_PROGRAM_ID", &ids[0])
-            .env("SHARD_PROGRAM_IDS", ids.join(","))
-            .env("REPLICA_ID", id)
-            // Passes every second until the websocket feeds are up, so a
-            // record placed before they subscribed is not left for a minute.
-            .env("POLL_INTERVAL", "1")
-            .env("GRPC_PORT", grpc.to_string())
-            .env("API_PORT", api.to_string())
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting valence-lifecycle")?;
-        let replica = Replica { child, grpc, api };
-        let health = format!("http://127.0.0.1:{api}/health");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while reqwest::get(&health).await.is_err() {
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "replica {id} did not answer at {health}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Ok(replica)
-    }
-
     /// Waits (up to 20 s) until /health says healthy: the shards' websocket
     /// feeds are up, so placed records arrive live. Goes on regardless
     /// after that, saying so (the figures are then less certain, not wrong).
@@ -350,30 +324,5 @@ impl Replica {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         println!("note: the replica at {health} was not healthy after 20 s; measuring anyway");
-    }
-
-    /// User + system CPU seconds of the process (Linux /proc).
-    fn cpu_seconds(&self) -> anyhow::Result<f64> {
-        let pid = self.child.id().context("the replica exited")?;
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-        // Fields after the command name (which may hold spaces) start at ')'.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .context("odd /proc stat")?
-            .1
-            .split_whitespace()
-            .collect();
-        let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
-        // SAFETY: sysconf reads a constant.
-        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-        Ok(ticks / per_second)
-    }
-
-    /// Kills the process and waits until it is gone, so the next round
-    /// has the machine to itself.
-    async fn stop(mut self) -> anyhow::Result<()> {
-        self.child.start_kill()?;
-        self.child.wait().await?;
-        Ok(())
     }
 }

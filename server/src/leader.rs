@@ -1,6 +1,8 @@
 //! Leadership among replicas. Every replica serves reads and event
-//! streams; exactly one, the leader, does chain work (monitor, builder,
-//! orchestrator), so nothing is sent or recorded twice.
+//! streams; exactly one, the leader, runs the work of no shard (the
+//! orchestrator and its actions), so no action is executed twice. Each
+//! shard's chain work (monitor, builder) follows its own lease instead
+//! (see `shards::leases`).
 //!
 //! - SQLite: one process per file (see `store::sqlite::ProcessLock`), so the
 //!   only server leads for its whole run.

@@ -90,3 +90,80 @@ pub(crate) async fn fresh_postgres(server_url: &str) -> anyhow::Result<String> {
     let base = server_url.rsplit_once('/').map_or(server_url, |(b, _)| b);
     Ok(format!("{base}/{name}"))
 }
+
+/// The server binary started as its own process (a replica, or a server
+/// measured from outside), on free loopback ports, killed when dropped.
+pub(crate) struct ServerProcess {
+    /// The process.
+    pub(crate) child: tokio::process::Child,
+    /// Its gRPC port.
+    pub(crate) grpc: u16,
+    /// Its REST port.
+    pub(crate) api: u16,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+impl ServerProcess {
+    /// Starts the binary with only `env` (plus its ports and `RUST_LOG`)
+    /// set, its standard output to `stdout`, and waits (up to 60 s) until
+    /// its /health answers.
+    pub(crate) async fn start(
+        env: &[(&str, String)],
+        log_level: &str,
+        stdout: std::process::Stdio,
+    ) -> anyhow::Result<ServerProcess> {
+        let (grpc, api) = (free_port(), free_port());
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_valence-lifecycle"))
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .env("GRPC_PORT", grpc.to_string())
+            .env("API_PORT", api.to_string())
+            .env("RUST_LOG", log_level)
+            .stdout(stdout)
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting valence-lifecycle")?;
+        let server = ServerProcess { child, grpc, api };
+        let health = format!("http://127.0.0.1:{api}/health");
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while reqwest::get(&health).await.is_err() {
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "the server did not answer at {health}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(server)
+    }
+
+    /// User + system CPU seconds of the process so far (Linux /proc).
+    pub(crate) fn cpu_seconds(&self) -> anyhow::Result<f64> {
+        let pid = self.child.id().context("the server exited")?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        // Fields after the command name (which may hold spaces) start at ')'.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .context("odd /proc stat")?
+            .1
+            .split_whitespace()
+            .collect();
+        let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+        // SAFETY: sysconf reads a constant.
+        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        Ok(ticks / per_second)
+    }
+
+    /// Kills the process and waits until it is gone, so the next round
+    /// has the machine to itself.
+    pub(crate) async fn stop(mut self) -> anyhow::Result<()> {
+        self.child.start_kill()?;
+        self.child.wait().await?;
+        Ok(())
+    }
+}

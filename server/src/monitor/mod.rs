@@ -43,6 +43,9 @@ use crate::{
 /// the websocket tasks wait (and the reconciliation catches up).
 const UPDATE_BUFFER: usize = 1024;
 
+/// How long the monitor waits for its websocket feeds to end when it stops.
+const FEED_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Signatures read per getSignaturesForAddress page, and pages per pass.
 const BACKFILL_PAGE: usize = 200;
 const BACKFILL_PAGES: usize = 10;
@@ -156,15 +159,16 @@ impl Monitor {
         let mut beat = ctx.heartbeat.ticker();
         let (tx, mut rx) = mpsc::channel(UPDATE_BUFFER);
         let feeds = cancel.child_token();
+        let mut feed_tasks = Vec::with_capacity(Feed::ALL.len());
         for feed in Feed::ALL {
-            tokio::spawn(pubsub::run(
+            feed_tasks.push(tokio::spawn(pubsub::run(
                 self.chain.clone(),
                 feed,
                 self.view.names.feed(feed),
                 tx.clone(),
                 self.board.clone(),
                 feeds.clone(),
-            ));
+            )));
         }
         drop(tx);
         self.board.register(&self.view.names.chain_logs());
@@ -188,6 +192,11 @@ impl Monitor {
             ctx.heartbeat.beat();
         }
         feeds.cancel();
+        // The feeds report Stopped as they end; they end before the monitor
+        // does, so a shard handed over leaves nothing behind on the board.
+        for task in feed_tasks {
+            let _ = tokio::time::timeout(FEED_STOP_TIMEOUT, task).await;
+        }
         Ok(())
     }
 

@@ -106,6 +106,11 @@ impl Monitor {
         if tally.unstored.is_empty() {
             self.passes_done
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            // Everything the program held at `slot` is stored: the shard
+            // has caught up to it, whether or not anything changed.
+            self.view
+                .applied_slot
+                .fetch_max(slot, std::sync::atomic::Ordering::Relaxed);
         }
         self.record_pass(&tally, started, fetched, cpu_before);
         crate::telemetry::release_freed_memory();

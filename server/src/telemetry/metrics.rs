@@ -511,7 +511,7 @@ impl Metrics {
             builder_in_flight => ("valence_builder_in_flight", "Account creations talking to the chain now"),
             builder_in_flight_peak => ("valence_builder_in_flight_peak", "Most account creations in flight at once since start"),
             builder_attempts => ("valence_builder_attempts", "Builder attempts by outcome"),
-            is_leader => ("valence_is_leader", "1 while this replica leads (runs the monitor, builder and orchestrator)"),
+            is_leader => ("valence_is_leader", "1 while this replica leads (runs the orchestrator; shards' chain work follows their leases)"),
             leader_since_seconds => ("valence_leader_since_seconds", "When this replica took the lead, Unix seconds (0 while following)"),
             grpc_requests => ("grpc_requests", "gRPC requests by method and status code"),
             grpc_request_duration => ("grpc_request_duration_seconds", "gRPC request latency by method"),
