@@ -9,7 +9,7 @@ use crate::{
     chain::codec::{self, base58, DecodeError, Record},
     store::{
         AccountRecord, AccountRequestRecord, ChainWrite, ConsumptionRecord, LinearState,
-        ReservationRecord, SessionRecord,
+        ReservationRecord, SessionRecord, StoreError,
     },
     telemetry::metrics::{DecodeLabels, EventTypeLabels, QueueLabels, SourceLabels},
 };
@@ -177,6 +177,12 @@ impl Monitor {
                         .observe(each);
                 }
                 Vec::new()
+            }
+            Err(e @ StoreError::Fenced { .. }) => {
+                // Another replica owns the shard now: every record would be
+                // refused alike, and the lease runner stops this monitor.
+                tracing::warn!(error = %e, records = batch.len(), "batch refused: the shard's lease moved on");
+                batch.iter().map(|p| (p.key, e.to_string())).collect()
             }
             Err(e) => {
                 tracing::debug!(error = %e, records = batch.len(), "a batch was refused; storing its records one by one");

@@ -241,13 +241,12 @@ impl Runner {
             .inc();
         tracing::info!(shard = %shard.name, program = %shard.id, epoch, replica = %self.replica, "shard lease acquired: starting its monitor and builder");
         let refused = state.metrics.fenced_writes.get_or_create(&label).clone();
-        let store = state.store.for_shard(ShardFence {
-            shard: shard.id.clone(),
-            epoch,
-            on_refused: Arc::new(move || {
-                refused.inc();
-            }),
+        let on_refused = Arc::new(move || {
+            refused.inc();
         });
+        let store = state
+            .store
+            .for_shard(ShardFence::new(&shard.id, epoch, on_refused));
         let chain = self.chain.for_program(shard.program);
         let view = monitor::ShardView {
             names: state.shards.component_names(&shard),

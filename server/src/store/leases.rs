@@ -14,7 +14,10 @@
 //! a writer frozen mid-transaction (SIGSTOP, a stalled VM) does not hold
 //! the takeover up.
 
-use std::sync::Arc;
+use std::sync::{
+    atomic::{AtomicI64, Ordering},
+    Arc,
+};
 
 use sqlx::Row as _;
 
@@ -24,12 +27,37 @@ use super::{rows::unsigned, Backend, Store, WriteTx};
 /// What a chain-work store carries: its shard and the epoch it was granted.
 pub struct ShardFence {
     /// The shard's program id (base58): the `shard` of every row written.
-    pub shard: String,
+    shard: String,
     /// The lease epoch granted to this writer.
-    pub epoch: i64,
+    epoch: i64,
     /// Called once per refused write (the `valence_fenced_writes_total`
     /// counter); the store itself knows no metrics.
-    pub on_refused: Arc<dyn Fn() + Send + Sync>,
+    on_refused: Arc<dyn Fn() + Send + Sync>,
+    /// The epoch it found once it was refused: epochs only grow, so every
+    /// later write is refused without asking the database.
+    moved_to: AtomicI64,
+}
+
+impl ShardFence {
+    /// A fence for writes of `shard`'s chain work under `epoch`.
+    pub fn new(shard: &str, epoch: i64, on_refused: Arc<dyn Fn() + Send + Sync>) -> ShardFence {
+        ShardFence {
+            shard: shard.to_string(),
+            epoch,
+            on_refused,
+            moved_to: AtomicI64::new(0),
+        }
+    }
+
+    fn refuse(&self, current: i64) -> StoreError {
+        self.moved_to.store(current, Ordering::Relaxed);
+        (self.on_refused)();
+        StoreError::Fenced {
+            shard: self.shard.clone(),
+            held: self.epoch,
+            current,
+        }
+    }
 }
 
 /// One shard's lease as stored.
@@ -97,6 +125,10 @@ impl Store {
         fence: &ShardFence,
         hold: bool,
     ) -> StoreResult<()> {
+        let moved_to = fence.moved_to.load(Ordering::Relaxed);
+        if moved_to != 0 {
+            return Err(fence.refuse(moved_to));
+        }
         let sql = if hold {
             "SELECT epoch FROM shard_leases WHERE shard = $1 FOR SHARE"
         } else {
@@ -106,16 +138,11 @@ impl Store {
             .bind(&fence.shard)
             .fetch_optional(tx.conn())
             .await?;
-        let current = current.unwrap_or(0);
-        if current == fence.epoch {
-            return Ok(());
+        match current {
+            Some(current) if current == fence.epoch => Ok(()),
+            // No lease row (it cannot go away): refused, at "epoch -1".
+            current => Err(fence.refuse(current.unwrap_or(-1))),
         }
-        (fence.on_refused)();
-        Err(StoreError::Fenced {
-            shard: fence.shard.clone(),
-            held: fence.epoch,
-            current,
-        })
     }
 
     /// Makes sure every shard in `shards` has a lease row (unowned at

@@ -20,14 +20,13 @@ const SHARD: &str = "11111111111111111111111111111111";
 fn fenced(store: &Store, epoch: i64) -> (Store, Arc<AtomicU64>) {
     let refused = Arc::new(AtomicU64::new(0));
     let count = refused.clone();
-    let fence = ShardFence {
-        shard: SHARD.into(),
-        epoch,
-        on_refused: Arc::new(move || {
-            count.fetch_add(1, Ordering::Relaxed);
-        }),
-    };
-    (store.for_shard(fence), refused)
+    let on_refused = Arc::new(move || {
+        count.fetch_add(1, Ordering::Relaxed);
+    });
+    (
+        store.for_shard(ShardFence::new(SHARD, epoch, on_refused)),
+        refused,
+    )
 }
 
 backend_tests!(
