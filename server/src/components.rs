@@ -205,7 +205,7 @@ async fn leader_duties(state: Arc<AppState>, ctx: Ctx) -> anyhow::Result<()> {
             tracing::info!("leading: starting the orchestrator");
             let mut group =
                 Supervisor::new(state.board.clone(), Policy::from(&state.config.supervision));
-            start_duties(&mut group, &state).await;
+            start_orchestrator(&mut group, &state).await;
             duties = Some(group);
         } else if !lead {
             if let Some(group) = duties.take() {
@@ -223,10 +223,6 @@ async fn leader_duties(state: Arc<AppState>, ctx: Ctx) -> anyhow::Result<()> {
         stop_duties(group, &state).await;
     }
     Ok(())
-}
-
-async fn start_duties(group: &mut Supervisor, state: &Arc<AppState>) {
-    start_orchestrator(group, state).await;
 }
 
 /// The orchestrator runs with or without a chain (without one, rules are
@@ -260,13 +256,27 @@ async fn start_orchestrator(group: &mut Supervisor, state: &Arc<AppState>) {
 /// Stops the leader's components and takes them off the board: on a
 /// follower they are not failed, just not here.
 async fn stop_duties(group: Supervisor, state: &Arc<AppState>) {
-    let names = group.names();
-    let grace = Duration::from_secs(state.config.server.shutdown_grace_secs);
-    if !group.shutdown(grace).await {
+    if !stop_group(group, Vec::new(), state).await {
         // Already logged and in the event log; it does not run here any more.
         tracing::warn!("a leader duty did not stop cleanly");
     }
+}
+
+/// Stops a group of components that runs here only while this replica
+/// holds something (the lead, a shard's lease), then takes them and
+/// `also` (what they put on the board themselves) off the board. Whether
+/// they stopped cleanly.
+pub(crate) async fn stop_group(
+    group: Supervisor,
+    also: Vec<String>,
+    state: &Arc<AppState>,
+) -> bool {
+    let mut names = group.names();
+    names.extend(also);
+    let grace = Duration::from_secs(state.config.server.shutdown_grace_secs);
+    let clean = group.shutdown(grace).await;
     for name in names {
         state.board.unregister(&name);
     }
+    clean
 }

@@ -281,16 +281,13 @@ impl Runner {
             .inc();
         state.metrics.shard_owned.get_or_create(&label).set(0);
         tracing::warn!(shard = %label.shard, epoch = held.epoch, why, "shard lease ended: stopping its monitor and builder");
-        let mut names = held.work.names();
-        if let Some(shard) = state.shards.by_id(id) {
-            names.extend(state.shards.component_names(shard).all());
-        }
-        let grace = Duration::from_secs(state.config.server.shutdown_grace_secs);
-        if !held.work.shutdown(grace).await {
+        let names = state
+            .shards
+            .by_id(id)
+            .map(|shard| state.shards.component_names(shard).all())
+            .unwrap_or_default();
+        if !crate::components::stop_group(held.work, names, state).await {
             tracing::warn!(shard = %label.shard, "a shard's work did not stop cleanly");
-        }
-        for name in names {
-            state.board.unregister(&name);
         }
     }
 

@@ -567,10 +567,28 @@ impl Metrics {
             .set(status.max(0) as u64);
     }
 
-    /// Names shards in labels: program id to name.
+    /// Names shards in labels (program id to name), and makes each shard's
+    /// series exist from the start, so dashboards and alerts see them.
     pub fn set_shard_names(&self, names: impl IntoIterator<Item = (String, String)>) {
         let mut map = self.shard_names.write().expect("shard names lock");
-        map.extend(names);
+        for (id, name) in names {
+            let label = ShardLabels {
+                shard: name.clone(),
+            };
+            let _ = self.shard_owned.get_or_create(&label);
+            let _ = self.shard_epoch.get_or_create(&label);
+            let _ = self.shard_last_slot.get_or_create(&label);
+            let _ = self.shard_lag.get_or_create(&label);
+            let _ = self.fenced_writes.get_or_create(&label);
+            let _ = self.shard_events.get_or_create(&label);
+            for change in ["acquired", "released", "lost"] {
+                let _ = self.lease_changes.get_or_create(&LeaseChangeLabels {
+                    shard: name.clone(),
+                    change: change.into(),
+                });
+            }
+            map.insert(id, name);
+        }
     }
 
     /// A shard's label: its name, or the id when it is not configured here.

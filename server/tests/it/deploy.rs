@@ -27,7 +27,10 @@ use valence_lifecycle_server::{
 };
 
 use crate::{
-    common::{eventually, metrics_text, open_store, output_text, tool, Db, TestDb, TestServer},
+    common::{
+        eventually, metrics_text, open_store, output_text, test_config, tool, Db, TestDb,
+        TestServer,
+    },
     process::free_port,
 };
 
@@ -415,7 +418,12 @@ async fn prometheus_runs_every_dashboard_and_rule_expression_against_a_real_serv
     let Some(prometheus) = tool("prometheus") else {
         return;
     };
-    let server = TestServer::start(Db::Sqlite).await.unwrap();
+    // A shard configured (no chain needed), so the per-shard families have
+    // their series.
+    let db = TestDb::new(Db::Sqlite).await.unwrap();
+    let mut config = test_config(&db.url);
+    config.lifecycle.shard_program_id = "11111111111111111111111111111112".into();
+    let server = TestServer::start_with(db, config).await;
     let http = reqwest::Client::new();
     // Some traffic, so per-route and per-method families have children.
     for path in ["/health", "/accounts", "/no-such-route"] {
