@@ -113,7 +113,39 @@ pub(crate) async fn stats(ctx: &Context) -> Result<(), ClientError> {
         ]);
     }
     table.print("components");
+    print_shards(&stats.shards);
     Ok(())
+}
+
+/// The shard programs: who holds each lease and how far each got.
+fn print_shards(shards: &[v1::ShardStatus]) {
+    let mut table = Table::new(&[
+        "SHARD",
+        "PROGRAM",
+        "OWNER",
+        "EPOCH",
+        "LAST SLOT",
+        "LAG",
+        "EXPIRES",
+    ]);
+    for s in shards {
+        let owner = match (s.owner_replica_id.as_str(), s.owned_here) {
+            ("", _) => "-".to_string(),
+            (owner, true) => format!("{owner} (here)"),
+            (owner, false) => owner.to_string(),
+        };
+        table.row(vec![
+            s.name.clone(),
+            s.shard.clone(),
+            owner,
+            s.epoch.to_string(),
+            s.last_processed_slot.to_string(),
+            s.lag_slots.to_string(),
+            output::time(s.lease_expires_at.as_ref()),
+        ]);
+    }
+    println!();
+    table.print("shards");
 }
 
 /// "replica-b (leader since …)" or "replica-a (follower; replica-b leads since …)".
