@@ -566,37 +566,58 @@ async fn six_shards_split_two_each_and_a_killed_replicas_move_within_the_lease_p
     cluster.kill(victim).await;
     let killed = Instant::now();
     placed.extend(cluster.place_round());
-    let (after, _) = cluster
-        .wait_balanced(
-            TAKEOVER_WITHIN,
-            "the survivors take the killed replica's shards",
-        )
-        .await;
-    let took = killed.elapsed();
-    println!(
-        "shards: {victim}'s shards taken over {:.2} s after SIGKILL (bound {TAKEOVER_WITHIN:?})",
-        took.as_secs_f64()
-    );
-    assert!(
-        took <= TAKEOVER_WITHIN,
-        "takeover took {took:?}, over lease TTL + one renewal + margin ({TAKEOVER_WITHIN:?})"
-    );
-    assert_eq!(
-        counts(&after),
-        shares(&[("replica-a", 3), ("replica-c", 3)])
-    );
-    for shard in &orphaned {
-        let (owner, epoch) = &after[shard];
-        assert!(
-            epoch > &before[shard].1,
-            "shard {shard} taken by {owner} at epoch {epoch}, was {}",
-            before[shard].1
-        );
-    }
-    assert_moves_raised_epochs(&before, &after);
+    let takeover = Takeover {
+        victim,
+        signal: "SIGKILL",
+        since: killed,
+        before: &before,
+        survivors: &[("replica-a", 3), ("replica-c", 3)],
+    };
+    takeover.assert_within(&cluster, &orphaned).await;
     placed.extend(cluster.place_round());
     cluster.assert_recorded_once(&placed).await;
     cluster.stop().await;
+}
+
+/// A replica lost to `signal` at `since`, whose shards the survivors must
+/// take within TAKEOVER_WITHIN, ending with `survivors`' shares.
+struct Takeover<'a> {
+    victim: &'a str,
+    signal: &'a str,
+    since: Instant,
+    before: &'a Ownership,
+    survivors: &'a [(&'a str, usize)],
+}
+
+impl Takeover<'_> {
+    /// Waits for the takeover and checks its time, the shares and that
+    /// every one of `lost` (and every moved shard) has a higher epoch.
+    async fn assert_within(&self, cluster: &Cluster, lost: &[String]) -> Ownership {
+        let victim = self.victim;
+        let what = format!("the others take {victim}'s shards");
+        let (after, _) = cluster.wait_balanced(TAKEOVER_WITHIN, &what).await;
+        let took = self.since.elapsed();
+        println!(
+            "shards: {victim}'s shards taken over {:.2} s after {} (bound {TAKEOVER_WITHIN:?})",
+            took.as_secs_f64(),
+            self.signal
+        );
+        assert!(
+            took <= TAKEOVER_WITHIN,
+            "takeover took {took:?}, over lease TTL + one renewal + margin ({TAKEOVER_WITHIN:?})"
+        );
+        assert_eq!(counts(&after), shares(self.survivors));
+        for shard in lost {
+            let (owner, epoch) = &after[shard];
+            assert!(
+                epoch > &self.before[shard].1,
+                "shard {shard} taken from {victim} by {owner} at epoch {epoch}, was {}",
+                self.before[shard].1
+            );
+        }
+        assert_moves_raised_epochs(self.before, &after);
+        after
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -619,32 +640,14 @@ async fn a_frozen_replica_is_fenced_then_rejoins_and_a_fourth_takes_its_share_po
     cluster.freeze(victim);
     let frozen = Instant::now();
     placed.extend(cluster.place_round());
-    let (taken, _) = cluster
-        .wait_balanced(
-            TAKEOVER_WITHIN,
-            "the others take the frozen replica's shards",
-        )
-        .await;
-    let took = frozen.elapsed();
-    println!(
-        "shards: {victim}'s shards taken over {:.2} s after SIGSTOP (bound {TAKEOVER_WITHIN:?})",
-        took.as_secs_f64()
-    );
-    assert!(
-        took <= TAKEOVER_WITHIN,
-        "takeover took {took:?}, over lease TTL + one renewal + margin ({TAKEOVER_WITHIN:?})"
-    );
-    assert_eq!(
-        counts(&taken),
-        shares(&[("replica-a", 3), ("replica-b", 3)])
-    );
-    for shard in &frozen_shards {
-        assert!(
-            taken[shard].1 > before[shard].1,
-            "shard {shard} taken from the frozen {victim} without a higher epoch"
-        );
-    }
-    assert_moves_raised_epochs(&before, &taken);
+    let takeover = Takeover {
+        victim,
+        signal: "SIGSTOP",
+        since: frozen,
+        before: &before,
+        survivors: &[("replica-a", 3), ("replica-b", 3)],
+    };
+    let taken = takeover.assert_within(&cluster, &frozen_shards).await;
     placed.extend(cluster.place_round());
     cluster.wait_recorded(&placed).await;
 
