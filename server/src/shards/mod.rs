@@ -90,8 +90,14 @@ impl ShardSet {
         {
             return Ok(Some(shard));
         }
-        let known: Vec<&str> = self.shards.iter().map(|s| s.name.as_str()).collect();
         let shown: String = value.chars().take(64).collect();
+        if self.shards.is_empty() {
+            return Err(ApiError::invalid(
+                field,
+                format!("no shard program {shown:?}: this server watches no chain, so no shard"),
+            ));
+        }
+        let known: Vec<&str> = self.shards.iter().map(|s| s.name.as_str()).collect();
         Err(ApiError::invalid(
             field,
             format!(

@@ -564,3 +564,63 @@ backend_tests!(
         assert!(server.stop().await);
     }
 );
+
+/// The shard filters take a configured shard's program id or name; anything
+/// else (unknown, huge, NUL, another program) is InvalidArgument naming
+/// `shard`, over gRPC and REST alike, and the server keeps serving.
+#[tokio::test]
+async fn shard_filters_take_a_configured_shard_and_refuse_anything_else() {
+    let db = TestDb::new(Db::Sqlite).await.unwrap();
+    let mut config = test_config(&db.url);
+    // Shards are configuration: no chain is needed to filter by them.
+    config.lifecycle.shard_program_ids =
+        "alpha=11111111111111111111111111111112,beta=Stake11111111111111111111111111111111111111"
+            .into();
+    let server = TestServer::start_with(db, config).await;
+    let mut lifecycle = server.lifecycle().await;
+    for good in ["alpha", "Stake11111111111111111111111111111111111111", ""] {
+        let listed = lifecycle
+            .list_events(ListEventsRequest {
+                shard: good.into(),
+                ..Default::default()
+            })
+            .await;
+        assert!(listed.is_ok(), "{good:?}: {listed:?}");
+    }
+    let huge = "x".repeat(100_000);
+    for bad in [
+        "gamma",
+        "alpha\0",
+        huge.as_str(),
+        "11111111111111111111111111111111",
+    ] {
+        let err = lifecycle
+            .list_accounts(ListAccountsRequest {
+                shard: bad.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{:.80}", bad);
+        use tonic_types::StatusExt as _;
+        let violation = &err.get_details_bad_request().unwrap().field_violations[0];
+        assert_eq!(violation.field, "shard");
+        assert!(err.message().contains("alpha, beta"), "{}", err.message());
+        assert!(err.message().len() < 400, "the value is not echoed whole");
+    }
+    let rest = reqwest::get(format!("{}/sessions?shard=gamma", server.http()))
+        .await
+        .unwrap();
+    assert_eq!(rest.status(), 400);
+    let body: serde_json::Value = rest.json().await.unwrap();
+    assert!(body.to_string().contains("shard"), "{body}");
+    let stats = lifecycle
+        .get_stats(GetStatsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let names: Vec<&str> = stats.shards.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["alpha", "beta"]);
+    assert!(stats.shards.iter().all(|s| s.owner_replica_id.is_empty()));
+    assert!(server.stop().await);
+}
