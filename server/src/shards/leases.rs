@@ -187,12 +187,20 @@ impl Runner {
             let Some(id) = self.held.keys().next_back().cloned() else {
                 return;
             };
-            let epoch = self.held[&id].epoch;
-            self.stop(&id, "released").await;
-            let release = self.state.store.release_lease(&id, &self.replica, epoch);
-            if let Err(e) = timed(release).await {
-                tracing::warn!(shard = %id, error = %e, "releasing a shard lease failed; it runs out instead");
-            }
+            self.release(&id).await;
+        }
+    }
+
+    /// Stops `id`'s work, then gives its lease up at once, so another
+    /// replica need not wait for it to run out.
+    async fn release(&mut self, id: &str) {
+        let Some(epoch) = self.held.get(id).map(|h| h.epoch) else {
+            return;
+        };
+        self.stop(id, "released").await;
+        let release = self.state.store.release_lease(id, &self.replica, epoch);
+        if let Err(e) = timed(release).await {
+            tracing::warn!(shard = %id, error = %e, "releasing a shard lease failed; it runs out instead");
         }
     }
 
@@ -293,17 +301,9 @@ impl Runner {
 
     /// On shutdown: stop every shard's work, then release its lease.
     async fn stop_all(&mut self) {
-        let ids: Vec<(String, i64)> = self
-            .held
-            .iter()
-            .map(|(id, h)| (id.clone(), h.epoch))
-            .collect();
-        for (id, epoch) in ids {
-            self.stop(&id, "released").await;
-            let release = self.state.store.release_lease(&id, &self.replica, epoch);
-            if let Err(e) = timed(release).await {
-                tracing::warn!(shard = %id, error = %e, "releasing a shard lease at shutdown failed");
-            }
+        let ids: Vec<String> = self.held.keys().cloned().collect();
+        for id in ids {
+            self.release(&id).await;
         }
         if let Err(e) = timed(self.state.store.forget_replica(&self.replica)).await {
             tracing::debug!(error = %e, "removing this replica's heartbeat failed");

@@ -5,14 +5,15 @@
 //! Times are Unix milliseconds on the database's clock, so replicas whose
 //! clocks disagree still agree on who holds what. The epoch grows on every
 //! change of owner (Temporal's shard RangeID): a chain-work store made by
-//! [`Store::for_shard`] checks it at the start of every write transaction
-//! and refuses the write once it has moved on. On PostgreSQL it checks
-//! again just before the commit, then with a shared lock on the lease row:
-//! a takeover (which updates the row) waits for writes already past that
-//! check to commit, and every write either commits under its epoch or is
-//! refused. Holding the lock only from the last check to the commit means
-//! a writer frozen mid-transaction (SIGSTOP, a stalled VM) does not hold
-//! the takeover up.
+//! [`Store::for_shard`] checks it in every write transaction and refuses
+//! the write once it has moved on: on SQLite when the transaction begins
+//! (its writers take turns), on PostgreSQL just before the commit, with a
+//! shared lock on the lease row. A takeover (which updates the row) waits
+//! for writes already past that check to commit, so every write either
+//! commits under its epoch or is refused. One check per transaction, and
+//! holding the lock only from the check to the commit means a writer
+//! frozen mid-transaction (SIGSTOP, a stalled VM) does not hold the
+//! takeover up.
 
 use std::sync::{
     atomic::{AtomicI64, Ordering},
@@ -117,22 +118,25 @@ impl Store {
         }
     }
 
-    /// Refuses `tx` when the shard's epoch is not the fence's; `hold` keeps
-    /// the lease row locked (shared) until `tx` ends (PostgreSQL).
+    /// Refuses `tx` when the shard's epoch is not the fence's: at once when
+    /// an earlier write was refused, otherwise by reading the lease row at
+    /// the backend's one check point (see the module documentation).
     pub(super) async fn check_fence(
         &self,
         tx: &mut WriteTx<'_>,
         fence: &ShardFence,
-        hold: bool,
+        at_commit: bool,
     ) -> StoreResult<()> {
         let moved_to = fence.moved_to.load(Ordering::Relaxed);
         if moved_to != 0 {
             return Err(fence.refuse(moved_to));
         }
-        let sql = if hold {
-            "SELECT epoch FROM shard_leases WHERE shard = $1 FOR SHARE"
-        } else {
-            "SELECT epoch FROM shard_leases WHERE shard = $1"
+        let sql = match (self.backend, at_commit) {
+            (Backend::Sqlite, false) => "SELECT epoch FROM shard_leases WHERE shard = $1",
+            (Backend::Postgres, true) => {
+                "SELECT epoch FROM shard_leases WHERE shard = $1 FOR SHARE"
+            }
+            _ => return Ok(()),
         };
         let current: Option<i64> = sqlx::query_scalar(sql)
             .bind(&fence.shard)

@@ -200,18 +200,30 @@ impl Store {
             None => None,
         };
         let tx = self.pool.begin().await?;
-        let mut tx = WriteTx {
+        let tx = WriteTx {
             tx,
             _turn: turn,
             appended_events: false,
         };
-        if let Some(fence) = &self.fence {
-            if let Err(e) = self.check_fence(&mut tx, fence, false).await {
-                if let Err(rollback) = tx.tx.rollback().await {
-                    tracing::debug!(error = %rollback, "rolling back a fenced write failed");
-                }
-                return Err(e);
+        self.fence_point(tx, false).await
+    }
+
+    /// A shard's chain work checks its fence at the start (`at_commit`
+    /// false) and the end of every write transaction (see `leases`); a
+    /// refused one is rolled back here.
+    async fn fence_point<'a>(
+        &self,
+        mut tx: WriteTx<'a>,
+        at_commit: bool,
+    ) -> StoreResult<WriteTx<'a>> {
+        let Some(fence) = &self.fence else {
+            return Ok(tx);
+        };
+        if let Err(e) = self.check_fence(&mut tx, fence, at_commit).await {
+            if let Err(rollback) = tx.tx.rollback().await {
+                tracing::debug!(error = %rollback, "rolling back a fenced write failed");
             }
+            return Err(e);
         }
         Ok(tx)
     }
@@ -281,21 +293,9 @@ impl Store {
     }
 
     /// Commits, then wakes the event tailer if events were appended. A
-    /// shard's chain work checks its fence once more first, holding the
-    /// lease row until the commit (see `leases`).
-    pub(crate) async fn commit(&self, mut tx: WriteTx<'_>) -> StoreResult<()> {
-        if let Some(fence) = self
-            .fence
-            .as_ref()
-            .filter(|_| self.backend == Backend::Postgres)
-        {
-            if let Err(e) = self.check_fence(&mut tx, fence, true).await {
-                if let Err(rollback) = tx.tx.rollback().await {
-                    tracing::debug!(error = %rollback, "rolling back a fenced write failed");
-                }
-                return Err(e);
-            }
-        }
+    /// shard's chain work checks its fence first (see `leases`).
+    pub(crate) async fn commit(&self, tx: WriteTx<'_>) -> StoreResult<()> {
+        let tx = self.fence_point(tx, true).await?;
         let appended = tx.appended_events;
         tx.tx.commit().await?;
         if appended {
